@@ -1,0 +1,256 @@
+"""The ``mmt-nas`` command line. The only module that configures logging and prints."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmt_nas import __version__
+from mmt_nas.exceptions import MmtNasError, OpSpaceError
+
+_logger = logging.getLogger("mmt_nas.cli")
+
+
+def _shape(text: str) -> list[int]:
+    try:
+        shape = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape such as 1,3,224,224, but got {text!r}") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"expected positive sizes such as 1,3,224,224, but got {text!r}")
+    return shape
+
+
+def load_model(spec: str, kwargs: str | None = None) -> Any:
+    """Build a model from ``package.module:callable`` or ``path/to/file.py:callable``.
+
+    Args:
+        spec: Where the callable (a class or function returning an ``nn.Module``) lives.
+        kwargs: Keyword arguments as a YAML/JSON mapping, e.g. ``'{num_classes: 10}'``.
+
+    Raises:
+        OpSpaceError: The spec cannot be resolved or the callable fails.
+    """
+    import torch
+
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise OpSpaceError(f"a model must be given as module:callable or file.py:callable, but got {spec!r}.")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).resolve()
+            sys.path.insert(0, str(path.parent))
+            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if loader_spec is None or loader_spec.loader is None:
+                raise ImportError(f"no Python file at {str(path)!r}")
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[path.stem] = module
+            loader_spec.loader.exec_module(module)
+        else:
+            sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(module_name)
+    except Exception as exc:  # importing user code may raise anything
+        raise OpSpaceError(f"cannot import {module_name!r} for the model {spec!r}: {exc!r}.") from exc
+    target = getattr(module, attr, None)
+    if target is None:
+        raise OpSpaceError(f"{module_name!r} has no attribute {attr!r} (model {spec!r}).")
+    args = yaml.safe_load(kwargs) if kwargs else {}
+    if not isinstance(args, dict):
+        raise OpSpaceError(f"--kwargs must be a mapping such as '{{num_classes: 10}}', but got {kwargs!r}.")
+    model = target if isinstance(target, torch.nn.Module) else target(**args)
+    if not isinstance(model, torch.nn.Module):
+        raise OpSpaceError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module.")
+    return model.eval()
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="CPU", help="MNN backend (default: CPU)")
+    p.add_argument("--threads", type=int, default=1, help="MNN threads (default: 1)")
+    p.add_argument("--precision", default="high", choices=["high", "normal", "low"], help="MNN precision")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="package.module:callable or file.py:callable returning an nn.Module")
+    p.add_argument("--input-shape", type=_shape, required=True, help="e.g. 1,3,224,224")
+    p.add_argument("--kwargs", default=None, help="keyword arguments for the callable, as YAML/JSON")
+
+
+def _cmd_space(a: argparse.Namespace) -> int:
+    from mmt_nas.opspace import dump_space, space_from_model
+
+    doc = space_from_model(load_model(a.model, a.kwargs), a.input_shape)
+    dump_space(doc, a.output)
+    n = sum(len(blocks) for classes in doc.values() for blocks in classes.values())
+    print(f"wrote {a.output}: {n} ops")
+    return 0
+
+
+def _cmd_generate(a: argparse.Namespace) -> int:
+    from mmt_nas.converter import generate_ops_list
+
+    result = generate_ops_list(a.yaml, a.out_dir, keep_onnx=a.keep_onnx, show_progress=a.verbose or None)
+    print(result.summary())
+    for s in result.skipped[: 10 if not a.verbose else None]:
+        print(f"  skipped {s}")
+    if len(result.skipped) > 10 and not a.verbose:
+        print(f"  ... {len(result.skipped) - 10} more skipped (use -v to list all)")
+    for key, reason in result.failed:
+        print(f"  FAILED {key}: {reason}")
+    return 1 if result.failed else 0
+
+
+def _cmd_meter(a: argparse.Namespace) -> int:
+    from mmt_nas.meter import meter_ops
+
+    t0 = time.perf_counter()
+    table = meter_ops(
+        a.ops_dir, a.times, warmup=a.warmup, backend=a.backend, threads=a.threads, precision=a.precision,
+        show_progress=a.verbose or None,
+    )
+    print(f"{len(table)} ops in the table ({time.perf_counter() - t0:.1f} s); {table.settings}")
+    return 0
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from mmt_nas.parser import predict_latency
+
+    pred = predict_latency(load_model(a.model, a.kwargs), a.table, a.input_shape,
+                           backend=a.backend, threads=a.threads, precision=a.precision)
+    if a.json:
+        print(json.dumps(pred.to_dict(), indent=1))
+    else:
+        print(pred.explain() if a.explain else f"{float(pred):.3f} ms")
+    return 0
+
+
+def _cmd_measure(a: argparse.Namespace) -> int:
+    from mmt_nas.converter import measure_latency
+
+    stats = measure_latency(load_model(a.model, a.kwargs), a.input_shape, a.times,
+                            backend=a.backend, threads=a.threads, precision=a.precision)
+    print(json.dumps({"latency_ms": stats.to_dict()}) if a.json else
+          f"median {stats.median_ms:.3f} ms (mean {stats.mean_ms:.3f}, std {stats.std_ms:.3f}, n={stats.n})")
+    return 0
+
+
+def _find_example(example_dir: str | None) -> Path:
+    if example_dir is not None:
+        return Path(example_dir)
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (base / "examples" / "resnet18" / "ops.yaml").is_file():
+            return base / "examples" / "resnet18"
+    raise OpSpaceError(
+        "the demo needs examples/resnet18/ (ops.yaml and resnet18.py) from the mmt_nas repository: run it from "
+        "the repository's root, or pass --example-dir."
+    )
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from mmt_nas.converter import generate_ops_list, measure_latency
+    from mmt_nas.meter import meter_ops
+    from mmt_nas.parser import predict_latency
+
+    example = _find_example(a.example_dir)
+    ops_dir = Path(a.work_dir) / "ops"
+    shape = [1, 3, 224, 224]
+    t0 = time.perf_counter()
+    print(f"mmt-nas demo: ResNet-18 from {example}, ops in {ops_dir}")
+    result = generate_ops_list(example / "ops.yaml", ops_dir, show_progress=a.verbose or None)
+    print(f"[1/4] generate ({time.perf_counter() - t0:.0f} s): {result.summary()}")
+    table = meter_ops(ops_dir, a.times, show_progress=a.verbose or None)
+    print(f"[2/4] meter    ({time.perf_counter() - t0:.0f} s): {len(table)} ops, {a.times} runs each, "
+          f"{table.settings.backend}, {table.settings.threads} thread(s), {table.device.get('cpu_model')}")
+    model = load_model(f"{example / 'resnet18.py'}:ResNet18")
+    pred = predict_latency(model, ops_dir, shape)
+    print(f"[3/4] predict  ({time.perf_counter() - t0:.0f} s): {float(pred):.2f} ms")
+    print("\n".join("      " + line for line in pred.explain().splitlines()))
+    measured = measure_latency(model, shape, a.times)
+    err = (float(pred) - measured.median_ms) / measured.median_ms
+    print(f"[4/4] measure  ({time.perf_counter() - t0:.0f} s): {measured.median_ms:.2f} ms end to end "
+          f"(std {measured.std_ms:.2f} ms over {measured.n} runs)")
+    print(f"\nprediction {float(pred):.2f} ms vs measured {measured.median_ms:.2f} ms: error {err:+.1%}")
+    print("This prediction sums ops timed alone, with no correction for what MNN does inside a whole model "
+          "(Conv+BN+ReLU fusion, cache effects, the residual additions and flatten that are not modules). "
+          "On other networks and machines such sums have been 25-70% off in either direction: one model "
+          "proves little either way; see README, 'Accuracy'.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mmt-nas``."""
+    parser = argparse.ArgumentParser(prog="mmt-nas", description="Operator latency tables and model latency "
+                                     "prediction with MNN, for neural architecture search.")
+    parser.add_argument("--version", action="version", version=f"mmt-nas {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="generate, meter, predict and measure the ResNet-18 example")
+    p.add_argument("--example-dir", default=None, help="folder with ops.yaml and resnet18.py")
+    p.add_argument("--work-dir", default="mmt_nas_demo", help="where the ops and table go (default: ./mmt_nas_demo)")
+    p.add_argument("--times", type=int, default=100, help="timed runs per op and for the model")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("space", help="write the op-space YAML covering every op of a model")
+    _model_args(p)
+    p.add_argument("-o", "--output", default="ops.yaml", help="YAML file to write (default: ops.yaml)")
+    p.set_defaults(func=_cmd_space)
+
+    p = sub.add_parser("generate", help="export every op of an op space to MNN")
+    p.add_argument("yaml", help="the op-space YAML")
+    p.add_argument("out_dir", help="the ops folder")
+    p.add_argument("--keep-onnx", action="store_true", help="keep the intermediate ONNX files")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("meter", help="time every op of an ops folder and save meta_latency.json")
+    p.add_argument("ops_dir")
+    p.add_argument("--times", type=int, default=100, help="timed runs per op (default: 100)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: auto)")
+    _runtime_args(p)
+    p.set_defaults(func=_cmd_meter)
+
+    p = sub.add_parser("predict", help="predict a model's latency from a table")
+    _model_args(p)
+    p.add_argument("--table", required=True, help="meta_latency.json or its ops folder")
+    p.add_argument("--explain", action="store_true", help="print the per-op breakdown")
+    p.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    p.add_argument("--backend", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", default=None)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("measure", help="measure a model end to end with MNN (the ground truth)")
+    _model_args(p)
+    p.add_argument("--times", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+    _runtime_args(p)
+    p.set_defaults(func=_cmd_measure)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mmt-nas``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except MmtNasError as exc:
+        print(f"mmt-nas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mmt-nas {args.command}: interrupted; rerun to continue where it stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""Export ops and models: torch → ONNX → MNN, and the ops folder with its ``meta.json``.
+
+ONNX → MNN goes through MNN's compiled converter extension (``_tools``) in
+process. ``MNN.tools`` is never imported: importing it installs packages with pip
+and sends telemetry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmt_nas.exceptions import ExportError, MeteringError, OpSpaceError, TableError
+from mmt_nas.meter import progress, quiet_native_output, time_model
+from mmt_nas.opspace import OpSpec, load_space
+from mmt_nas.parser import _check_shape, _eval_mode
+from mmt_nas.table import (
+    LatencyStats,
+    OpRecord,
+    RuntimeSettings,
+    load_ops_meta,
+    op_key,
+    save_ops_meta,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["GenerateResult", "SkippedOp", "export_to_mnn", "generate_ops_list", "measure_latency"]
+
+_logger = logging.getLogger(__name__)
+_OPSET = 17
+_CHECKPOINT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class SkippedOp:
+    """An op of the space that was not exported, and why."""
+
+    where: str
+    args: dict[str, Any]
+    input_shape: tuple[int, ...]
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where} args={self.args} input_shape={list(self.input_shape)}: {self.reason}"
+
+
+@dataclass
+class GenerateResult:
+    """What :func:`generate_ops_list` did.
+
+    Attributes:
+        ops: Every op now in the folder's ``meta.json``.
+        exported: Keys exported by this run.
+        reused: Keys already in the folder, not exported again.
+        skipped: Combinations that cannot be built or cannot run on their input shape.
+        failed: Ops that could be built but failed to export or convert (key, reason).
+    """
+
+    ops: list[OpRecord] = field(default_factory=list)
+    exported: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    skipped: list[SkippedOp] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line per outcome."""
+        return (
+            f"{len(self.exported)} exported, {len(self.reused)} already present, "
+            f"{len(self.skipped)} invalid combinations skipped, {len(self.failed)} failed to export; "
+            f"{len(self.ops)} ops in meta.json"
+        )
+
+
+def _onnx_to_mnn(onnx_path: Path, mnn_path: Path) -> None:
+    """Convert with MNN's in-process converter, capturing its native output."""
+    out: list[str] = []
+    try:
+        with quiet_native_output() as out:
+            import _tools  # MNN's compiled converter; never MNN.tools
+
+            ok = _tools.mnnconvert(
+                ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path),
+                 "--bizCode", "mmt_nas"]
+            )
+    except ImportError as exc:
+        raise ExportError(f"MNN's converter extension is missing ({exc}). Install it with `pip install MNN`.") from exc
+    if not ok or not mnn_path.is_file() or mnn_path.stat().st_size == 0:
+        log = " ".join((out[0] if out else "").split())[-500:]
+        raise ExportError(f"MNN could not convert {onnx_path.name}: {log or 'no output'}")
+
+
+def export_to_mnn(
+    module: torch.nn.Module,
+    input_shape: Sequence[int],
+    mnn_path: str | os.PathLike[str],
+    *,
+    onnx_path: str | os.PathLike[str] | None = None,
+) -> None:
+    """Export ``module`` on ``input_shape`` to an ``.mnn`` file (through ONNX, opset 17).
+
+    The module is exported in eval mode (its flags are restored afterwards). The
+    ``.mnn`` file appears complete or not at all.
+
+    Args:
+        module: What to export.
+        input_shape: Static input shape.
+        mnn_path: Destination ``.mnn`` file.
+        onnx_path: Keep the intermediate ONNX file here (default: a temporary file, removed).
+
+    Raises:
+        ExportError: torch or MNN failed; the message says which and why.
+    """
+    import torch
+
+    shape = _check_shape(list(input_shape))
+    mnn_path = Path(mnn_path)
+    mnn_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mmt_nas_") as tmp:
+        onnx_file = Path(onnx_path) if onnx_path is not None else Path(tmp) / "op.onnx"
+        try:
+            with torch.no_grad(), _eval_mode(module), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module,
+                    (torch.randn(shape),),
+                    str(onnx_file),
+                    dynamo=False,
+                    opset_version=_OPSET,
+                    input_names=["input"],
+                    output_names=["output"],
+                )
+        except Exception as exc:
+            raise ExportError(
+                f"torch could not export {type(module).__name__} on input_shape={list(shape)} to ONNX: {exc}"
+            ) from exc
+        staged = mnn_path.with_name(f".{mnn_path.name}.{os.getpid()}.tmp")
+        try:
+            _onnx_to_mnn(onnx_file, staged)
+            os.replace(staged, mnn_path)
+        finally:
+            staged.unlink(missing_ok=True)
+
+
+def _flops_and_output(module: torch.nn.Module, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...] | None]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmt_nas.parser import _shape_of
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = module(torch.randn(shape, generator=gen))
+    return int(counter.get_total_flops()), _shape_of(out)
+
+
+def _prepare(
+    specs: Sequence[OpSpec], base_dir: Path
+) -> tuple[list[tuple[OpRecord, Any]], list[SkippedOp]]:
+    """Build and dry-run every spec; return (record, module) pairs and the skipped ones."""
+    ready: dict[str, tuple[OpRecord, Any, OpSpec]] = {}
+    skipped: list[SkippedOp] = []
+    for spec in specs:
+        try:
+            module = spec.build(base_dir)
+        except OpSpaceError:
+            raise
+        except Exception as exc:  # a constructor may reject a combination in any way
+            skipped.append(SkippedOp(spec.where, dict(spec.args), spec.input_shape, f"cannot be built: {exc}"))
+            continue
+        try:
+            flops, out_shape = _flops_and_output(module, spec.input_shape)
+        except Exception as exc:  # likewise any failure of the forward pass on this shape
+            reason = " ".join(str(exc).split())[:300]
+            skipped.append(
+                SkippedOp(spec.where, dict(spec.args), spec.input_shape, f"cannot run on this input shape: {reason}")
+            )
+            continue
+        key = op_key(spec.class_name, repr(module), spec.input_shape)
+        if key in ready:
+            other = ready[key][2]
+            if dict(other.args) != dict(spec.args) or other.module != spec.module:
+                raise OpSpaceError(
+                    f"{spec.where}: two different ops have the same key, so the table could not tell them apart: "
+                    f"{other.module}.{other.class_name}(**{dict(other.args)}) and "
+                    f"{spec.module}.{spec.class_name}(**{dict(spec.args)}) both have repr() {repr(module)!r} "
+                    f"on input_shape={list(spec.input_shape)}. Override __repr__ of {spec.class_name} so that it "
+                    "includes every argument that changes the op (the MMT contract)."
+                )
+            continue
+        record = OpRecord(
+            key=key,
+            class_name=spec.class_name,
+            module=spec.module,
+            args=dict(spec.args),
+            input_shape=spec.input_shape,
+            output_shape=out_shape,
+            flops=flops,
+            params=sum(p.numel() for p in module.parameters()),
+            file=f"{spec.class_name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.mnn",
+        )
+        ready[key] = (record, module, spec)
+    return [(r, m) for r, m, _ in ready.values()], skipped
+
+
+def generate_ops_list(
+    yaml_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    keep_onnx: bool = False,
+    show_progress: bool | None = None,
+) -> GenerateResult:
+    """Export every op of an op space to ``.mnn`` files and write ``out_dir/meta.json`` (the MMT call).
+
+    Incremental: ops already in ``meta.json`` whose file exists are not exported
+    again. Combinations that cannot be built or run are skipped and reported; an
+    op that fails to export is reported and the others proceed.
+
+    Args:
+        yaml_path: The op-space YAML.
+        out_dir: The ops folder (created if needed).
+        keep_onnx: Keep each op's ONNX file next to its ``.mnn`` file.
+        show_progress: Progress bar; ``None`` shows one on a terminal only.
+
+    Returns:
+        What was exported, reused, skipped and failed.
+
+    Raises:
+        OpSpaceError: The op space is invalid, yields no valid op, or has repr collisions.
+    """
+    out = Path(out_dir)
+    specs = load_space(yaml_path)
+    ready, skipped = _prepare(specs, Path(yaml_path).parent)
+    if not ready:
+        first = "; ".join(str(s) for s in skipped[:3])
+        raise OpSpaceError(
+            f"the op space {str(yaml_path)!r} yields no valid op: all {len(skipped)} combinations were skipped "
+            f"({first}). Check that each op's arguments fit its input shapes."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        existing = {r.key: r for r in load_ops_meta(out)} if (out / "meta.json").exists() else {}
+    except TableError as exc:
+        raise OpSpaceError(f"cannot extend {str(out)!r}: {exc} Use an empty folder, or repair meta.json.") from None
+    result = GenerateResult(skipped=skipped)
+    records = dict(existing)
+    last_save = time.monotonic()
+    try:
+        for record, module in progress(ready, len(ready), "export", show_progress):
+            old = existing.get(record.key)
+            if old is not None and old.file and (out / old.file).is_file():
+                result.reused.append(record.key)
+                continue
+            try:
+                onnx = out / (Path(record.file or "").stem + ".onnx") if keep_onnx else None
+                export_to_mnn(module, record.input_shape, out / str(record.file), onnx_path=onnx)
+            except ExportError as exc:
+                _logger.error("failed to export %s: %s", record.key, exc)
+                result.failed.append((record.key, str(exc)))
+                continue
+            records[record.key] = record
+            result.exported.append(record.key)
+            if time.monotonic() - last_save > _CHECKPOINT_SECONDS:
+                save_ops_meta(out, records.values())
+                last_save = time.monotonic()
+    finally:
+        save_ops_meta(out, records.values())
+    for s in skipped:
+        _logger.info("skipped %s", s)
+    result.ops = list(records.values())
+    _logger.info("generate %s: %s", out, result.summary())
+    return result
+
+
+def measure_latency(
+    model: torch.nn.Module,
+    input_shape: Sequence[int],
+    times: int = 100,
+    *,
+    warmup: int | None = None,
+    backend: str = "CPU",
+    threads: int = 1,
+    precision: str = "high",
+    keep_mnn: str | os.PathLike[str] | None = None,
+) -> LatencyStats:
+    """Measure a whole model end to end: export it like an op and time it with MNN.
+
+    This is the ground truth predictions are judged against. ``float(result)`` is
+    the median in ms.
+
+    Args:
+        model: The model (exported in eval mode; its flags are restored).
+        input_shape: Its input shape.
+        times: Timed runs.
+        warmup: Untimed runs first (``None``: at least 5 and 20 ms).
+        backend: MNN backend.
+        threads: MNN threads.
+        precision: MNN precision.
+        keep_mnn: Also keep the converted model at this path.
+
+    Raises:
+        ExportError: The model cannot be exported or converted.
+        MeteringError: MNN cannot run it.
+    """
+    try:
+        settings = RuntimeSettings(backend, threads, precision)
+    except TableError as exc:
+        raise MeteringError(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="mmt_nas_") as tmp:
+        path = Path(keep_mnn) if keep_mnn is not None else Path(tmp) / "model.mnn"
+        export_to_mnn(model, input_shape, path)
+        return time_model(path, times, warmup=warmup, settings=settings)

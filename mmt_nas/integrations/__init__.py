@@ -1,0 +1,1 @@
+"""Integrations with search frameworks (Optuna, PyTorch supernets)."""

@@ -1,0 +1,311 @@
+"""Time ``.mnn`` models with the MNN runtime and build latency tables.
+
+This module needs only MNN, numpy and the standard library, so it runs on a
+deployment device without torch or scikit-learn.
+
+Timing method: each run is one call of MNN's ``Interpreter.runSession`` (a
+single Python-to-C++ call with the input already in place), timed with
+``time.perf_counter_ns`` around it, with the garbage collector paused. The call
+path costs about 0.2 µs here (see ``benchmarks/RESULTS.md``), so even a 10 µs op is
+timed within a few percent; MNN's ``nn`` module API costs about 1 µs a call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mmt_nas.exceptions import MeteringError, TableError
+from mmt_nas.table import (
+    TABLE_FILENAME,
+    LatencyStats,
+    LatencyTable,
+    RuntimeSettings,
+    TableEntry,
+    load_ops_meta,
+)
+
+__all__ = ["meter_ops", "time_model", "device_info", "JOURNAL_SUFFIX"]
+
+_logger = logging.getLogger(__name__)
+JOURNAL_SUFFIX = ".journal"
+_CHECKPOINT_SECONDS = 5.0
+_T = TypeVar("_T")
+
+
+@contextlib.contextmanager
+def quiet_native_output() -> Iterator[list[str]]:
+    """Capture what native code writes to file descriptors 1 and 2 inside the block.
+
+    MNN prints progress from C++, which ``sys.stdout`` redirection cannot catch.
+    The captured text is appended to the yielded list when the block exits.
+    """
+    captured: list[str] = []
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no real file descriptors (e.g. embedded interpreters)
+        yield captured
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace"))
+
+
+def _mnn() -> Any:
+    """Import the MNN runtime (never ``MNN.tools``), hiding its start-up banner."""
+    if "MNN" not in sys.modules:
+        try:
+            with quiet_native_output():
+                import MNN  # noqa: F401
+        except ImportError as exc:
+            raise MeteringError(
+                f"the MNN runtime is not installed ({exc}). Install it with `pip install MNN`."
+            ) from exc
+    return sys.modules["MNN"]
+
+
+def progress(items: Iterable[_T], total: int, desc: str, enabled: bool | None) -> Iterable[_T]:
+    """Wrap ``items`` in a progress bar when enabled (default: only on a terminal)."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, total=total, desc=desc, unit="op", leave=False)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def device_info() -> dict[str, Any]:
+    """Describe the machine and runtime latencies are measured on.
+
+    Returns:
+        A JSON-ready dict: CPU model, core count, machine, OS, Python and MNN versions, host name.
+    """
+    mnn = _mnn()
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count() or 1,
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "mnn_version": str(mnn.version()) if hasattr(mnn, "version") else "unknown",
+        "hostname": platform.node(),
+    }
+
+
+class _Session:
+    """An MNN interpreter session with a random input written once."""
+
+    def __init__(self, path: str | os.PathLike[str], settings: RuntimeSettings) -> None:
+        mnn = _mnn()
+        import numpy as np
+
+        path = str(path)
+        if not os.path.isfile(path):
+            raise MeteringError(f"MNN model file not found: {path!r}. Run generate again to recreate it.")
+        out: list[str] = []
+        try:
+            with quiet_native_output() as out:
+                self.interpreter = mnn.Interpreter(path)
+                self.session = self.interpreter.createSession(
+                    {"backend": settings.backend, "precision": settings.precision, "numThread": settings.threads}
+                )
+                inp = self.interpreter.getSessionInput(self.session)
+                shape = list(inp.getShape())
+                data = np.random.default_rng(0).random(shape, dtype=np.float32)
+                host = mnn.Tensor(shape, mnn.Halide_Type_Float, data, mnn.Tensor_DimensionType_Caffe)
+                inp.copyFrom(host)
+        except Exception as exc:
+            detail = " ".join((out[0] if out else "").split())[-300:]
+            raise MeteringError(
+                f"MNN could not load or prepare {path!r} with {settings}: {exc}. {detail} "
+                "Check that the file is an MNN model and the backend is available on this device."
+            ) from exc
+        self.run = lambda: self.interpreter.runSession(self.session)
+
+
+def time_model(
+    path: str | os.PathLike[str],
+    times: int = 100,
+    *,
+    warmup: int | None = None,
+    settings: RuntimeSettings | None = None,
+) -> LatencyStats:
+    """Time one ``.mnn`` model end to end.
+
+    Args:
+        path: The ``.mnn`` file (single input, shape fixed in the file).
+        times: Number of timed runs, >= 1.
+        warmup: Untimed runs first. ``None`` runs at least 5 and at least 20 ms' worth.
+        settings: Backend, threads and precision (default: CPU, 1 thread, high precision).
+
+    Returns:
+        The statistics of the ``times`` runs, in milliseconds.
+
+    Raises:
+        MeteringError: Bad arguments, or MNN cannot load or run the model.
+    """
+    _check_times(times, warmup)
+    settings = settings or RuntimeSettings()
+    s = _Session(path, settings)
+    run = s.run
+    clock = time.perf_counter_ns
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start, done = clock(), 0
+        while (done < warmup) if warmup is not None else (done < 5 or (clock() - start < 20e6 and done < 1000)):
+            run()
+            done += 1
+        samples = []
+        for _ in range(times):
+            t0 = clock()
+            run()
+            samples.append(clock() - t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return LatencyStats.from_samples(x / 1e6 for x in samples)
+
+
+def _check_times(times: Any, warmup: Any) -> None:
+    if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+        raise MeteringError(f"`times` must be an integer >= 1, but got times={times!r}.")
+    if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
+        raise MeteringError(f"`warmup` must be None or an integer >= 0, but got warmup={warmup!r}.")
+
+
+def _read_journal(path: Path) -> list[TableEntry]:
+    """Entries appended by an interrupted run; a torn last line is ignored."""
+    entries: list[TableEntry] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return entries
+    for line in lines:
+        try:
+            entries.append(TableEntry.from_dict(json.loads(line)))
+        except (ValueError, TableError):
+            _logger.warning("ignoring an unreadable line in %s (an interrupted write)", path)
+    return entries
+
+
+def meter_ops(
+    ops_dir: str | os.PathLike[str],
+    times: int = 100,
+    *,
+    warmup: int | None = None,
+    backend: str = "CPU",
+    threads: int = 1,
+    precision: str = "high",
+    output: str | os.PathLike[str] | None = None,
+    show_progress: bool | None = None,
+) -> LatencyTable:
+    """Time every op of an ops folder and save the latency table (``meta_latency.json``).
+
+    The table is saved incrementally: every timed op is first appended to a journal
+    next to the table and the table is rewritten atomically every few seconds, so
+    an interrupted run loses nothing and a rerun continues where it stopped.
+
+    Args:
+        ops_dir: Folder written by :func:`mmt_nas.converter.generate_ops_list`.
+        times: Timed runs per op.
+        warmup: Untimed runs before timing (``None``: at least 5 runs and 20 ms).
+        backend: MNN backend, e.g. ``"CPU"``.
+        threads: MNN threads.
+        precision: ``"high"``, ``"normal"`` or ``"low"``.
+        output: Where to write the table (default ``ops_dir/meta_latency.json``).
+        show_progress: Progress bar; ``None`` shows one on a terminal only.
+
+    Returns:
+        The complete table.
+
+    Raises:
+        MeteringError: Bad arguments, unusable folder, or a table there measured with other settings.
+    """
+    _check_times(times, warmup)
+    try:
+        settings = RuntimeSettings(backend, threads, precision)
+    except TableError as exc:
+        raise MeteringError(str(exc)) from None
+    ops_dir = Path(ops_dir)
+    try:
+        ops = load_ops_meta(ops_dir)
+    except TableError as exc:
+        raise MeteringError(f"cannot meter {str(ops_dir)!r}: {exc} Run generate_ops_list first.") from None
+    out = Path(output) if output is not None else ops_dir / TABLE_FILENAME
+    journal = out.with_name(out.name + JOURNAL_SUFFIX)
+
+    if out.exists():
+        table = LatencyTable.load(out)
+        if table.settings != settings:
+            raise MeteringError(
+                f"{str(out)!r} was measured with {table.settings}, but this run asks for {settings}. "
+                "Tables never mix settings: pass another `output`, or delete that file to start over."
+            )
+    else:
+        table = LatencyTable(settings, device_info(), {})
+    table.timing = {"times": times, "warmup": "auto" if warmup is None else warmup, "method": "runSession"}
+    for entry in _read_journal(journal):
+        table.add(entry)
+
+    todo = [op for op in ops if op.key not in table and op.file]
+    _logger.info("metering %d of %d ops (%d already in the table)", len(todo), len(ops), len(ops) - len(todo))
+    last_save = time.monotonic()
+    with open(journal, "a", encoding="utf-8") as jf:
+        for op in progress(todo, len(todo), "meter", show_progress):
+            try:
+                stats = time_model(ops_dir / op.file, times, warmup=warmup, settings=settings)
+            except MeteringError as exc:
+                _logger.error("skipping %s: %s", op.key, exc)
+                continue
+            entry = TableEntry(op, stats)
+            table.add(entry)
+            jf.write(json.dumps(entry.to_dict(), allow_nan=False) + "\n")
+            jf.flush()
+            os.fsync(jf.fileno())
+            if time.monotonic() - last_save > _CHECKPOINT_SECONDS:
+                table.save(out)
+                jf.truncate(0)
+                last_save = time.monotonic()
+    table.save(out)
+    journal.unlink(missing_ok=True)
+    missing = [op.key for op in ops if op.key not in table]
+    if missing:
+        _logger.warning("%d ops could not be metered; see the errors above", len(missing))
+    return table

@@ -1,0 +1,389 @@
+"""The operator space: the seed's YAML format, validated and expanded into :class:`OpSpec`.
+
+Format (the MMT tool's, with one extension)::
+
+    torch.nn:                     # an importable module path
+      Conv2d:                     # a class in it (an nn.Module)
+        in_channels: [3]          # each argument: a list of values
+        out_channels: [16, 32]
+        kernel_size: [3]
+        input_shape: [[1, 3, 32, 32]]   # a list of input shapes
+      ReLU:
+        no_params: true           # construct with no arguments
+        input_shape: [[1, 16, 32, 32]]
+      BatchNorm2d:                # extension: a list of such blocks,
+        - {num_features: [16], input_shape: [[1, 16, 32, 32]]}
+        - {num_features: [32], input_shape: [[1, 32, 16, 16]]}
+
+The ops of a block are the cartesian product of its lists. A module path is
+imported like any Python import (the YAML file's folder is searched first), so
+an op space is code of the same trust as ``import``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import itertools
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from mmt_nas.exceptions import OpSpaceError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["OpSpec", "load_space", "expand_space", "resolve_class", "space_from_model", "dump_space"]
+
+_RESERVED = ("input_shape", "no_params")
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One op of the space: a class, its constructor arguments and an input shape.
+
+    Attributes:
+        module: Module path as written in the YAML (e.g. ``"torch.nn"``).
+        class_name: Class name inside that module.
+        args: Constructor keyword arguments (YAML values; lists become tuples when built).
+        input_shape: Shape of the input tensor.
+        where: Where it came from in the YAML, for messages.
+    """
+
+    module: str
+    class_name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, ...] = ()
+    where: str = ""
+
+    def build(self, base_dir: str | os.PathLike[str] | None = None) -> torch.nn.Module:
+        """Instantiate the op in eval mode.
+
+        Raises:
+            OpSpaceError: The class cannot be imported.
+            Exception: Whatever the constructor raises for these arguments.
+        """
+        cls = resolve_class(self.module, self.class_name, base_dir)
+        return cls(**{k: _to_python(v) for k, v in self.args.items()}).eval()
+
+
+def _to_python(value: Any) -> Any:
+    """YAML lists become tuples (what torch's own modules store for sizes)."""
+    if isinstance(value, list):
+        return tuple(_to_python(v) for v in value)
+    return value
+
+
+@contextlib.contextmanager
+def _search_path(base_dir: str | os.PathLike[str] | None) -> Iterator[None]:
+    if base_dir is None:
+        yield
+        return
+    entry = str(Path(base_dir).resolve())
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(entry)
+
+
+def resolve_class(module: str, class_name: str, base_dir: str | os.PathLike[str] | None = None) -> type:
+    """Import ``module`` (searching ``base_dir`` first) and return its ``nn.Module`` subclass ``class_name``.
+
+    Raises:
+        OpSpaceError: The module cannot be imported, or has no such ``nn.Module`` class.
+    """
+    import torch
+
+    try:
+        with _search_path(base_dir):
+            mod = importlib.import_module(module)
+    except Exception as exc:  # an op space may name any module; report whatever its import raised
+        where = f" or in {str(base_dir)!r}" if base_dir is not None else ""
+        raise OpSpaceError(
+            f"module {module!r} (a top-level key of the op space) cannot be imported: {exc!r}. "
+            f"Put {module.replace('.', '/')}.py next to the YAML file{where}, or on sys.path."
+        ) from exc
+    cls = getattr(mod, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        found = sorted(
+            n for n, v in vars(mod).items() if isinstance(v, type) and issubclass(v, torch.nn.Module)
+        )
+        hint = f" Its nn.Module classes include: {', '.join(found[:12])}." if found else ""
+        what = "is not an nn.Module class" if cls is not None else "does not exist"
+        raise OpSpaceError(f"{module}.{class_name} {what}.{hint} Check the class name in the op space.")
+    return cls
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise OpSpaceError(f"op space {source} is not valid YAML{line}: {problem}. Fix the syntax there.") from None
+
+
+def load_space(path: str | os.PathLike[str]) -> list[OpSpec]:
+    """Read, validate and expand an op-space YAML file.
+
+    Args:
+        path: The YAML file. Modules it names are searched for next to it first.
+
+    Returns:
+        Every op of the space, in YAML order, duplicates removed.
+
+    Raises:
+        OpSpaceError: Any problem, with the YAML path (e.g. ``torch.nn.Conv2d.kernel_size``) and the fix.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OpSpaceError(f"cannot read the op space {str(p)!r}: {exc.strerror or exc}. Check the path.") from None
+    return expand_space(_parse_yaml(text, repr(str(p))), base_dir=p.parent)
+
+
+def _is_shape(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
+    )
+
+
+def _accepted_args(cls: type) -> tuple[set[str], bool]:
+    try:
+        sig = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):
+        return set(), True
+    params = list(sig.parameters.values())[1:]
+    open_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names, open_kw
+
+
+def _blocks(where: str, value: Any) -> list[Mapping[str, Any]]:
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(b, dict) for b in value):
+        return value
+    raise OpSpaceError(
+        f"{where} must be a mapping of argument lists (or a list of such mappings), but got {value!r}. "
+        "Write e.g. `Conv2d: {in_channels: [3], input_shape: [[1, 3, 224, 224]]}`."
+    )
+
+
+def expand_space(doc: Any, base_dir: str | os.PathLike[str] | None = None) -> list[OpSpec]:
+    """Validate a parsed op-space document and expand it into ops.
+
+    Args:
+        doc: The document as loaded by ``yaml.safe_load``.
+        base_dir: Folder searched first for the modules the document names.
+
+    Returns:
+        The ops, in document order, without duplicates.
+
+    Raises:
+        OpSpaceError: The document is malformed; the message names the YAML path, the value and the fix.
+    """
+    if not isinstance(doc, dict) or not doc:
+        raise OpSpaceError(
+            f"an op space must be a non-empty mapping of module paths to classes, but got {doc!r}. "
+            "See the format in the mmt_nas.opspace docstring or the README."
+        )
+    specs: dict[tuple[Any, ...], OpSpec] = {}
+    for module, classes in doc.items():
+        if not isinstance(module, str) or not module:
+            raise OpSpaceError(f"top-level keys must be module paths such as 'torch.nn', but got {module!r}.")
+        if not isinstance(classes, dict) or not classes:
+            raise OpSpaceError(
+                f"{module} must map class names to their arguments, but got {classes!r}. "
+                f"Write e.g. `{module}: {{ClassName: {{input_shape: [[1, 3, 224, 224]]}}}}`."
+            )
+        for class_name, body in classes.items():
+            where_cls = f"{module}.{class_name}"
+            if not isinstance(class_name, str):
+                raise OpSpaceError(f"class names under {module} must be strings, but got {class_name!r}.")
+            cls = resolve_class(module, class_name, base_dir)
+            accepted, open_kw = _accepted_args(cls)
+            blocks = _blocks(where_cls, body)
+            for b, block in enumerate(blocks):
+                where = where_cls if len(blocks) == 1 else f"{where_cls}[{b}]"
+                for spec in _expand_block(module, class_name, where, block, accepted, open_kw):
+                    specs.setdefault((spec.class_name, spec.module, repr(sorted(spec.args.items())), spec.input_shape), spec)
+    return list(specs.values())
+
+
+def _expand_block(
+    module: str, class_name: str, where: str, block: Mapping[str, Any], accepted: set[str], open_kw: bool
+) -> list[OpSpec]:
+    shapes = block.get("input_shape")
+    if shapes is None:
+        raise OpSpaceError(
+            f"{where}.input_shape is missing. Every op needs its input shapes, e.g. input_shape: [[1, 3, 224, 224]]."
+        )
+    if _is_shape(shapes):
+        raise OpSpaceError(
+            f"{where}.input_shape must be a list of shapes, but got one shape {shapes!r}. Write [{shapes!r}]."
+        )
+    if not isinstance(shapes, list) or not shapes or not all(_is_shape(s) for s in shapes):
+        raise OpSpaceError(
+            f"{where}.input_shape must be a non-empty list of shapes of positive integers, "
+            f"but got {shapes!r}. Write e.g. [[1, 3, 224, 224]]."
+        )
+    no_params = block.get("no_params", False)
+    if not isinstance(no_params, bool):
+        raise OpSpaceError(f"{where}.no_params must be true or false, but got {no_params!r}.")
+    arg_lists: dict[str, list[Any]] = {}
+    for name, values in block.items():
+        if name in _RESERVED:
+            continue
+        if not isinstance(name, str):
+            raise OpSpaceError(f"argument names under {where} must be strings, but got {name!r}.")
+        if no_params:
+            raise OpSpaceError(
+                f"{where} sets no_params: true but also gives the argument {name!r}. Remove one of the two."
+            )
+        if name not in accepted and not open_kw:
+            raise OpSpaceError(
+                f"{where}.{name}: {class_name}'s constructor does not accept {name!r}. "
+                f"It accepts: {', '.join(sorted(accepted)) or 'no arguments'}."
+            )
+        if not isinstance(values, list) or not values:
+            raise OpSpaceError(
+                f"{where}.{name} must be a non-empty list of values, but got {values!r}. Write {name}: [{values!r}]."
+            )
+        arg_lists[name] = values
+    names = list(arg_lists)
+    specs = []
+    for combo in itertools.product(*(arg_lists[n] for n in names)):
+        args = dict(zip(names, combo))
+        for shape in shapes:
+            specs.append(OpSpec(module, class_name, args, tuple(shape), where))
+    return specs
+
+
+# -- building a space from a model --------------------------------------------------
+
+
+def _module_path(cls: type) -> str:
+    """The shortest importable path exposing ``cls`` (``torch.nn`` for torch's own layers)."""
+    import torch
+
+    if getattr(torch.nn, cls.__name__, None) is cls:
+        return "torch.nn"
+    return cls.__module__
+
+
+def _yaml_value(value: Any, name: str = "") -> Any:
+    import torch
+
+    if name == "bias" and (isinstance(value, torch.Tensor) or value is None):
+        return value is not None  # torch stores bias=True as a Parameter, bias=False as None
+    if isinstance(value, tuple):
+        return [_yaml_value(v) for v in value]
+    if isinstance(value, torch.Size):
+        return list(value)
+    return value
+
+
+def describe_module(module: torch.nn.Module) -> dict[str, Any] | None:
+    """Recover constructor arguments that rebuild ``module`` with the same ``repr()``.
+
+    Arguments equal to the constructor's defaults are left out. Returns ``None``
+    when the class stores its arguments under other names than its constructor's.
+    """
+    cls = type(module)
+    try:
+        sig = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):
+        return None
+    args: dict[str, Any] = {}
+    for p in list(sig.parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if not hasattr(module, p.name):
+            if p.default is inspect.Parameter.empty:
+                return None
+            continue
+        value = _yaml_value(getattr(module, p.name), p.name)
+        if not isinstance(value, (bool, int, float, str, list)) and value is not None:
+            return None
+        default = p.default
+        if default is not inspect.Parameter.empty and _yaml_value(default, p.name) == value:
+            continue
+        args[p.name] = value
+    try:
+        rebuilt = cls(**{k: _to_python(v) for k, v in args.items()})
+    except Exception:  # any constructor failure means the recovered arguments are wrong
+        return None
+    return args if repr(rebuilt) == repr(module) else None
+
+
+def space_from_model(model: torch.nn.Module, input_shape: Sequence[int]) -> dict[str, Any]:
+    """Build the op space that covers every leaf op ``model`` runs on ``input_shape``.
+
+    Each leaf module call becomes one block of single-valued lists (the seed's
+    format with the list-of-blocks extension). Write it with :func:`dump_space`.
+
+    Args:
+        model: The model.
+        input_shape: Its input shape, e.g. ``[1, 3, 224, 224]``.
+
+    Returns:
+        The op-space document.
+
+    Raises:
+        OpSpaceError: A leaf module cannot be described (its arguments are not recoverable,
+            or its class is not importable); the message names each one.
+    """
+    from mmt_nas.parser import trace_calls
+
+    calls = trace_calls(model, input_shape)
+    doc: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    problems: list[str] = []
+    seen: set[tuple[str, str, str, tuple[int, ...]]] = set()
+    for call in calls:
+        if call.children or call.input_shape is None:
+            continue
+        cls = type(call.module)
+        path = _module_path(cls)
+        if path == "__main__":
+            problems.append(f"{call.name} ({cls.__name__}): defined in __main__; move it to an importable module")
+            continue
+        args = describe_module(call.module)
+        if args is None:
+            problems.append(
+                f"{call.name} ({cls.__name__}): its constructor arguments cannot be recovered from its attributes"
+            )
+            continue
+        ident = (path, cls.__name__, repr(sorted(args.items())), call.input_shape)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        block: dict[str, Any] = {k: [v] for k, v in args.items()} or {"no_params": True}
+        block["input_shape"] = [list(call.input_shape)]
+        doc.setdefault(path, {}).setdefault(cls.__name__, []).append(block)
+    if problems:
+        raise OpSpaceError(
+            "these ops cannot be written to an op space: " + "; ".join(problems) + ". Give those classes "
+            "attributes named like their constructor arguments, or write their YAML entries by hand."
+        )
+    return doc
+
+
+def dump_space(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write an op-space document as YAML, atomically."""
+    from mmt_nas.table import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=None, width=120))

@@ -1,0 +1,222 @@
+"""Predict model latency from a latency table, explaining every op's share."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mmt_nas.exceptions import TableError, UnknownOpError
+from mmt_nas.table import TABLE_FILENAME, LatencyTable, RuntimeSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmt_nas.parser import ParsedOp
+
+__all__ = ["OpContribution", "Prediction", "LatencyPredictor", "OpEstimator", "load_table_cached"]
+
+_ON_MISSING = ("error", "fallback")
+
+
+class OpEstimator(Protocol):
+    """What the predictor needs of a fallback for ops missing from the table."""
+
+    def predict_op(self, op: ParsedOp) -> float:
+        """Estimated latency of ``op`` in milliseconds."""
+
+
+@dataclass(frozen=True)
+class OpContribution:
+    """One distinct op of a prediction.
+
+    Attributes:
+        key: The op's key.
+        class_name: Its class name.
+        count: How many times the model runs it.
+        latency_ms: Latency of one run, in ms.
+        total_ms: ``count * latency_ms``.
+        share: Fraction of the predicted total.
+        source: ``"table"`` or ``"fallback"``.
+        names: The module names that run it.
+    """
+
+    key: str
+    class_name: str
+    count: int
+    latency_ms: float
+    total_ms: float
+    share: float
+    source: str
+    names: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {**self.__dict__, "names": list(self.names)}
+
+
+class Prediction(float):
+    """A predicted latency in milliseconds that can explain itself.
+
+    It is a ``float`` (so ``prediction < budget`` works); ``ops`` holds each
+    distinct op with its count, latency, share and source.
+    """
+
+    ops: tuple[OpContribution, ...]
+
+    def __new__(cls, latency_ms: float, ops: Sequence[OpContribution] = ()) -> Prediction:
+        obj = super().__new__(cls, latency_ms)
+        obj.ops = tuple(ops)
+        return obj
+
+    @property
+    def latency_ms(self) -> float:
+        """The prediction as a plain float, in ms."""
+        return float(self)
+
+    def source_ms(self, source: str) -> float:
+        """Milliseconds of the prediction that came from ``source`` (``"table"`` or ``"fallback"``)."""
+        return sum(o.total_ms for o in self.ops if o.source == source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {"latency_ms": float(self), "ops": [o.to_dict() for o in self.ops]}
+
+    def explain(self) -> str:
+        """A text table of the ops, largest share first."""
+        lines = [f"predicted latency: {float(self):.3f} ms from {sum(o.count for o in self.ops)} op runs"]
+        lines.append(f"{'source':8} {'count':>5} {'ms each':>9} {'ms total':>9} {'share':>6}  key")
+        for o in sorted(self.ops, key=lambda o: -o.total_ms):
+            key = o.key if len(o.key) <= 100 else o.key[:97] + "..."
+            lines.append(
+                f"{o.source:8} {o.count:5d} {o.latency_ms:9.4f} {o.total_ms:9.4f} {o.share:6.1%}  {key}"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Prediction({float(self)!r} ms, {len(self.ops)} distinct ops)"
+
+    def __reduce__(self) -> Any:
+        return (Prediction, (float(self), self.ops))
+
+
+_TABLE_CACHE: dict[str, tuple[tuple[int, int], LatencyTable]] = {}
+
+
+def load_table_cached(path: str | os.PathLike[str]) -> LatencyTable:
+    """Load a table once per file version (path, modification time and size)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / TABLE_FILENAME
+    try:
+        st = p.stat()
+    except OSError:
+        return LatencyTable.load(p)  # raises the clear "not found" error
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _TABLE_CACHE.get(str(p.resolve()))
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    table = LatencyTable.load(p)
+    _TABLE_CACHE[str(p.resolve())] = (stamp, table)
+    return table
+
+
+class LatencyPredictor:
+    """Predicts model latency: table lookups first, then an optional fallback estimator.
+
+    Args:
+        table: A :class:`LatencyTable`, or the path of one (or of its ops folder).
+        on_missing: ``"error"`` (default) raises :class:`UnknownOpError` for ops not in the
+            table; ``"fallback"`` asks ``fallback`` to estimate them.
+        fallback: Estimator for missing ops (required with ``on_missing="fallback"``).
+        backend: If given, refuse a table measured on another backend.
+        threads: If given, refuse a table measured with another thread count.
+        precision: If given, refuse a table measured with another precision.
+    """
+
+    def __init__(
+        self,
+        table: LatencyTable | str | os.PathLike[str],
+        *,
+        on_missing: str = "error",
+        fallback: OpEstimator | None = None,
+        backend: str | None = None,
+        threads: int | None = None,
+        precision: str | None = None,
+    ) -> None:
+        if on_missing not in _ON_MISSING:
+            raise TableError(f"on_missing must be one of {_ON_MISSING}, but got on_missing={on_missing!r}.")
+        if on_missing == "fallback" and fallback is None:
+            raise TableError("on_missing='fallback' needs a fallback estimator; pass fallback=... .")
+        self.table = table if isinstance(table, LatencyTable) else load_table_cached(table)
+        self.on_missing = on_missing
+        self.fallback = fallback
+        asked = self.table.settings
+        wanted = RuntimeSettings(
+            backend if backend is not None else asked.backend,
+            threads if threads is not None else asked.threads,
+            precision if precision is not None else asked.precision,
+        )
+        self.table.check_settings(wanted)
+
+    def predict(self, model: torch.nn.Module, input_shape: Sequence[int]) -> Prediction:
+        """Predict the latency of ``model`` on ``input_shape``.
+
+        Raises:
+            UnknownOpError: Ops are missing and ``on_missing="error"``.
+        """
+        from mmt_nas.parser import parse_model
+
+        return self.predict_ops(parse_model(model, input_shape, known=self.table.__contains__))
+
+    def predict_ops(self, ops: Sequence[ParsedOp]) -> Prediction:
+        """Sum the latencies of already parsed ops.
+
+        Raises:
+            UnknownOpError: Ops are missing and ``on_missing="error"``.
+        """
+        grouped: dict[str, list[ParsedOp]] = {}
+        for op in ops:
+            grouped.setdefault(op.key, []).append(op)
+        missing = [k for k in grouped if k not in self.table]
+        if missing and self.on_missing == "error":
+            raise UnknownOpError(self._missing_message(missing, grouped), missing)
+        parts: list[tuple[str, list[ParsedOp], float, str]] = []
+        for key, group in grouped.items():
+            entry = self.table.get(key)
+            if entry is not None:
+                parts.append((key, group, entry.latency_ms, "table"))
+            else:
+                assert self.fallback is not None
+                parts.append((key, group, float(self.fallback.predict_op(group[0])), "fallback"))
+        total = sum(len(g) * ms for _, g, ms, _ in parts)
+        contributions = [
+            OpContribution(
+                key=key,
+                class_name=group[0].class_name,
+                count=len(group),
+                latency_ms=ms,
+                total_ms=len(group) * ms,
+                share=(len(group) * ms / total) if total > 0 else 0.0,
+                source=source,
+                names=tuple(o.name for o in group),
+            )
+            for key, group, ms, source in parts
+        ]
+        return Prediction(total, contributions)
+
+    def _missing_message(self, missing: list[str], grouped: dict[str, list[ParsedOp]]) -> str:
+        lines = [
+            f"{len(missing)} op(s) of the model are not in the latency table, and mmt_nas never counts an "
+            "unknown op as 0 ms. Add them to the op space (mmt-nas space writes one from the model), "
+            "generate and meter them; or use a fallback estimator. Missing:"
+        ]
+        for key in missing:
+            op = grouped[key][0]
+            lines.append(f"  - {key}  (at {op.name or '<model>'}, {len(grouped[key])}x)")
+            close = self.table.closest_keys(key, op.class_name)
+            if close:
+                lines.append("      closest in the table: " + "; ".join(close))
+        return "\n".join(lines)
