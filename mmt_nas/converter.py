@@ -128,7 +128,7 @@ def export_to_mnn(
     with tempfile.TemporaryDirectory(prefix="mmt_nas_") as tmp:
         onnx_file = Path(onnx_path) if onnx_path is not None else Path(tmp) / "op.onnx"
         try:
-            with torch.no_grad(), _eval_mode(module), warnings.catch_warnings():
+            with torch.no_grad(), _eval_mode(module), warnings.catch_warnings(), quiet_native_output():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     module,

@@ -65,6 +65,9 @@ def quiet_native_output() -> Iterator[list[str]]:
         try:
             yield captured
         finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             for fd in saved:
