@@ -110,7 +110,7 @@ def _cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return platform.machine() or "unknown"  # not platform.processor(): it starts a `uname -p` process
 
 
 def device_info() -> dict[str, Any]:
@@ -124,7 +124,7 @@ def device_info() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count() or 1,
         "machine": platform.machine(),
-        "os": platform.platform(),
+        "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "mnn_version": str(mnn.version()) if hasattr(mnn, "version") else "unknown",
         "hostname": platform.node(),

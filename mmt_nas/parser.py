@@ -172,8 +172,25 @@ def trace_calls(model: torch.nn.Module, input_shape: Sequence[int]) -> list[Modu
     return calls
 
 
+def _shape_preserving_types() -> tuple[type, ...]:
+    """torch's own layers whose output has their input's shape (exact types, not subclasses)."""
+    from torch import nn
+
+    names = (
+        "BatchNorm1d BatchNorm2d BatchNorm3d LayerNorm GroupNorm InstanceNorm1d InstanceNorm2d InstanceNorm3d "
+        "ReLU ReLU6 LeakyReLU ELU SELU CELU GELU SiLU Mish Hardswish Hardsigmoid Hardtanh Sigmoid Tanh Softplus "
+        "Softsign Tanhshrink Softmax LogSoftmax Dropout Dropout1d Dropout2d Dropout3d AlphaDropout Identity"
+    ).split()
+    return tuple(getattr(nn, n) for n in names if hasattr(nn, n))
+
+
 def _run_meta(model: torch.nn.Module, shape: tuple[int, ...]) -> None:
-    """Run the model on meta tensors: shapes propagate, nothing is computed."""
+    """Run the model on meta tensors: shapes propagate, nothing is computed.
+
+    torch's shape-preserving layers (batch norm, activations, dropout) pass their
+    input through during this run: their meta kernels are slow and their output
+    shape is their input's. Their hooks still fire.
+    """
     import torch
     from torch.func import functional_call
 
@@ -183,8 +200,20 @@ def _run_meta(model: torch.nn.Module, shape: tuple[int, ...]) -> None:
             model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)
         )
     }
-    with torch.no_grad():
-        functional_call(model, tensors, (torch.empty(shape, device="meta"),), tie_weights=False, strict=False)
+    keep_shape = _shape_preserving_types()
+    patched = [m for m in model.modules() if type(m) in keep_shape and "forward" not in m.__dict__]
+    try:
+        for m in patched:
+            m.forward = _pass_through
+        with torch.no_grad():
+            functional_call(model, tensors, (torch.empty(shape, device="meta"),), tie_weights=False, strict=False)
+    finally:
+        for m in patched:
+            m.__dict__.pop("forward", None)
+
+
+def _pass_through(x: Any, *args: Any, **kwargs: Any) -> Any:
+    return x
 
 
 def parse_model(

