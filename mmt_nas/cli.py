@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import logging
 import sys
@@ -32,45 +30,13 @@ def _shape(text: str) -> list[int]:
 
 
 def load_model(spec: str, kwargs: str | None = None) -> Any:
-    """Build a model from ``package.module:callable`` or ``path/to/file.py:callable``.
+    """Build a model from the command line's MODULE:CALLABLE and --kwargs (YAML/JSON mapping)."""
+    from mmt_nas.opspace import load_model as _load
 
-    Args:
-        spec: Where the callable (a class or function returning an ``nn.Module``) lives.
-        kwargs: Keyword arguments as a YAML/JSON mapping, e.g. ``'{num_classes: 10}'``.
-
-    Raises:
-        OpSpaceError: The spec cannot be resolved or the callable fails.
-    """
-    import torch
-
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise OpSpaceError(f"a model must be given as module:callable or file.py:callable, but got {spec!r}.")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name).resolve()
-            sys.path.insert(0, str(path.parent))
-            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
-            if loader_spec is None or loader_spec.loader is None:
-                raise ImportError(f"no Python file at {str(path)!r}")
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules[path.stem] = module
-            loader_spec.loader.exec_module(module)
-        else:
-            sys.path.insert(0, str(Path.cwd()))
-            module = importlib.import_module(module_name)
-    except Exception as exc:  # importing user code may raise anything
-        raise OpSpaceError(f"cannot import {module_name!r} for the model {spec!r}: {exc!r}.") from exc
-    target = getattr(module, attr, None)
-    if target is None:
-        raise OpSpaceError(f"{module_name!r} has no attribute {attr!r} (model {spec!r}).")
     args = yaml.safe_load(kwargs) if kwargs else {}
     if not isinstance(args, dict):
         raise OpSpaceError(f"--kwargs must be a mapping such as '{{num_classes: 10}}', but got {kwargs!r}.")
-    model = target if isinstance(target, torch.nn.Module) else target(**args)
-    if not isinstance(model, torch.nn.Module):
-        raise OpSpaceError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module.")
-    return model.eval()
+    return _load(spec, args)
 
 
 def _runtime_args(p: argparse.ArgumentParser) -> None:
@@ -140,6 +106,31 @@ def _cmd_measure(a: argparse.Namespace) -> int:
                             backend=a.backend, threads=a.threads, precision=a.precision)
     print(json.dumps({"latency_ms": stats.to_dict()}) if a.json else
           f"median {stats.median_ms:.3f} ms (mean {stats.mean_ms:.3f}, std {stats.std_ms:.3f}, n={stats.n})")
+    return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from mmt_nas.predictor import LatencyPredictor
+    from mmt_nas.report import Report, evaluate, load_model_specs
+
+    specs = load_model_specs(a.models)
+    predictor = LatencyPredictor(a.table)
+
+    def show(r: Any) -> None:
+        err = "" if r.error_pct is None else f" error {r.error_pct:+.1f}%"
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"  {r.name}: measured {fmt(r.measured_ms)} ms, predicted {fmt(r.predicted_ms)} ms{err}"
+              + (f"  [{r.error.splitlines()[0][:120]}]" if r.error else ""))
+
+    results = evaluate(predictor, [(s.name, s, s.input_shape) for s in specs], times=a.times, repeats=a.repeats,
+                       profile_times=a.profile_times, on_result=show)
+    report = Report(results, predictor.table, {"times": a.times, "repeats": a.repeats, "models": str(a.models),
+                                               "table": str(a.table)})
+    paths = report.write(a.out, plots=not a.no_plots)
+    m = report.metrics
+    print(f"{m['n_models']} models ({m['n_failed']} failed): within ±10% {m.get('within_10_pct')}%, "
+          f"MAPE {m.get('mape_pct')}%, Kendall tau {m.get('kendall_tau')}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
@@ -227,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--precision", default=None)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("report", help="measure and predict a list of models; write a prediction-error report")
+    p.add_argument("--table", required=True, help="meta_latency.json or its ops folder")
+    p.add_argument("--models", required=True, help="YAML model list (see mmt_nas.report.load_model_specs)")
+    p.add_argument("--out", default="report", help="output folder (default: ./report)")
+    p.add_argument("--times", type=int, default=100, help="timed runs per measurement")
+    p.add_argument("--repeats", type=int, default=3, help="measurements per model")
+    p.add_argument("--profile-times", type=int, default=10, help="runs of the per-op profile (0: none)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots and HTML")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("measure", help="measure a model end to end with MNN (the ground truth)")
     _model_args(p)

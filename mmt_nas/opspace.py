@@ -40,7 +40,7 @@ from mmt_nas.exceptions import OpSpaceError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["OpSpec", "load_space", "expand_space", "resolve_class", "space_from_model", "dump_space"]
+__all__ = ["OpSpec", "load_space", "expand_space", "resolve_class", "load_model", "space_from_model", "dump_space"]
 
 _RESERVED = ("input_shape", "no_params")
 
@@ -121,6 +121,54 @@ def resolve_class(module: str, class_name: str, base_dir: str | os.PathLike[str]
         what = "is not an nn.Module class" if cls is not None else "does not exist"
         raise OpSpaceError(f"{module}.{class_name} {what}.{hint} Check the class name in the op space.")
     return cls
+
+
+def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> torch.nn.Module:
+    """Build a model from ``package.module:callable`` or ``path/to/file.py:callable``.
+
+    Args:
+        spec: Where the callable lives: a class or function returning an ``nn.Module``
+            (or an ``nn.Module`` instance). A module path is searched from the current folder.
+        kwargs: Keyword arguments for the callable.
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        OpSpaceError: The spec cannot be resolved, or the callable fails or returns something else.
+    """
+    import importlib.util
+
+    import torch
+
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise OpSpaceError(f"a model must be given as module:callable or file.py:callable, but got {spec!r}.")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).resolve()
+            loader = importlib.util.spec_from_file_location(path.stem, path)
+            if loader is None or loader.loader is None or not path.is_file():
+                raise ImportError(f"no Python file at {str(path)!r}")
+            with _search_path(path.parent):
+                module = importlib.util.module_from_spec(loader)
+                sys.modules[path.stem] = module
+                loader.loader.exec_module(module)
+        else:
+            with _search_path(Path.cwd()):
+                module = importlib.import_module(module_name)
+    except Exception as exc:  # importing user code may raise anything
+        raise OpSpaceError(f"cannot import {module_name!r} for the model {spec!r}: {exc!r}.") from exc
+    target = getattr(module, attr, None)
+    if target is None:
+        raise OpSpaceError(f"{module_name!r} has no attribute {attr!r} (model {spec!r}).")
+    try:
+        model = target if isinstance(target, torch.nn.Module) else target(**dict(kwargs or {}))
+    except Exception as exc:  # the user's constructor may raise anything
+        raise OpSpaceError(f"building the model {spec!r} with {dict(kwargs or {})} failed: {exc!r}.") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise OpSpaceError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module.")
+    return model.eval()
 
 
 def _parse_yaml(text: str, source: str) -> Any:

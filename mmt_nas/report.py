@@ -1,0 +1,573 @@
+"""Prediction-error reports: predicted vs measured end-to-end latency, with metrics and plots.
+
+For each model: measure it end to end with MNN (the same settings as the table,
+repeated so its own run-to-run spread is known), predict it from the table, and
+profile it op by op in context, so the error can be split by op type.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from mmt_nas.exceptions import MmtNasError, OpSpaceError
+from mmt_nas.table import LatencyTable, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmt_nas.predictor import LatencyPredictor
+
+__all__ = [
+    "ModelSpec",
+    "ModelResult",
+    "Report",
+    "load_model_specs",
+    "evaluate",
+    "compute_metrics",
+    "kendall_tau",
+    "spearman_rho",
+    "op_category",
+    "mnn_category",
+]
+
+_logger = logging.getLogger(__name__)
+_SCHEMA = "mmt_nas/report"
+_SCHEMA_VERSION = 1
+
+# -- op categories, to split the error by what kind of work it is -------------------
+
+_TORCH_CATEGORIES = {
+    "conv": ("Conv1d Conv2d Conv3d ConvTranspose1d ConvTranspose2d ConvTranspose3d Linear Bilinear LazyLinear "
+             "MultiheadAttention"),
+    "norm": ("BatchNorm1d BatchNorm2d BatchNorm3d LayerNorm GroupNorm InstanceNorm1d InstanceNorm2d "
+             "InstanceNorm3d LocalResponseNorm"),
+    "activation": ("ReLU ReLU6 LeakyReLU PReLU ELU SELU CELU GELU SiLU Mish Hardswish Hardsigmoid Hardtanh Sigmoid "
+                   "Tanh Softplus Softsign Softmax LogSoftmax"),
+    "pool": ("MaxPool1d MaxPool2d MaxPool3d AvgPool1d AvgPool2d AvgPool3d AdaptiveAvgPool1d AdaptiveAvgPool2d "
+             "AdaptiveAvgPool3d AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d"),
+    "layout": "Flatten Unflatten Identity Dropout Dropout1d Dropout2d Dropout3d ChannelShuffle PixelShuffle "
+              "PixelUnshuffle Upsample ZeroPad2d ConstantPad2d ReflectionPad2d",
+}
+_MNN_CATEGORIES = {
+    "conv": "Convolution ConvolutionDepthwise Deconvolution DeconvolutionDepthwise MatMul BatchMatMul InnerProduct "
+            "Convolution3D Deconvolution3D",
+    "norm": "BatchNorm Scale LayerNorm GroupNorm InstanceNorm Normalize",
+    "activation": "ReLU ReLU6 PReLU ELU Selu Sigmoid TanH UnaryOp Softmax GELU",
+    "pool": "Pooling Pooling3D AdaptivePooling Reduction",
+    "elementwise": "BinaryOp Eltwise",
+    "layout": "Raster Reshape Permute Transpose Concat Slice StridedSlice Squeeze Unsqueeze ConvertTensor Flatten "
+              "Gather GatherV2 Padding Interp Shape Cast Const",
+}
+_TORCH_INDEX = {name: cat for cat, names in _TORCH_CATEGORIES.items() for name in names.split()}
+_MNN_INDEX = {name: cat for cat, names in _MNN_CATEGORIES.items() for name in names.split()}
+
+
+def op_category(class_name: str) -> str:
+    """The category of a torch op class: conv, norm, activation, pool, layout, or block (anything else)."""
+    return _TORCH_INDEX.get(class_name, "block")
+
+
+def mnn_category(op_type: str) -> str:
+    """The category of an MNN op type: conv, norm, activation, pool, elementwise, layout or other."""
+    return _MNN_INDEX.get(op_type, "other")
+
+
+# -- metrics --------------------------------------------------------------------------
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    """Average ranks (1-based), ties sharing the mean of their positions."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
+
+
+def spearman_rho(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson correlation of average ranks); NaN if undefined."""
+    if len(xs) != len(ys) or len(xs) < 2:
+        return float("nan")
+    return _pearson(_ranks(xs), _ranks(ys))
+
+
+def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Kendall's tau-b between two rankings (ties handled as in tau-b); NaN if undefined."""
+    n = len(xs)
+    if n != len(ys) or n < 2:
+        return float("nan")
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = xs[i] - xs[j], ys[i] - ys[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denom = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denom if denom > 0 else float("nan")
+
+
+def compute_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    """Error metrics of predictions against measurements (both in ms).
+
+    Returns:
+        ``n``, ``mae_ms``, ``rmse_ms``, ``mape_pct``, ``rmspe_pct``, ``within_5_pct`` and
+        ``within_10_pct`` (share of models whose error is within ±5% / ±10%, in percent),
+        ``kendall_tau``, ``spearman_rho``, and ``mean_signed_error_pct`` (bias).
+
+    Raises:
+        ValueError: The sequences differ in length or a measurement is not positive.
+    """
+    if len(predicted) != len(measured):
+        raise ValueError(f"predicted and measured must have the same length, got {len(predicted)} and "
+                         f"{len(measured)}.")
+    if any(m <= 0 for m in measured):
+        raise ValueError("measured latencies must be > 0.")
+    n = len(measured)
+    if n == 0:
+        return {"n": 0}
+    err = [p - m for p, m in zip(predicted, measured)]
+    rel = [e / m for e, m in zip(err, measured)]
+    return {
+        "n": n,
+        "mae_ms": sum(abs(e) for e in err) / n,
+        "rmse_ms": math.sqrt(sum(e * e for e in err) / n),
+        "mape_pct": 100 * sum(abs(r) for r in rel) / n,
+        "rmspe_pct": 100 * math.sqrt(sum(r * r for r in rel) / n),
+        "within_5_pct": 100 * sum(abs(r) <= 0.05 for r in rel) / n,
+        "within_10_pct": 100 * sum(abs(r) <= 0.10 for r in rel) / n,
+        "mean_signed_error_pct": 100 * sum(rel) / n,
+        "kendall_tau": kendall_tau(predicted, measured),
+        "spearman_rho": spearman_rho(predicted, measured),
+    }
+
+
+# -- the models to evaluate -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model named by where its constructor lives.
+
+    Attributes:
+        name: Display name.
+        target: ``package.module:callable`` or ``path/to/file.py:callable``.
+        input_shape: Input shape.
+        kwargs: Keyword arguments for the callable.
+    """
+
+    name: str
+    target: str
+    input_shape: tuple[int, ...]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self) -> torch.nn.Module:
+        """Import the callable and build the model (eval mode)."""
+        from mmt_nas.opspace import load_model
+
+        return load_model(self.target, self.kwargs)
+
+
+def load_model_specs(path: str | os.PathLike[str]) -> list[ModelSpec]:
+    """Read a model list::
+
+        models:
+          - name: resnet18
+            model: examples/resnet18/resnet18.py:ResNet18   # relative paths: from this file's folder
+            input_shape: [1, 3, 224, 224]
+            kwargs: {num_classes: 10}
+
+    Raises:
+        OpSpaceError: The file is missing, not YAML, or an entry is malformed.
+    """
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise OpSpaceError(f"cannot read the model list {str(p)!r}: {exc.strerror or exc}.") from None
+    except yaml.YAMLError as exc:
+        raise OpSpaceError(f"model list {str(p)!r} is not valid YAML: {exc}.") from None
+    models = doc.get("models") if isinstance(doc, dict) else None
+    if not isinstance(models, list) or not models:
+        raise OpSpaceError(f"model list {str(p)!r} must have a non-empty list under 'models:', but got {doc!r}.")
+    specs = []
+    for i, m in enumerate(models):
+        where = f"models[{i}]"
+        if not isinstance(m, dict) or not isinstance(m.get("model"), str) or ":" not in m["model"]:
+            raise OpSpaceError(f"{where} must have model: 'module:callable' or 'file.py:callable', but got {m!r}.")
+        shape = m.get("input_shape")
+        if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise OpSpaceError(f"{where}.input_shape must be a list of positive integers, but got {shape!r}.")
+        kwargs = m.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise OpSpaceError(f"{where}.kwargs must be a mapping, but got {kwargs!r}.")
+        target = m["model"]
+        module, _, attr = target.rpartition(":")
+        if module.endswith(".py") and not os.path.isabs(module):
+            target = f"{(p.parent / module).resolve()}:{attr}"
+        specs.append(ModelSpec(str(m.get("name") or target), target, tuple(shape), kwargs))
+    return specs
+
+
+# -- evaluation -------------------------------------------------------------------------
+
+
+@dataclass
+class ModelResult:
+    """The outcome for one model. ``error`` is set (and numbers may be missing) when a step failed."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    measured_ms: float | None = None
+    run_medians_ms: list[float] = field(default_factory=list)
+    within_run_cv: float | None = None
+    predicted_ms: float | None = None
+    prediction: dict[str, Any] | None = None
+    by_category: dict[str, dict[str, float]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Both a measurement and a prediction exist."""
+        return self.measured_ms is not None and self.predicted_ms is not None
+
+    @property
+    def error_pct(self) -> float | None:
+        """Signed relative error of the prediction, in percent."""
+        if not self.ok:
+            return None
+        assert self.measured_ms is not None and self.predicted_ms is not None
+        return 100 * (self.predicted_ms - self.measured_ms) / self.measured_ms
+
+    @property
+    def run_to_run_cv(self) -> float | None:
+        """Spread of the repeated measurements' medians (std / mean)."""
+        xs = self.run_medians_ms
+        if len(xs) < 2:
+            return None
+        mean = sum(xs) / len(xs)
+        return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) / mean
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "status": "ok" if self.ok else "failed",
+            "error": self.error,
+            "measured_ms": self.measured_ms,
+            "run_medians_ms": self.run_medians_ms,
+            "within_run_cv": self.within_run_cv,
+            "run_to_run_cv": self.run_to_run_cv,
+            "predicted_ms": self.predicted_ms,
+            "error_pct": self.error_pct,
+            "by_category": self.by_category,
+            "prediction": self.prediction,
+        }
+
+
+ModelCase = tuple[str, Any, Sequence[int]]  # (name, nn.Module or ModelSpec, input_shape)
+
+
+def _category_split(prediction: Any, profile: Iterable[Any]) -> dict[str, dict[str, float]]:
+    split: dict[str, dict[str, float]] = {}
+    for op in prediction.ops:
+        cat = op_category(op.class_name)
+        split.setdefault(cat, {"predicted_ms": 0.0, "in_context_ms": 0.0})["predicted_ms"] += op.total_ms
+    for op in profile:
+        cat = mnn_category(op.type)
+        split.setdefault(cat, {"predicted_ms": 0.0, "in_context_ms": 0.0})["in_context_ms"] += op.latency_ms
+    return split
+
+
+def evaluate(
+    predictor: LatencyPredictor,
+    cases: Iterable[ModelCase],
+    *,
+    times: int = 100,
+    repeats: int = 3,
+    profile_times: int = 10,
+    on_result: Callable[[ModelResult], None] | None = None,
+) -> list[ModelResult]:
+    """Measure, predict and profile every model. A model that fails is recorded with its error.
+
+    Args:
+        predictor: Predicts from the table (its settings are used to measure).
+        cases: ``(name, model, input_shape)``; ``model`` is an ``nn.Module`` or a :class:`ModelSpec`.
+        times: Timed runs per measurement.
+        repeats: Measurements per model (each is ``times`` runs); the reported value is their median.
+        profile_times: Runs of the in-context per-op profile (0 to skip it).
+        on_result: Called with each result as soon as it is ready.
+    """
+    from mmt_nas.converter import export_to_mnn
+    from mmt_nas.meter import profile_model, time_model
+
+    settings = predictor.table.settings
+    results = []
+    for name, model, shape in cases:
+        result = ModelResult(name, tuple(shape))
+        try:
+            if isinstance(model, ModelSpec):
+                model = model.build()
+            try:
+                prediction = predictor.predict(model, shape)
+                result.predicted_ms = float(prediction)
+                result.prediction = prediction.to_dict()
+            except MmtNasError as exc:
+                result.error = f"predict: {exc}"
+                prediction = None
+            with tempfile.TemporaryDirectory(prefix="mmt_nas_report_") as tmp:
+                path = Path(tmp) / "model.mnn"
+                export_to_mnn(model, shape, path)
+                runs = [time_model(path, times, settings=settings) for _ in range(repeats)]
+                result.run_medians_ms = [r.median_ms for r in runs]
+                result.measured_ms = sorted(result.run_medians_ms)[len(runs) // 2]
+                result.within_run_cv = sum(r.cv for r in runs) / len(runs)
+                if prediction is not None and profile_times > 0:
+                    result.by_category = _category_split(prediction, profile_model(path, profile_times,
+                                                                                    settings=settings))
+        except Exception as exc:  # a failing model is reported, never fatal to the report
+            result.error = (result.error + "; " if result.error else "") + f"{type(exc).__name__}: {exc}"
+        _logger.info("%s: measured %s ms, predicted %s ms", name, result.measured_ms, result.predicted_ms)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
+
+
+class Report:
+    """Results over a set of models, with metrics, and writers for JSON, Markdown, HTML and plots.
+
+    Args:
+        results: Per-model results from :func:`evaluate`.
+        table: The table the predictions came from.
+        settings: How the report was made (times, repeats, scenario, ...), recorded as given.
+    """
+
+    def __init__(self, results: Sequence[ModelResult], table: LatencyTable, settings: Mapping[str, Any]) -> None:
+        self.results = list(results)
+        self.table = table
+        self.settings = dict(settings)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Metrics over the models that were both measured and predicted."""
+        ok = [r for r in self.results if r.ok]
+        m: dict[str, Any] = compute_metrics([r.predicted_ms for r in ok], [r.measured_ms for r in ok])  # type: ignore[misc]
+        m["n_models"] = len(self.results)
+        m["n_failed"] = len(self.results) - len(ok)
+        cvs = [r.within_run_cv for r in self.results if r.within_run_cv is not None]
+        m["mean_within_run_cv_pct"] = 100 * sum(cvs) / len(cvs) if cvs else None
+        rr = [r.run_to_run_cv for r in self.results if r.run_to_run_cv is not None]
+        m["mean_run_to_run_cv_pct"] = 100 * sum(rr) / len(rr) if rr else None
+        total = table_ms = 0.0
+        for r in ok:
+            for op in (r.prediction or {}).get("ops", []):
+                total += op["total_ms"]
+                table_ms += op["total_ms"] if op["source"] == "table" else 0.0
+        m["table_share_pct"] = 100 * table_ms / total if total else None
+        m["fallback_share_pct"] = 100 - m["table_share_pct"] if total else None
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in m.items()}
+
+    def category_totals(self) -> dict[str, dict[str, float]]:
+        """Predicted vs in-context ms per op category, summed over the models."""
+        out: dict[str, dict[str, float]] = {}
+        for r in self.results:
+            for cat, v in r.by_category.items():
+                d = out.setdefault(cat, {"predicted_ms": 0.0, "in_context_ms": 0.0})
+                d["predicted_ms"] += v["predicted_ms"]
+                d["in_context_ms"] += v["in_context_ms"]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report as a JSON-ready dict."""
+        return {
+            "schema": _SCHEMA,
+            "schema_version": _SCHEMA_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "settings": self.settings,
+            "table": {
+                "entries": len(self.table),
+                "runtime": self.table.settings.to_dict(),
+                "device": self.table.device,
+            },
+            "metrics": self.metrics,
+            "by_category": self.category_totals(),
+            "models": [r.to_dict() for r in self.results],
+        }
+
+    def markdown(self) -> str:
+        """A Markdown summary: metrics, error by op category, and one row per model."""
+        m = self.metrics
+        dev = self.table.device
+        lines = [
+            "# Prediction-error report",
+            "",
+            f"Device: {dev.get('cpu_model', '?')}, {dev.get('cpu_count', '?')} cores, MNN {dev.get('mnn_version', '?')}; "
+            f"{self.table.settings}. Settings: {json.dumps(self.settings)}.",
+            "",
+            "| metric | value |",
+            "| --- | --- |",
+        ]
+        for key in ("n_models", "n_failed", "within_10_pct", "within_5_pct", "mape_pct", "rmspe_pct", "mae_ms",
+                    "rmse_ms", "mean_signed_error_pct", "kendall_tau", "spearman_rho", "mean_within_run_cv_pct",
+                    "mean_run_to_run_cv_pct", "table_share_pct", "fallback_share_pct"):
+            lines.append(f"| {key} | {_fmt(m.get(key))} |")
+        cats = self.category_totals()
+        if cats:
+            lines += ["", "Where the time goes, summed over the models: predicted (ops timed alone) vs in context "
+                      "(MNN's per-op profile of each whole model). `block`: composite modules counted whole.", "",
+                      "| op category | predicted ms | in-context ms | difference ms |", "| --- | --- | --- | --- |"]
+            for cat, v in sorted(cats.items(), key=lambda kv: -abs(kv[1]["predicted_ms"] - kv[1]["in_context_ms"])):
+                lines.append(f"| {cat} | {v['predicted_ms']:.2f} | {v['in_context_ms']:.2f} | "
+                             f"{v['predicted_ms'] - v['in_context_ms']:+.2f} |")
+        lines += ["", "| model | input | measured ms | run-to-run CV | predicted ms | error | note |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in self.results:
+            note = (r.error or "").replace("|", "/").replace("\n", " ")[:160]
+            lines.append(
+                f"| {r.name} | {'x'.join(map(str, r.input_shape))} | {_fmt(r.measured_ms)} | "
+                f"{_fmt(None if r.run_to_run_cv is None else 100 * r.run_to_run_cv)}% | {_fmt(r.predicted_ms)} | "
+                f"{'' if r.error_pct is None else f'{r.error_pct:+.1f}%'} | {note} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def write(self, folder: str | os.PathLike[str], *, plots: bool = True) -> dict[str, Path]:
+        """Write ``report.json``, ``report.md``, the PNG plots and ``report.html`` into ``folder``.
+
+        Returns:
+            The paths written, by name.
+        """
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out / "report.json", "md": out / "report.md"}
+        atomic_write_text(paths["json"], json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        atomic_write_text(paths["md"], self.markdown())
+        if plots:
+            paths.update(self._plots(out))
+            paths["html"] = out / "report.html"
+            atomic_write_text(paths["html"], self._html(paths))
+        return paths
+
+    def _plots(self, out: Path) -> dict[str, Path]:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise MmtNasError(f"plots need matplotlib ({exc}); install it with `pip install mmt-nas[plots]`, or "
+                              "write the report with plots=False.") from exc
+        ok = [r for r in self.results if r.ok]
+        meas = [r.measured_ms for r in ok]
+        pred = [r.predicted_ms for r in ok]
+        paths = {}
+
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        if ok:
+            lo, hi = min(meas + pred) * 0.8, max(meas + pred) * 1.25  # type: ignore[operator]
+            xs = [lo, hi]
+            ax.fill_between(xs, [x * 0.9 for x in xs], [x * 1.1 for x in xs], color="tab:green", alpha=0.15,
+                            label="±10%")
+            ax.plot(xs, xs, color="gray", lw=1, label="predicted = measured")
+            ax.scatter(meas, pred, s=18, color="tab:blue", zorder=3)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("measured latency (ms)")
+        ax.set_ylabel("predicted latency (ms)")
+        ax.set_title(f"{len(ok)} models, ±10%: {_fmt(self.metrics.get('within_10_pct'))}%")
+        ax.legend(loc="upper left")
+        paths["pred_vs_measured"] = _save(fig, out / "pred_vs_measured.png", plt)
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        errs = [r.error_pct for r in ok]
+        ax.hist(errs, bins=max(5, min(30, len(errs))), color="tab:blue")
+        ax.axvline(0, color="gray", lw=1)
+        for v in (-10, 10):
+            ax.axvline(v, color="tab:green", lw=1, ls="--")
+        ax.set_xlabel("prediction error (%)")
+        ax.set_ylabel("models")
+        paths["error_histogram"] = _save(fig, out / "error_histogram.png", plt)
+
+        cats = self.category_totals()
+        fig, ax = plt.subplots(figsize=(7, 4))
+        names = sorted(cats, key=lambda c: -abs(cats[c]["predicted_ms"] - cats[c]["in_context_ms"]))
+        if names:
+            idx = range(len(names))
+            ax.bar([i - 0.2 for i in idx], [cats[c]["predicted_ms"] for c in names], 0.4, label="predicted (alone)")
+            ax.bar([i + 0.2 for i in idx], [cats[c]["in_context_ms"] for c in names], 0.4, label="in context")
+            ax.set_xticks(list(idx))
+            ax.set_xticklabels(names)
+            ax.legend()
+        ax.set_ylabel("ms, summed over models")
+        ax.set_title("Error by op type: predicted vs in-context time")
+        paths["error_by_op_type"] = _save(fig, out / "error_by_op_type.png", plt)
+        return paths
+
+    def _html(self, paths: Mapping[str, Path]) -> str:
+        imgs = "".join(
+            f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+            for name, p in paths.items() if p.suffix == ".png"
+        )
+        body = html.escape(self.markdown())
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'><title>mmt_nas prediction-error report</title>"
+            "<style>body{font-family:sans-serif;margin:2em}img{max-width:32%;margin:0.5%}"
+            "pre{white-space:pre-wrap}</style></head><body><h1>mmt_nas prediction-error report</h1>"
+            f"<div>{imgs}</div><pre>{body}</pre></body></html>\n"
+        )
+
+
+def _save(fig: Any, path: Path, plt: Any) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.3g}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
