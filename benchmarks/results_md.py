@@ -24,15 +24,15 @@ def machine_line() -> str:
     )
 
 
-def update_section(name: str, body: str) -> None:
-    """Replace (or append) the section ``name`` of RESULTS.md with ``body``."""
+def update_section(name: str, body: str, path: Path = RESULTS) -> None:
+    """Replace (or append) the section ``name`` of a results file (default RESULTS.md) with ``body``."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = RESULTS.read_text() if RESULTS.exists() else _HEADER
+    text = path.read_text() if path.exists() else _HEADER
     block = f"{start}\n{body.rstrip()}\n{end}"
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = RESULTS.with_suffix(".tmp")
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
-    os.replace(tmp, RESULTS)
+    os.replace(tmp, path)
