@@ -124,18 +124,22 @@ def main() -> None:
     coverage_distinct = 100 * len(distinct_hits) / len(distinct)
     covered_models = sum(all(op.key in generic_keys for op in parse_model(mm, sh)) for _, mm, sh in models)
 
+    def f(v: Any, spec: str = ".1f", unit: str = "%") -> str:
+        return "–" if v is None else f"{v:{spec}}{unit}"
+
     rows = [
         ("models (failed)", f"{m['n_models']} ({m['n_failed']})"),
-        ("within ±10%", f"{m['within_10_pct']:.1f}%"),
-        ("within ±5%", f"{m['within_5_pct']:.1f}%"),
-        ("MAPE", f"{m['mape_pct']:.1f}%"),
-        ("RMSPE", f"{m['rmspe_pct']:.1f}%"),
-        ("mean signed error (bias)", f"{m['mean_signed_error_pct']:+.1f}%"),
-        ("MAE / RMSE", f"{m['mae_ms']:.2f} / {m['rmse_ms']:.2f} ms"),
-        ("Kendall τ / Spearman ρ", f"{m['kendall_tau']:.3f} / {m['spearman_rho']:.3f}"),
+        ("within ±10%", f(m.get("within_10_pct"))),
+        ("within ±5%", f(m.get("within_5_pct"))),
+        ("MAPE", f(m.get("mape_pct"))),
+        ("RMSPE", f(m.get("rmspe_pct"))),
+        ("mean signed error (bias)", f(m.get("mean_signed_error_pct"), "+.1f")),
+        ("MAE / RMSE", f"{f(m.get('mae_ms'), '.2f', '')} / {f(m.get('rmse_ms'), '.2f', ' ms')}"),
+        ("Kendall τ / Spearman ρ", f"{f(m.get('kendall_tau'), '.3f', '')} / {f(m.get('spearman_rho'), '.3f', '')}"),
         ("measurement noise: within-run CV / run-to-run CV",
-         f"{m['mean_within_run_cv_pct']:.1f}% / {m['mean_run_to_run_cv_pct']:.1f}%"),
-        ("share of predicted time from table / fallback", f"{m['table_share_pct']:.0f}% / {m['fallback_share_pct']:.0f}%"),
+         f"{f(m.get('mean_within_run_cv_pct'))} / {f(m.get('mean_run_to_run_cv_pct'))}"),
+        ("share of predicted time from table / fallback",
+         f"{f(m.get('table_share_pct'), '.0f')} / {f(m.get('fallback_share_pct'), '.0f')}"),
     ]
     cats = report.category_totals()
     cat_rows = "\n".join(

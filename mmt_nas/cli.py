@@ -128,8 +128,11 @@ def _cmd_report(a: argparse.Namespace) -> int:
                                                "table": str(a.table)})
     paths = report.write(a.out, plots=not a.no_plots)
     m = report.metrics
-    print(f"{m['n_models']} models ({m['n_failed']} failed): within ±10% {m.get('within_10_pct')}%, "
-          f"MAPE {m.get('mape_pct')}%, Kendall tau {m.get('kendall_tau')}")
+    def pct(key: str, spec: str = ".1f") -> str:
+        return "-" if m.get(key) is None else format(m[key], spec)
+
+    print(f"{m['n_models']} models ({m['n_failed']} failed): within ±10% {pct('within_10_pct')}%, "
+          f"MAPE {pct('mape_pct')}%, Kendall tau {pct('kendall_tau', '.3f')}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

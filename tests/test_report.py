@@ -1,0 +1,158 @@
+"""Prediction-error reports: metrics against hand-computed values, the JSON schema, failures, plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import HERE, ROOT, TINY_SHAPE
+from tinymods import NotExportable, TinyNet
+
+from mmt_nas.exceptions import OpSpaceError
+from mmt_nas.predictor import LatencyPredictor
+from mmt_nas.report import (
+    ModelSpec,
+    Report,
+    compute_metrics,
+    evaluate,
+    kendall_tau,
+    load_model_specs,
+    mnn_category,
+    op_category,
+    spearman_rho,
+)
+
+
+def test_metrics_against_hand_computed_values() -> None:
+    m = compute_metrics([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 4.0, 3.0])
+    assert m["n"] == 4
+    assert m["mae_ms"] == pytest.approx(0.5)
+    assert m["rmse_ms"] == pytest.approx(math.sqrt(0.5))
+    assert m["mape_pct"] == pytest.approx(100 * (0.25 + 1 / 3) / 4)
+    assert m["rmspe_pct"] == pytest.approx(100 * math.sqrt((0.25**2 + (1 / 3) ** 2) / 4))
+    assert m["within_5_pct"] == 50 and m["within_10_pct"] == 50
+    assert m["mean_signed_error_pct"] == pytest.approx(100 * (-0.25 + 1 / 3) / 4)
+    assert m["kendall_tau"] == pytest.approx(4 / 6)  # 5 concordant pairs, 1 discordant
+    assert m["spearman_rho"] == pytest.approx(1 - 6 * 2 / (4 * 15))
+
+
+def test_rank_correlations_with_ties() -> None:
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(3 * 2))
+    assert spearman_rho([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254, rel=1e-6)
+    assert math.isnan(kendall_tau([1], [1])) and math.isnan(spearman_rho([1, 1], [2, 3]))
+
+
+def test_rank_correlations_match_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(3)
+    for _ in range(20):
+        xs = [rng.choice(range(8)) for _ in range(15)]
+        ys = [x + rng.gauss(0, 3) for x in xs]
+        assert kendall_tau(xs, ys) == pytest.approx(stats.kendalltau(xs, ys)[0])
+        assert spearman_rho(xs, ys) == pytest.approx(stats.spearmanr(xs, ys)[0])
+
+
+def test_metric_input_errors() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        compute_metrics([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="> 0"):
+        compute_metrics([1.0], [0.0])
+
+
+def test_categories() -> None:
+    assert [op_category(c) for c in ("Conv2d", "BatchNorm2d", "ReLU6", "MaxPool2d", "Flatten", "TinyBlock")] == [
+        "conv", "norm", "activation", "pool", "layout", "block"]
+    assert [mnn_category(t) for t in ("Convolution", "ConvolutionDepthwise", "BinaryOp", "Raster", "Weird")] == [
+        "conv", "conv", "elementwise", "layout", "other"]
+
+
+def test_report_with_a_failing_model(tiny_ops: Path, tmp_path: Path) -> None:
+    import torch
+
+    predictor = LatencyPredictor(tiny_ops)
+    cases = [
+        ("tiny", TinyNet(), TINY_SHAPE),
+        ("tiny-from-spec", ModelSpec("tiny-from-spec", f"{HERE / 'tinymods.py'}:TinyNet", tuple(TINY_SHAPE)),
+         TINY_SHAPE),
+        ("not-in-table", TinyNet(width=16), TINY_SHAPE),
+        ("not-exportable", torch.nn.Sequential(torch.nn.ReLU(), NotExportable()), [1, 4, 4]),
+    ]
+    seen = []
+    results = evaluate(predictor, cases, times=5, repeats=2, profile_times=3, on_result=lambda r: seen.append(r.name))
+    assert seen == [c[0] for c in cases]
+    report = Report(results, predictor.table, {"times": 5, "repeats": 2})
+    paths = report.write(tmp_path / "rep")
+    doc = json.loads(paths["json"].read_text())
+    assert doc["schema"] == "mmt_nas/report" and doc["schema_version"] == 1
+    assert set(doc["metrics"]) >= {"n", "mae_ms", "rmse_ms", "mape_pct", "rmspe_pct", "within_5_pct",
+                                   "within_10_pct", "kendall_tau", "spearman_rho", "mean_within_run_cv_pct",
+                                   "mean_run_to_run_cv_pct", "table_share_pct", "fallback_share_pct", "n_failed"}
+    models = {m["name"]: m for m in doc["models"]}
+    assert [m["status"] for m in doc["models"]] == ["ok", "ok", "failed", "failed"]
+    tiny = models["tiny"]
+    assert tiny["measured_ms"] > 0 and len(tiny["run_medians_ms"]) == 2
+    assert tiny["error_pct"] == pytest.approx(100 * (tiny["predicted_ms"] - tiny["measured_ms"]) / tiny["measured_ms"])
+    assert {"conv", "block"} <= set(tiny["by_category"])
+    assert sum(v["in_context_ms"] for v in tiny["by_category"].values()) > 0
+    assert models["not-in-table"]["measured_ms"] > 0 and "not in the latency table" in models["not-in-table"]["error"]
+    assert "ExportError" in models["not-exportable"]["error"]
+    assert doc["metrics"]["n"] == 2 and doc["metrics"]["n_failed"] == 2
+    assert doc["metrics"]["table_share_pct"] == 100
+    for name in ("pred_vs_measured", "error_histogram", "error_by_op_type"):
+        data = paths[name].read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert "data:image/png;base64," in paths["html"].read_text()
+    md = paths["md"].read_text()
+    assert "| not-exportable |" in md and "within_10_pct" in md
+
+
+def test_model_list_yaml(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "models:\n  - name: a\n    model: ../tests_models/tinymods.py:TinyNet\n    input_shape: [1, 3, 16, 16]\n"
+        "    kwargs: {width: 4}\n"
+    )
+    (tmp_path.parent / "tests_models").mkdir(exist_ok=True)
+    (tmp_path.parent / "tests_models" / "tinymods.py").write_text((HERE / "tinymods.py").read_text())
+    (spec,) = load_model_specs(tmp_path / "m.yaml")
+    assert spec.kwargs == {"width": 4} and spec.input_shape == (1, 3, 16, 16)
+    assert spec.build().fc.in_features == 4
+    for bad, fragment in [("models: []", "non-empty list"), ("models:\n  - {model: x}", "module:callable"),
+                          ("models:\n  - {model: 'a:b', input_shape: 3}", "input_shape"), ("[", "not valid YAML")]:
+        (tmp_path / "bad.yaml").write_text(bad)
+        with pytest.raises(OpSpaceError, match=fragment):
+            load_model_specs(tmp_path / "bad.yaml")
+
+
+def test_accuracy_benchmark_quick_mode_runs(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--quick", "--times", "5", "--repeats", "1",
+         "--work-dir", str(tmp_path / "work"), "--results", str(results)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    text = results.read_text()
+    assert "<!-- accuracy-quick:start -->" in text and "In-table" in text and "Held-out" in text
+    assert (tmp_path / "work" / "report-intable" / "report.json").is_file()
+
+
+def test_cli_report(tiny_ops: Path, tmp_path: Path) -> None:
+    (tmp_path / "models.yaml").write_text(
+        f"models:\n  - {{name: tiny, model: '{HERE / 'tinymods.py'}:TinyNet', input_shape: {TINY_SHAPE}}}\n"
+        f"  - {{name: wide, model: '{HERE / 'tinymods.py'}:TinyNet', kwargs: {{width: 16}}, "
+        f"input_shape: {TINY_SHAPE}}}\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "mmt_nas.cli", "report", "--table", str(tiny_ops), "--models", "models.yaml",
+         "--out", "rep", "--times", "3", "--repeats", "1", "--no-plots"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [m["status"] for m in doc["models"]] == ["ok", "failed"]
+    assert "2 models (1 failed)" in out.stdout
