@@ -173,10 +173,10 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     print(f"[4/4] measure  ({time.perf_counter() - t0:.0f} s): {measured.median_ms:.2f} ms end to end "
           f"(std {measured.std_ms:.2f} ms over {measured.n} runs)")
     print(f"\nprediction {float(pred):.2f} ms vs measured {measured.median_ms:.2f} ms: error {err:+.1%}")
-    print("This prediction sums ops timed alone, with no correction for what MNN does inside a whole model "
-          "(Conv+BN+ReLU fusion, cache effects, the residual additions and flatten that are not modules). "
-          "On other networks and machines such sums have been 25-70% off in either direction: one model "
-          "proves little either way; see README, 'Accuracy'.")
+    print("The prediction counts what MNN runs (Conv+BN+ReLU fused, tensor functions such as flatten "
+          "included) from each op's own time measured alone; ops inside a whole model can still run slower or "
+          "faster than alone (caches). One model proves little either way: see benchmarks/RESULTS.md and "
+          "`mmt-nas report`.")
     return 0
 
 

@@ -185,7 +185,7 @@ def _prepare(
                 SkippedOp(spec.where, dict(spec.args), spec.input_shape, f"cannot run on this input shape: {reason}")
             )
             continue
-        key = op_key(spec.class_name, repr(module), spec.input_shape)
+        key = op_key(getattr(module, "op_class_name", spec.class_name), repr(module), spec.input_shape)
         if key in ready:
             other = ready[key][2]
             if dict(other.args) != dict(spec.args) or other.module != spec.module:

@@ -269,6 +269,25 @@ def profile_model(
     return [OpProfile(n, t, LatencyStats.from_samples(x / 1e6 for x in samples[(n, t)]).median_ms) for n, t in order]
 
 
+_BOUNDARY_TYPES = ("Raster", "ConvertTensor")
+
+
+def core_ms(profile: list[OpProfile]) -> float:
+    """An op's own time from the profile of its one-op model.
+
+    Timed alone, an op's model converts its input into MNN's internal layout and its output back
+    (``Raster`` ops around the op); inside a whole model that happens once, not per op. Those
+    conversions are left out when something else remains; a model that is nothing but layout
+    ops (a reshape, a channel shuffle) keeps them: they are the op.
+    """
+    ops = list(profile)
+    while len(ops) > 1 and ops[0].type in _BOUNDARY_TYPES and any(o.type not in _BOUNDARY_TYPES for o in ops[1:]):
+        ops.pop(0)
+    while len(ops) > 1 and ops[-1].type in _BOUNDARY_TYPES and any(o.type not in _BOUNDARY_TYPES for o in ops[:-1]):
+        ops.pop()
+    return sum(o.latency_ms for o in ops)
+
+
 def _check_times(times: Any, warmup: Any) -> None:
     if isinstance(times, bool) or not isinstance(times, int) or times < 1:
         raise MeteringError(f"`times` must be an integer >= 1, but got times={times!r}.")
@@ -301,6 +320,7 @@ def meter_ops(
     precision: str = "high",
     output: str | os.PathLike[str] | None = None,
     show_progress: bool | None = None,
+    profile: bool = True,
 ) -> LatencyTable:
     """Time every op of an ops folder and save the latency table (``meta_latency.json``).
 
@@ -317,6 +337,9 @@ def meter_ops(
         precision: ``"high"``, ``"normal"`` or ``"low"``.
         output: Where to write the table (default ``ops_dir/meta_latency.json``).
         show_progress: Progress bar; ``None`` shows one on a terminal only.
+        profile: Also profile each op with MNN's per-op callbacks (``min(times, 20)`` runs) and
+            store its ``core_ms``: the op's own time without the layout conversions at the input
+            and output of its one-op model, which a whole model does not repeat per op.
 
     Returns:
         The complete table.
@@ -357,10 +380,11 @@ def meter_ops(
         for op in progress(todo, len(todo), "meter", show_progress):
             try:
                 stats = time_model(ops_dir / op.file, times, warmup=warmup, settings=settings)
+                core = core_ms(profile_model(ops_dir / op.file, min(times, 20), settings=settings)) if profile else None
             except MeteringError as exc:
                 _logger.error("skipping %s: %s", op.key, exc)
                 continue
-            entry = TableEntry(op, stats)
+            entry = TableEntry(op, stats, core)
             table.add(entry)
             jf.write(json.dumps(entry.to_dict(), allow_nan=False) + "\n")
             jf.flush()

@@ -378,15 +378,21 @@ def describe_module(module: torch.nn.Module) -> dict[str, Any] | None:
     return args if repr(rebuilt) == repr(module) else None
 
 
-def space_from_model(model: torch.nn.Module, input_shape: Sequence[int]) -> dict[str, Any]:
-    """Build the op space that covers every leaf op ``model`` runs on ``input_shape``.
+def space_from_model(
+    model: torch.nn.Module, input_shape: Sequence[int], *, include_fused: bool = False
+) -> dict[str, Any]:
+    """Build the op space that covers every op ``model`` runs on ``input_shape``.
 
-    Each leaf module call becomes one block of single-valued lists (the seed's
-    format with the list-of-blocks extension). Write it with :func:`dump_space`.
+    The ops are those :func:`mmt_nas.parser.parse_model` finds: leaf modules and the
+    tensor functions the model's containers call (as ``mmt_nas.ops.Functional``), less the
+    ops MNN fuses into the op before them (they cost nothing of their own). Each op becomes
+    one block of single-valued lists (the seed's format with the list-of-blocks extension).
+    Write it with :func:`dump_space`.
 
     Args:
         model: The model.
         input_shape: Its input shape, e.g. ``[1, 3, 224, 224]``.
+        include_fused: Also list the ops MNN fuses (to compare with ``composition="modules"``).
 
     Returns:
         The op-space document.
@@ -395,32 +401,35 @@ def space_from_model(model: torch.nn.Module, input_shape: Sequence[int]) -> dict
         OpSpaceError: A leaf module cannot be described (its arguments are not recoverable,
             or its class is not importable); the message names each one.
     """
-    from mmt_nas.parser import trace_calls
+    from mmt_nas.parser import parse_model
 
-    calls = trace_calls(model, input_shape)
     doc: dict[str, dict[str, list[dict[str, Any]]]] = {}
     problems: list[str] = []
-    seen: set[tuple[str, str, str, tuple[int, ...]]] = set()
-    for call in calls:
-        if call.children or call.input_shape is None:
+    seen: set[str] = set()
+    for op in parse_model(model, input_shape):
+        if (op.fused_into is not None and not include_fused) or op.key in seen:
             continue
-        cls = type(call.module)
+        seen.add(op.key)
+        if op.function is not None:
+            block: dict[str, Any] = {"fn": [op.function["fn"]], "args": [op.function["args"]]}
+            if op.function["kwargs"]:
+                block["kwargs"] = [op.function["kwargs"]]
+            block["input_shape"] = [list(op.input_shape)]
+            doc.setdefault("mmt_nas.ops", {}).setdefault("Functional", []).append(block)
+            continue
+        cls = type(op.module)
         path = _module_path(cls)
         if path == "__main__":
-            problems.append(f"{call.name} ({cls.__name__}): defined in __main__; move it to an importable module")
+            problems.append(f"{op.name} ({cls.__name__}): defined in __main__; move it to an importable module")
             continue
-        args = describe_module(call.module)
+        args = describe_module(op.module)
         if args is None:
             problems.append(
-                f"{call.name} ({cls.__name__}): its constructor arguments cannot be recovered from its attributes"
+                f"{op.name} ({cls.__name__}): its constructor arguments cannot be recovered from its attributes"
             )
             continue
-        ident = (path, cls.__name__, repr(sorted(args.items())), call.input_shape)
-        if ident in seen:
-            continue
-        seen.add(ident)
-        block: dict[str, Any] = {k: [v] for k, v in args.items()} or {"no_params": True}
-        block["input_shape"] = [list(call.input_shape)]
+        block = {k: [v] for k, v in args.items()} or {"no_params": True}
+        block["input_shape"] = [list(op.input_shape)]
         doc.setdefault(path, {}).setdefault(cls.__name__, []).append(block)
     if problems:
         raise OpSpaceError(

@@ -8,12 +8,14 @@ that cannot run on meta tensors is run for real, without gradients.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mmt_nas.exceptions import OpSpaceError
+from mmt_nas.ops import canonical_name, encode_args, signature
 from mmt_nas.table import op_key
 
 if TYPE_CHECKING:
@@ -23,7 +25,34 @@ if TYPE_CHECKING:
 
     from mmt_nas.predictor import Prediction
 
-__all__ = ["ModuleCall", "ParsedOp", "trace_calls", "parse_model", "predict_latency"]
+__all__ = ["ModuleCall", "FunctionCall", "ParsedOp", "trace_calls", "parse_model", "predict_latency"]
+
+
+@dataclass(eq=False)
+class FunctionCall:
+    """A recorded tensor function called by a container module's own ``forward``.
+
+    Attributes:
+        name: ``<module name>:<function>`` where it was called.
+        fn: Canonical name, e.g. ``Tensor.add`` (see :mod:`mmt_nas.ops`).
+        args: Encoded positional arguments.
+        kwargs: Encoded keyword arguments.
+        input_shape: Shape of its first tensor argument.
+        output_shape: Shape of its first tensor output.
+    """
+
+    name: str
+    fn: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...] | None = None
+    input_ref: Any = field(default=None, repr=False)
+    output_ref: Any = field(default=None, repr=False)
+
+    def key(self) -> str:
+        """The op key: class ``Functional``, the call's signature, the input shape."""
+        return op_key("Functional", signature(self.fn, self.args, self.kwargs), self.input_shape)
 
 
 @dataclass(eq=False)
@@ -35,18 +64,21 @@ class ModuleCall:
         module: The module object.
         input_shape: Shape of the first tensor argument (``None`` if it had none).
         output_shape: Shape of the first tensor output (``None`` if none).
-        children: Calls made inside this one, in order.
+        children: Module calls and recorded function calls made inside this one, in order.
     """
 
     name: str
     module: torch.nn.Module
     input_shape: tuple[int, ...] | None
     output_shape: tuple[int, ...] | None = None
-    children: list[ModuleCall] = field(default_factory=list)
+    children: list[ModuleCall | FunctionCall] = field(default_factory=list)
+    input_ref: Any = field(default=None, repr=False)
+    output_ref: Any = field(default=None, repr=False)
 
     def key(self) -> str:
         """The op key of this call (class, ``repr()``, input shape)."""
-        return op_key(type(self.module).__name__, repr(self.module), self.input_shape or ())
+        cls = getattr(self.module, "op_class_name", type(self.module).__name__)
+        return op_key(cls, repr(self.module), self.input_shape or ())
 
 
 @dataclass(frozen=True)
@@ -55,11 +87,13 @@ class ParsedOp:
 
     Attributes:
         key: Lookup key.
-        class_name: The module's class name.
-        name: Qualified module name inside the model.
+        class_name: The module's class name (``Functional`` for tensor functions).
+        name: Where it runs in the model: a module name, or ``module:function``.
         input_shape: Input shape.
         output_shape: Output shape (``None`` if unknown).
-        module: The module object (not compared).
+        module: The module object (``None`` for functions; not compared).
+        fused_into: Name of the op MNN fuses this one into (its time is that op's), or ``None``.
+        function: For functions: ``{"fn", "args", "kwargs"}``, the encoded call.
     """
 
     key: str
@@ -68,6 +102,8 @@ class ParsedOp:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...] | None
     module: Any = field(default=None, compare=False, repr=False)
+    fused_into: str | None = None
+    function: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def _first_tensor(obj: Any) -> Any:
@@ -116,28 +152,35 @@ def _check_shape(input_shape: Any) -> tuple[int, ...]:
 
 
 def trace_calls(model: torch.nn.Module, input_shape: Sequence[int]) -> list[ModuleCall]:
-    """Run ``model`` once and record every module call, outermost first.
+    """Run ``model`` once and record every module call and the tensor functions containers call.
+
+    Functions (additions, concatenations, reshapes, ...) are recorded when the
+    innermost running module has submodules of its own: that is the model's glue
+    code, which no module accounts for. Inside a leaf module they are the leaf's.
 
     Args:
         model: The model. Its parameters and training flags are left as they were.
         input_shape: The input shape.
 
     Returns:
-        All calls in the order they started; ``calls[0]`` is the model itself and
-        each call lists the calls made inside it.
+        All module calls in the order they started; ``calls[0]`` is the model itself and
+        each call lists the calls (and functions) made inside it.
 
     Raises:
         OpSpaceError: The shape is malformed, or the model fails to run on it.
     """
     import torch
+    from torch.overrides import TorchFunctionMode
 
     shape = _check_shape(input_shape)
     names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    containers = {id(m) for m in model.modules() if next(iter(m.children()), None) is not None}
     calls: list[ModuleCall] = []
     stack: list[ModuleCall] = []
 
     def pre(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        call = ModuleCall(names.get(id(module), "?"), module, _shape_of((args, kwargs)))
+        first = _first_tensor((args, kwargs))
+        call = ModuleCall(names.get(id(module), "?"), module, _shape_of(first), input_ref=first)
         if stack:
             stack[-1].children.append(call)
         stack.append(call)
@@ -145,7 +188,28 @@ def trace_calls(model: torch.nn.Module, input_shape: Sequence[int]) -> list[Modu
 
     def post(module: torch.nn.Module, args: Any, output: Any) -> None:
         if stack and stack[-1].module is module:
-            stack.pop().output_shape = _shape_of(output)
+            call = stack.pop()
+            call.output_ref = _first_tensor(output)
+            call.output_shape = _shape_of(call.output_ref)
+
+    class Recorder(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            if stack and id(stack[-1].module) in containers:
+                fn = canonical_name(func)
+                x = _first_tensor((args, kwargs)) if fn is not None else None
+                if fn is not None and x is not None and x.is_floating_point():
+                    try:
+                        enc_args, enc_kwargs = encode_args(args, kwargs, x)
+                    except ValueError:
+                        return out
+                    parent = stack[-1]
+                    ref = _first_tensor(out)
+                    parent.children.append(FunctionCall(
+                        f"{parent.name}:{fn}", fn, enc_args, enc_kwargs, _shape_of(x) or (), _shape_of(ref), x, ref
+                    ))
+            return out
 
     handles = []
     for m in {id(m): m for m in model.modules()}.values():
@@ -153,12 +217,13 @@ def trace_calls(model: torch.nn.Module, input_shape: Sequence[int]) -> list[Modu
         handles.append(m.register_forward_hook(post))
     try:
         try:
-            _run_meta(model, shape)
+            with Recorder():
+                _run_meta(model, shape)
         except Exception:  # shape-only execution is an optimisation; any failure means run for real
             calls.clear()
             stack.clear()
             try:
-                with torch.no_grad(), _eval_mode(model):
+                with torch.no_grad(), _eval_mode(model), Recorder():
                     gen = torch.Generator().manual_seed(0)
                     model(torch.randn(shape, generator=gen))
             except Exception as exc:
@@ -216,10 +281,80 @@ def _pass_through(x: Any, *args: Any, **kwargs: Any) -> Any:
     return x
 
 
+def _fusion_rules() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    from torch import nn
+
+    return (nn.Conv1d, nn.Conv2d, nn.Conv3d), (nn.Linear,), (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+_BINARY = {"Tensor.add", "torch.add", "Tensor.__add__", "Tensor.__radd__", "Tensor.sub", "torch.sub",
+           "Tensor.__sub__"}
+_RELU_FUNCTIONS = {"F.relu", "torch.relu", "Tensor.relu"}
+
+
+def _is_fusable_activation(op: ParsedOp) -> tuple[bool, bool]:
+    """(fuses after a convolution or linear layer, fuses after an addition) — what MNN's converter does."""
+    from torch import nn
+
+    m = op.module
+    if op.function is not None:
+        relu = op.function["fn"] in _RELU_FUNCTIONS
+        return relu or op.function["fn"] == "F.relu6", relu
+    if type(m) is nn.ReLU:
+        return True, True
+    if type(m) is nn.ReLU6 or (type(m) is nn.Hardtanh and m.min_val == 0 and m.max_val == 6):
+        return True, False
+    return False, False
+
+
+def _mark_fusions(ops: list[ParsedOp], refs: list[tuple[Any, Any]]) -> list[ParsedOp]:
+    """Mark the ops MNN's converter folds into the op before them.
+
+    Measured with MNN 3.6 (see tests): Conv + BatchNorm, Conv/Linear (+ BatchNorm) + ReLU/ReLU6/
+    Hardtanh(0, 6), and an addition or subtraction + ReLU each run as one op. The follower must take
+    the previous op's output directly.
+    """
+    convs, linears, norms = _fusion_rules()
+    anchor: list[int] = []
+    last: dict[int, int] = {}
+    has_bn: set[int] = set()
+    has_act: set[int] = set()
+    producer: dict[int, int] = {}
+    out: list[ParsedOp] = []
+    for i, (op, (in_ref, out_ref)) in enumerate(zip(ops, refs)):
+        fused_to = None
+        src = producer.get(id(in_ref)) if in_ref is not None else None
+        if src is not None:
+            a = anchor[src]
+            head = ops[a]
+            if last[a] == src and a not in has_act:
+                after_conv, after_add = _is_fusable_activation(op)
+                is_conv = head.function is None and isinstance(head.module, convs)
+                is_linear = head.function is None and isinstance(head.module, linears)
+                is_add = head.function is not None and head.function["fn"] in _BINARY
+                if isinstance(op.module, norms) and op.function is None and is_conv and a not in has_bn:
+                    fused_to, _ = a, has_bn.add(a)
+                elif (after_conv and (is_conv or is_linear)) or (after_add and is_add):
+                    fused_to, _ = a, has_act.add(a)
+        if fused_to is None:
+            anchor.append(i)
+            last[i] = i
+            out.append(op)
+        else:
+            anchor.append(fused_to)
+            last[fused_to] = i
+            out.append(dataclasses.replace(op, fused_into=ops[fused_to].name))
+        if out_ref is not None:
+            producer[id(out_ref)] = i
+    return out
+
+
 def parse_model(
     model: torch.nn.Module,
     input_shape: Sequence[int],
     known: Callable[[str], bool] | None = None,
+    *,
+    composition: str = "mnn",
 ) -> list[ParsedOp]:
     """List the ops ``model`` runs, outermost known modules first.
 
@@ -231,37 +366,44 @@ def parse_model(
         model: The model.
         input_shape: Its input shape.
         known: Whether a key is in the table. ``None`` counts leaves only.
+        composition: ``"mnn"`` (default) also lists the tensor functions containers call
+            (additions, reshapes, ...) and marks the ops MNN fuses into the op before
+            them (``fused_into``). ``"modules"`` lists modules only, none fused (the MMT tool's sum).
 
     Returns:
         The ops, in execution order.
     """
+    if composition not in ("mnn", "modules"):
+        raise OpSpaceError(f"composition must be 'mnn' or 'modules', but got composition={composition!r}.")
     calls = trace_calls(model, input_shape)
     ops: list[ParsedOp] = []
+    refs: list[tuple[Any, Any]] = []
+    functions = composition == "mnn"
 
-    def visit(call: ModuleCall) -> None:
-        if call.input_shape is None and call.children:
+    def visit(call: ModuleCall | FunctionCall) -> None:
+        if isinstance(call, FunctionCall):
+            if functions:
+                ops.append(ParsedOp(call.key(), "Functional", call.name, call.input_shape, call.output_shape,
+                                    function={"fn": call.fn, "args": call.args, "kwargs": call.kwargs}))
+                refs.append((call.input_ref, call.output_ref))
+            return
+        modules = [c for c in call.children if isinstance(c, ModuleCall)]
+        if call.input_shape is None and modules:
             for child in call.children:
                 visit(child)
             return
         key = call.key()
-        if not call.children or (known is not None and known(key)):
-            ops.append(
-                ParsedOp(
-                    key,
-                    type(call.module).__name__,
-                    call.name,
-                    call.input_shape or (),
-                    call.output_shape,
-                    call.module,
-                )
-            )
+        if not modules or (known is not None and known(key)):
+            cls = getattr(call.module, "op_class_name", type(call.module).__name__)
+            ops.append(ParsedOp(key, cls, call.name, call.input_shape or (), call.output_shape, call.module))
+            refs.append((call.input_ref, call.output_ref))
             return
         for child in call.children:
             visit(child)
 
     if calls:
         visit(calls[0])
-    return ops
+    return _mark_fusions(ops, refs) if functions else ops
 
 
 def predict_latency(

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mmt_nas.exceptions import TableError, UnknownOpError
-from mmt_nas.table import TABLE_FILENAME, LatencyTable, RuntimeSettings
+from mmt_nas.table import TABLE_FILENAME, LatencyTable, RuntimeSettings, TableEntry
 
 if TYPE_CHECKING:
+    from collections.abc import Hashable, Iterable
+
     import torch
 
     from mmt_nas.parser import ParsedOp
@@ -39,7 +41,8 @@ class OpContribution:
         latency_ms: Latency of one run, in ms.
         total_ms: ``count * latency_ms``.
         share: Fraction of the predicted total.
-        source: ``"table"`` or ``"fallback"``.
+        source: ``"table"``, ``"fallback"``, or ``"fused"`` (MNN folds it into the op named in
+            ``names``' ``fused_into``; it costs no time of its own).
         names: The module names that run it.
     """
 
@@ -134,6 +137,13 @@ class LatencyPredictor:
         backend: If given, refuse a table measured on another backend.
         threads: If given, refuse a table measured with another thread count.
         precision: If given, refuse a table measured with another precision.
+        composition: ``"mnn"`` (default) counts what MNN runs: the tensor functions a model
+            calls (additions, reshapes, ...) as ops, and the ops MNN's converter fuses into the
+            op before them (Conv+BN+ReLU, Add+ReLU) as costing nothing of their own.
+            ``"modules"`` sums the model's modules only (the MMT tool's way).
+        latency: ``"core"`` (default) uses each op's own time inside its timed model (MNN's
+            per-op profile, without the layout conversions at its input and output, which a
+            whole model does once), where the table has it; ``"wall"`` uses the op's end-to-end median.
     """
 
     def __init__(
@@ -145,7 +155,15 @@ class LatencyPredictor:
         backend: str | None = None,
         threads: int | None = None,
         precision: str | None = None,
+        composition: str = "mnn",
+        latency: str = "core",
     ) -> None:
+        if composition not in ("mnn", "modules"):
+            raise TableError(f"composition must be 'mnn' or 'modules', but got composition={composition!r}.")
+        if latency not in ("core", "wall"):
+            raise TableError(f"latency must be 'core' or 'wall', but got latency={latency!r}.")
+        self.composition = composition
+        self.latency = latency
         if on_missing not in _ON_MISSING:
             raise TableError(f"on_missing must be one of {_ON_MISSING}, but got on_missing={on_missing!r}.")
         if on_missing == "fallback" and fallback is None:
@@ -169,7 +187,15 @@ class LatencyPredictor:
         """
         from mmt_nas.parser import parse_model
 
-        return self.predict_ops(parse_model(model, input_shape, known=self.table.__contains__))
+        return self.predict_ops(
+            parse_model(model, input_shape, known=self.table.__contains__, composition=self.composition)
+        )
+
+    def entry_ms(self, entry: TableEntry) -> float:
+        """The latency of a table entry as this predictor counts it (see ``latency``)."""
+        if self.latency == "core" and entry.core_ms is not None:
+            return entry.core_ms
+        return entry.latency_ms
 
     def predict_ops(self, ops: Sequence[ParsedOp]) -> Prediction:
         """Sum the latencies of already parsed ops.
@@ -178,8 +204,9 @@ class LatencyPredictor:
             UnknownOpError: Ops are missing and ``on_missing="error"``.
         """
         grouped: dict[str, list[ParsedOp]] = {}
+        fused: dict[str, list[ParsedOp]] = {}
         for op in ops:
-            grouped.setdefault(op.key, []).append(op)
+            (grouped if op.fused_into is None else fused).setdefault(op.key, []).append(op)
         missing = [k for k in grouped if k not in self.table]
         if missing and self.on_missing == "error":
             raise UnknownOpError(self._missing_message(missing, grouped), missing)
@@ -187,10 +214,11 @@ class LatencyPredictor:
         for key, group in grouped.items():
             entry = self.table.get(key)
             if entry is not None:
-                parts.append((key, group, entry.latency_ms, "table"))
+                parts.append((key, group, self.entry_ms(entry), "table"))
             else:
                 assert self.fallback is not None
                 parts.append((key, group, float(self.fallback.predict_op(group[0])), "fallback"))
+        parts += [(key, group, 0.0, "fused") for key, group in fused.items()]
         total = sum(len(g) * ms for _, g, ms, _ in parts)
         contributions = [
             OpContribution(
@@ -220,3 +248,75 @@ class LatencyPredictor:
             if close:
                 lines.append("      closest in the table: " + "; ".join(close))
         return "\n".join(lines)
+
+    # -- fast paths for search loops ----------------------------------------------------------
+
+    #: How many models :meth:`predict_cached` remembers (least recently used are dropped).
+    predict_cache_size: int = 4096
+
+    def predict_keys(self, keys: Iterable[str]) -> Prediction:
+        """Predict from op keys alone: no model is built or traced.
+
+        Each occurrence of a key counts as one run of that op, summed exactly as
+        :meth:`predict_ops` sums parsed ops (same missing-op error, same fallback). A
+        fallback receives :class:`~mmt_nas.parser.ParsedOp` records with ``module=None``,
+        the class name and input shape read from the key, and the name ``#<position>``.
+
+        Args:
+            keys: Op keys (see :func:`mmt_nas.table.op_key`), one per run, e.g. built by
+                :class:`mmt_nas.integrations.keys.KeyBuilder` from op-space entries.
+
+        Raises:
+            OpSpaceError: A key is not of the form ``Class|repr|1x3x224x224``.
+            UnknownOpError: Keys are missing from the table and ``on_missing="error"``.
+        """
+        from mmt_nas.exceptions import OpSpaceError
+        from mmt_nas.parser import ParsedOp
+
+        ops = []
+        for i, key in enumerate(keys):
+            class_name, _, rest = key.partition("|") if isinstance(key, str) else ("", "", "")
+            _, bar, dims = rest.rpartition("|")
+            parts = dims.split("x") if dims else []
+            if not class_name or not bar or not all(d.isdigit() and int(d) > 0 for d in parts):
+                raise OpSpaceError(
+                    f"op keys look like 'Class|repr|1x3x224x224' (see mmt_nas.table.op_key), but key #{i} is "
+                    f"{key!r}. Build keys with op_key() or KeyBuilder."
+                )
+            ops.append(ParsedOp(key, class_name, f"#{i}", tuple(int(d) for d in parts), None))
+        return self.predict_ops(ops)
+
+    def predict_cached(
+        self, model: torch.nn.Module, input_shape: Sequence[int], *, config: Hashable | None = None
+    ) -> Prediction:
+        """:meth:`predict`, remembering the result for models predicted again.
+
+        The cache key is ``(config, input shape)``, or ``(repr(model), input shape)`` when
+        ``config`` is ``None``; plus the table's identity and size. Without ``config`` this
+        relies on the rule op keys already rely on: a module's ``repr()`` shows every argument
+        that changes it (true of torch's layers; a custom module must override ``__repr__``),
+        so two models with the same ``repr()`` run the same ops. ``config`` (any hashable value
+        that determines the architecture, such as a search's sampled parameters) skips the
+        ``repr()`` of a large model; it is then the caller's promise. Only predictions made
+        wholly from the table are remembered (a fallback may be refit), and the cache assumes
+        no entry of the table is replaced in place (:meth:`LatencyTable.add` of an existing key);
+        call :meth:`clear_cache` after doing that.
+
+        Raises:
+            UnknownOpError: Ops are missing and ``on_missing="error"``.
+        """
+        cache: dict[Any, Prediction] = self.__dict__.setdefault("_predict_cache", {})
+        ident = (repr(model) if config is None else config, tuple(input_shape), id(self.table), len(self.table))
+        hit = cache.pop(ident, None)
+        if hit is None:
+            hit = self.predict(model, input_shape)
+            if any(o.source == "fallback" for o in hit.ops):
+                return hit
+            while len(cache) >= self.predict_cache_size:
+                cache.pop(next(iter(cache)))
+        cache[ident] = hit  # (re)inserted last: the dict's order is the recency order
+        return hit
+
+    def clear_cache(self) -> None:
+        """Forget every prediction :meth:`predict_cached` remembers."""
+        self.__dict__.pop("_predict_cache", None)

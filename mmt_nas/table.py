@@ -304,10 +304,23 @@ class RuntimeSettings:
 
 @dataclass(frozen=True)
 class TableEntry:
-    """An op with its measured latency."""
+    """An op with its measured latency.
+
+    Attributes:
+        op: The op.
+        latency: Statistics of its end-to-end runs.
+        core_ms: Its own time inside its timed model, from MNN's per-op profile, without
+            the layout conversions at the model's input and output (``None`` if not profiled).
+    """
 
     op: OpRecord
     latency: LatencyStats
+    core_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        c = self.core_ms
+        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0):
+            raise TableError(f"core_ms of {self.op.key!r} must be None or a finite number >= 0, but got {c!r}.")
 
     @property
     def latency_ms(self) -> float:
@@ -318,13 +331,15 @@ class TableEntry:
         """Return a JSON-ready dict: the op's fields plus ``latency_ms``."""
         d = self.op.to_dict()
         d["latency_ms"] = self.latency.to_dict()
+        if self.core_ms is not None:
+            d["core_ms"] = self.core_ms
         return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "entry") -> TableEntry:
         """Inverse of :meth:`to_dict`."""
         op = OpRecord.from_dict(d, where)
-        return cls(op, LatencyStats.from_dict(d.get("latency_ms"), f"{where}.latency_ms"))
+        return cls(op, LatencyStats.from_dict(d.get("latency_ms"), f"{where}.latency_ms"), d.get("core_ms"))
 
 
 class LatencyTable:

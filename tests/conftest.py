@@ -37,6 +37,10 @@ TINY_SPACE = textwrap.dedent(
       TinyBlock:
         channels: [8]
         input_shape: [[1, 8, 16, 16]]
+    mmt_nas.ops:
+      Functional:
+        - {fn: [Tensor.add], args: [[{input: true}, {tensor: [1, 8, 16, 16]}]], input_shape: [[1, 8, 16, 16]]}
+        - {fn: [torch.flatten], args: [[{input: true}, 1]], input_shape: [[1, 8, 1, 1]]}
     """
 )
 TINY_SHAPE = [1, 3, 16, 16]

@@ -19,7 +19,9 @@ def test_tiny_space_generates_valid_ops_and_skips_misfits(tiny_ops: Path) -> Non
         by_class.setdefault(op.class_name, []).append(op)
     # Conv2d: in_channels {3, 8} x shapes {3ch, 8ch}: only the two matching pairs are valid.
     assert sorted((o.args["in_channels"], o.input_shape[1]) for o in by_class["Conv2d"]) == [(3, 3), (8, 8)]
-    assert set(by_class) == {"Conv2d", "ReLU", "AdaptiveAvgPool2d", "Linear", "TinyBlock"}
+    assert set(by_class) == {"Conv2d", "ReLU", "AdaptiveAvgPool2d", "Linear", "TinyBlock", "Functional"}
+    assert sorted(o.key for o in by_class["Functional"]) == [
+        "Functional|Tensor.add(x, T[1x8x16x16])|1x8x16x16", "Functional|torch.flatten(x, 1)|1x8x1x1"]
     for op in ops:
         assert (tiny_ops / op.file).stat().st_size > 0
         assert op.key == op_key(op.class_name, op.key.split("|")[1], op.input_shape)
@@ -35,7 +37,7 @@ def test_generate_reports_skipped_combinations(tmp_path: Path) -> None:
     assert len(result.skipped) == 2
     assert all("cannot run on this input shape" in s.reason for s in result.skipped)
     assert {s.args["in_channels"] for s in result.skipped} == {3, 8}
-    assert len(result.exported) == 6 and result.failed == []
+    assert len(result.exported) == 8 and result.failed == []
 
 
 def test_generate_is_incremental(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def test_meter_imports_and_runs_without_torch_or_sklearn(tiny_ops_copy: Path, tm
         import mmt_nas
         from mmt_nas.meter import meter_ops
         table = meter_ops({str(tiny_ops_copy)!r}, times=3, output={str(tmp_path / 'device.json')!r})
-        assert len(table) == 6, len(table)
+        assert len(table) == 8, len(table)
         assert not any(m.split(".")[0] in ("torch", "sklearn") for m in sys.modules)
         print("ok")
         """
@@ -90,7 +90,7 @@ def test_meter_imports_and_runs_without_torch_or_sklearn(tiny_ops_copy: Path, tm
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
-    assert len(LatencyTable.load(tmp_path / "device.json")) == 6
+    assert len(LatencyTable.load(tmp_path / "device.json")) == 8
 
 
 def test_kill_and_resume_loses_nothing(tmp_path: Path) -> None:

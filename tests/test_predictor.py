@@ -30,16 +30,87 @@ BLOCK = "TinyBlock|TinyBlock-8-3|1x8x16x16"
 BLOCK_CONV = "Conv2d|Conv2d(8, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))|1x8x16x16"
 POOL = "AdaptiveAvgPool2d|AdaptiveAvgPool2d(output_size=1)|1x8x16x16"
 FC = "Linear|Linear(in_features=8, out_features=4, bias=True)|1x8"
+ADD = "Functional|Tensor.add(x, T[1x8x16x16])|1x8x16x16"
+FLATTEN = "Functional|torch.flatten(x, 1)|1x8x1x1"
 
 
 def test_leaf_keys_of_a_model() -> None:
-    keys = [op.key for op in parse_model(TinyNet(), TINY_SHAPE)]
+    keys = [op.key for op in parse_model(TinyNet(), TINY_SHAPE, composition="modules")]
     assert keys == [STEM, RELU, BLOCK_CONV, RELU, POOL, FC]
+
+
+def test_mnn_composition_counts_functions_and_marks_fusions() -> None:
+    ops = parse_model(TinyNet(), TINY_SHAPE)
+    assert [(op.key, op.fused_into) for op in ops] == [
+        (STEM, None), (RELU, "stem"), (BLOCK_CONV, None), (RELU, "block.conv"), (ADD, None), (POOL, None),
+        (FLATTEN, None), (FC, None)]
+    assert [op.name for op in ops if op.function] == ["block:Tensor.add", ":torch.flatten"]
+
+
+@pytest.mark.parametrize(
+    "layers,fused",
+    [
+        ([torch.nn.Conv2d(4, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()], [None, "0", "0"]),
+        ([torch.nn.Conv2d(4, 4, 3, groups=4), torch.nn.BatchNorm2d(4), torch.nn.ReLU6()], [None, "0", "0"]),
+        ([torch.nn.Conv2d(4, 4, 1), torch.nn.Hardtanh(0, 6)], [None, "0"]),
+        ([torch.nn.Conv2d(4, 4, 1), torch.nn.ReLU(), torch.nn.BatchNorm2d(4)], [None, "0", None]),
+        ([torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Sigmoid()], [None, "0", None]),
+        ([torch.nn.BatchNorm2d(4), torch.nn.ReLU()], [None, None]),
+        ([torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.ReLU()], [None, None, "1"]),
+        ([torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.BatchNorm1d(8)], [None, None, None]),
+    ],
+    ids=["conv-bn-relu", "dwconv-bn-relu6", "conv-hardtanh06", "conv-relu-bn", "conv-bn-sigmoid", "bn-relu",
+         "linear-relu", "linear-bn1d"],
+)
+def test_fusion_patterns_follow_mnn(layers: list[torch.nn.Module], fused: list[str | None]) -> None:
+    """The patterns were read off MNN 3.6's converted models (see test_fusion_patterns_match_mnn_profile)."""
+    ops = parse_model(torch.nn.Sequential(*layers), [1, 4, 4, 4])
+    assert [op.fused_into for op in ops] == fused
+
+
+def test_addition_then_relu_is_fused_into_the_addition() -> None:
+    ops = parse_model(TinyBlock(4), [1, 4, 8, 8])
+    assert [(op.class_name, op.fused_into) for op in ops] == [("Conv2d", None), ("ReLU", "conv"), ("Functional", None)]
+
+    class AddRelu(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 4, 1)
+            self.relu = torch.nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.relu(self.conv(x) + x)
+
+    ops = parse_model(AddRelu(), [1, 4, 8, 8])
+    assert [(op.class_name, op.fused_into) for op in ops] == [
+        ("Conv2d", None), ("Functional", None), ("ReLU", ":Tensor.add")]
+
+
+def test_fusion_patterns_match_mnn_profile(tmp_path: Path) -> None:
+    """A Conv-BN-ReLU runs as one MNN op (one Convolution) and an Add+ReLU as one BinaryOp."""
+    from mmt_nas.converter import export_to_mnn
+    from mmt_nas.meter import profile_model
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                                            torch.nn.ReLU())
+            self.relu = torch.nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.relu(self.body(x) + x)
+
+    export_to_mnn(Net(), [1, 4, 8, 8], tmp_path / "n.mnn")
+    types = [o.type for o in profile_model(tmp_path / "n.mnn", 2) if o.type != "Raster"]
+    assert types == ["Convolution", "BinaryOp"]
+    counted = [op for op in parse_model(Net(), [1, 4, 8, 8]) if op.fused_into is None]
+    assert [op.class_name for op in counted] == ["Conv2d", "Functional"]
 
 
 def test_prediction_is_the_exact_sum_of_table_entries() -> None:
     costs = {STEM: 0.5, RELU: 0.03125, BLOCK_CONV: 0.25, POOL: 0.0078125, FC: 0.015625}
-    pred = LatencyPredictor(_table(costs)).predict(TinyNet(), TINY_SHAPE)
+    pred = LatencyPredictor(_table(costs), composition="modules").predict(TinyNet(), TINY_SHAPE)
     assert float(pred) == 0.5 + 2 * 0.03125 + 0.25 + 0.0078125 + 0.015625
     relu = next(o for o in pred.ops if o.key == RELU)
     assert (relu.count, relu.total_ms, relu.source) == (2, 0.0625, "table")
@@ -48,9 +119,30 @@ def test_prediction_is_the_exact_sum_of_table_entries() -> None:
     assert pred.source_ms("table") == float(pred) and pred.source_ms("fallback") == 0
 
 
+def test_mnn_prediction_counts_functions_and_not_fused_ops() -> None:
+    costs = {STEM: 0.5, RELU: 0.25, BLOCK_CONV: 0.125, ADD: 0.0625, POOL: 0.03125, FLATTEN: 0.015625, FC: 1.0}
+    pred = LatencyPredictor(_table(costs)).predict(TinyNet(), TINY_SHAPE)
+    assert float(pred) == 0.5 + 0.125 + 0.0625 + 0.03125 + 0.015625 + 1.0  # both ReLUs are fused
+    fused = [o for o in pred.ops if o.source == "fused"]
+    assert [(o.key, o.count, o.total_ms) for o in fused] == [(RELU, 2, 0.0)]
+    # a fused op need not be in the table at all
+    del costs[RELU]
+    assert float(LatencyPredictor(_table(costs)).predict(TinyNet(), TINY_SHAPE)) == float(pred)
+
+
+def test_core_latency_is_used_where_the_table_has_it() -> None:
+    table = _table({STEM: 0.5, BLOCK_CONV: 0.125, ADD: 0.0625, POOL: 0.03125, FLATTEN: 0.015625, FC: 1.0})
+    stem = table.get(STEM)
+    table.add(TableEntry(stem.op, stem.latency, core_ms=0.25))
+    assert float(LatencyPredictor(table).predict(TinyNet(), TINY_SHAPE)) == 0.25 + 0.125 + 0.0625 + 0.03125 + \
+        0.015625 + 1.0
+    assert float(LatencyPredictor(table, latency="wall").predict(TinyNet(), TINY_SHAPE)) == 0.5 + 0.125 + 0.0625 \
+        + 0.03125 + 0.015625 + 1.0
+
+
 def test_outer_module_in_the_table_counts_once() -> None:
     costs = {STEM: 0.5, RELU: 0.25, BLOCK: 2.0, BLOCK_CONV: 100.0, POOL: 0.125, FC: 0.125}
-    pred = LatencyPredictor(_table(costs)).predict(TinyNet(), TINY_SHAPE)
+    pred = LatencyPredictor(_table(costs), composition="modules").predict(TinyNet(), TINY_SHAPE)
     assert float(pred) == 0.5 + 0.25 + 2.0 + 0.125 + 0.125  # the block's own conv and ReLU are not added
     assert BLOCK_CONV not in {o.key for o in pred.ops}
 
@@ -60,7 +152,7 @@ def test_missing_ops_are_all_listed_with_closest_keys() -> None:
     with pytest.raises(UnknownOpError) as info:
         LatencyPredictor(table).predict(TinyNet(), TINY_SHAPE)
     err = info.value
-    assert set(err.missing) == {BLOCK_CONV, POOL, FC}
+    assert set(err.missing) == {BLOCK_CONV, ADD, POOL, FLATTEN, FC}
     text = str(err)
     assert "never counts an unknown op as 0 ms" in text
     assert "closest in the table: Linear|Linear(in_features=8, out_features=10" in text
@@ -83,16 +175,16 @@ def test_fallback_seam_marks_sources() -> None:
 
     table = _table({STEM: 0.5, RELU: 0.25})
     pred = LatencyPredictor(table, on_missing="fallback", fallback=Constant()).predict(TinyNet(), TINY_SHAPE)
-    assert float(pred) == 0.5 + 0.5 + 3.0
+    assert float(pred) == 0.5 + 5.0  # block conv, add, pool, flatten, fc from the fallback; ReLUs fused
     assert {o.key: o.source for o in pred.ops}[FC] == "fallback"
-    assert pred.source_ms("fallback") == 3.0
+    assert pred.source_ms("fallback") == 5.0
     assert "fallback" in pred.explain()
 
 
 def test_predict_latency_on_a_real_table(tiny_ops: Path, capsys: pytest.CaptureFixture[str]) -> None:
     table = LatencyTable.load(tiny_ops)
     pred = predict_latency(TinyNet(), tiny_ops, TINY_SHAPE, verbose=True)
-    expected = sum(table.get(k).latency_ms for k in (STEM, RELU, BLOCK, POOL, FC))
+    expected = sum(table.get(k).core_ms for k in (STEM, BLOCK, POOL, FLATTEN, FC))  # the ReLU after stem is fused
     assert float(pred) == pytest.approx(expected, rel=1e-12)
     out = capsys.readouterr().out
     assert "TinyBlock-8-3" in out and "predicted latency" in out
@@ -106,7 +198,7 @@ def test_trace_leaves_the_model_untouched() -> None:
 
 
 def test_models_that_need_real_values_are_traced_for_real() -> None:
-    ops = parse_model(torch.nn.Sequential(NeedsItem(), TinyBlock(4)), [1, 4, 8, 8])
+    ops = parse_model(torch.nn.Sequential(NeedsItem(), TinyBlock(4)), [1, 4, 8, 8], composition="modules")
     assert [op.class_name for op in ops] == ["ReLU", "Conv2d", "ReLU"]
 
 

@@ -1,0 +1,218 @@
+"""Ops that are not modules: tensor functions a model calls in its own ``forward``.
+
+Residual additions, ``torch.flatten``, concatenations, channel shuffles and
+squeeze-excitation products are not ``nn.Module``s, so forward hooks never see
+them, yet MNN runs them. The parser records them as :class:`Functional` ops; an
+op space can list them like any module, so the table can hold their latency::
+
+    mmt_nas.ops:
+      Functional:
+        - fn: [Tensor.add]
+          args: [[{input: true}, {tensor: [1, 64, 56, 56]}]]
+          input_shape: [[1, 64, 56, 56]]
+
+``{input: true}`` stands for the op's input, ``{tensor: shape}`` for another
+tensor (a constant when the op is timed alone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmt_nas.exceptions import OpSpaceError
+
+__all__ = ["Functional", "FUNCTIONS", "function_category", "canonical_name", "encode_args", "signature"]
+
+# name -> category, for the functions that are recorded (others are ignored)
+FUNCTIONS: dict[str, str] = {}
+for _cat, _names in {
+    "elementwise": "add sub mul div true_divide __add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ "
+                   "__rtruediv__ clamp clip exp sqrt rsqrt pow neg abs maximum minimum where",
+    "layout": "cat concat stack flatten view reshape transpose permute chunk split squeeze unsqueeze __getitem__ "
+              "pad interpolate expand repeat roll",
+    "activation": "relu relu6 hardtanh sigmoid hardsigmoid hardswish silu gelu tanh softmax log_softmax "
+                  "leaky_relu elu mish",
+    "pool": "mean sum amax adaptive_avg_pool2d avg_pool2d max_pool2d adaptive_max_pool2d",
+    "conv": "matmul __matmul__ bmm linear conv2d scaled_dot_product_attention",
+    "norm": "layer_norm batch_norm group_norm normalize",
+}.items():
+    for _n in _names.split():
+        FUNCTIONS[_n] = _cat
+
+_NAMESPACES = {"Tensor": torch.Tensor, "torch": torch, "F": nn.functional}
+
+
+def canonical_name(func: Any) -> str | None:
+    """``Tensor.add``, ``torch.cat`` or ``F.relu`` for a recorded function, else ``None``.
+
+    In-place variants (``add_``) are named as their out-of-place twin: they cost the same.
+    """
+    name = getattr(func, "__name__", None)
+    if not isinstance(name, str):
+        return None
+    if name.endswith("_") and not name.endswith("__"):
+        name = name[:-1]
+    if name not in FUNCTIONS:
+        return None
+    qual = getattr(func, "__qualname__", "") or ""
+    module = getattr(func, "__module__", "") or ""
+    if module == "torch.nn.functional":
+        ns = "F"
+    elif qual.startswith(("TensorBase.", "Tensor.", "_TensorBase.")):
+        ns = "Tensor"
+    elif module == "torch" or qual.startswith("_VariableFunctionsClass."):
+        ns = "torch"
+    else:
+        return None
+    return f"{ns}.{name}" if hasattr(_NAMESPACES[ns], name) else None
+
+
+def function_category(fn: str) -> str:
+    """Category of a canonical function name (``elementwise``, ``layout``, ``activation``, ...)."""
+    return FUNCTIONS.get(fn.rpartition(".")[2], "other")
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class _Buffer:
+    """Where a constant tensor (a registered buffer) goes in a replayed call."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+_INPUT = object()  # where the module's input goes in a replayed call
+
+
+def encode_args(args: Sequence[Any], kwargs: Mapping[str, Any], x: Any) -> tuple[list[Any], dict[str, Any]]:
+    """Encode a call's arguments as JSON values: ``x`` as the input, other tensors by shape.
+
+    Raises:
+        ValueError: An argument of a kind that cannot be written down (an arbitrary object).
+    """
+
+    def enc(v: Any) -> Any:
+        if v is x:
+            return {"input": True}
+        if isinstance(v, torch.Tensor):
+            return {"tensor": [int(d) for d in v.shape]}
+        if isinstance(v, torch.Size):
+            return [int(d) for d in v]
+        if isinstance(v, (list, tuple)):
+            return [enc(i) for i in v]
+        if isinstance(v, slice):
+            return {"slice": [enc(v.start), enc(v.stop), enc(v.step)]}
+        if v is Ellipsis:
+            return {"ellipsis": True}
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        raise _Unsupported(type(v).__name__)
+
+    try:
+        return [enc(a) for a in args], {k: enc(v) for k, v in sorted(kwargs.items())}
+    except _Unsupported as exc:
+        raise ValueError(f"cannot encode an argument of type {exc}") from None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, dict):
+        if v.get("input"):
+            return "x"
+        if "tensor" in v:
+            return "T[" + "x".join(str(d) for d in v["tensor"]) + "]"
+        if "slice" in v:
+            return ":".join("" if p is None else _fmt(p) for p in v["slice"])
+        if v.get("ellipsis"):
+            return "..."
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(i) for i in v) + "]"
+    return repr(v)
+
+
+def signature(fn: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """The text that identifies a functional op (its ``repr()`` and part of its key)."""
+    parts = [_fmt(a) for a in args] + [f"{k}={_fmt(v)}" for k, v in sorted(kwargs.items())]
+    return f"{fn}({', '.join(parts)})"
+
+
+class Functional(nn.Module):
+    """A tensor function replayed as a module, so it can be exported and timed alone.
+
+    Args:
+        fn: Canonical name such as ``Tensor.add``, ``torch.cat`` or ``F.relu``.
+        args: Encoded positional arguments (see :func:`encode_args`); ``{input: true}``
+            marks where the module's input goes.
+        kwargs: Encoded keyword arguments.
+    """
+
+    op_class_name = "Functional"
+
+    def __init__(self, fn: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        ns, _, name = str(fn).partition(".")
+        if ns not in _NAMESPACES or name not in FUNCTIONS or not hasattr(_NAMESPACES[ns], name):
+            raise OpSpaceError(
+                f"Functional fn must be Tensor.<name>, torch.<name> or F.<name> for a supported function, "
+                f"but got fn={fn!r}. Supported names: {', '.join(sorted(FUNCTIONS))}."
+            )
+        self.fn = fn
+        self._func = getattr(_NAMESPACES[ns], name)
+        self.args = _plain(list(args))
+        self.kwargs = _plain(dict(kwargs or {}))
+        self._constants = 0
+        gen = torch.Generator().manual_seed(0)
+        self._decoded_args = self._decode_constants(self.args, gen)
+        self._decoded_kwargs = self._decode_constants(self.kwargs, gen)
+
+    def _decode_constants(self, v: Any, gen: torch.Generator) -> Any:
+        if isinstance(v, dict):
+            if "tensor" in v:
+                name = f"const{self._constants}"
+                self._constants += 1
+                # values in [0.5, 1.5): safe for division, square roots and logs
+                self.register_buffer(name, torch.rand(v["tensor"], generator=gen) + 0.5)
+                return _Buffer(name)
+            if "slice" in v:
+                return slice(*(self._decode_constants(p, gen) for p in v["slice"]))
+            if v.get("ellipsis"):
+                return Ellipsis
+            if v.get("input"):
+                return _INPUT
+            return {k: self._decode_constants(i, gen) for k, i in v.items()}
+        if isinstance(v, list):
+            return tuple(self._decode_constants(i, gen) for i in v)
+        return v
+
+    def _bind(self, v: Any, x: torch.Tensor) -> Any:
+        if v is _INPUT:
+            return x
+        if isinstance(v, _Buffer):
+            return getattr(self, v.name)
+        if isinstance(v, tuple):
+            return tuple(self._bind(i, x) for i in v)
+        if isinstance(v, dict):
+            return {k: self._bind(i, x) for k, i in v.items()}
+        return v
+
+    def forward(self, x: torch.Tensor) -> Any:
+        args = self._bind(self._decoded_args, x)
+        kwargs = self._bind(self._decoded_kwargs, x)
+        return self._func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return signature(self.fn, self.args, self.kwargs)
+
+
+def _plain(v: Any) -> Any:
+    """YAML/JSON values with tuples turned back into lists (op spaces build args as tuples)."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(i) for i in v]
+    if isinstance(v, dict):
+        return {k: _plain(i) for k, i in v.items()}
+    return v
