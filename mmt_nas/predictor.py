@@ -44,6 +44,7 @@ class OpContribution:
         source: ``"table"``, ``"fallback"``, or ``"fused"`` (MNN folds it into the op named in
             ``names``' ``fused_into``; it costs no time of its own).
         names: The module names that run it.
+        ratio: The in-context calibration factor applied to ``latency_ms`` (1 without calibration).
     """
 
     key: str
@@ -54,6 +55,7 @@ class OpContribution:
     share: float
     source: str
     names: tuple[str, ...]
+    ratio: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -144,6 +146,8 @@ class LatencyPredictor:
         latency: ``"core"`` (default) uses each op's own time inside its timed model (MNN's
             per-op profile, without the layout conversions at its input and output, which a
             whole model does once), where the table has it; ``"wall"`` uses the op's end-to-end median.
+        calibration: A fitted :class:`~mmt_nas.calibration.InContextCalibration`: each module op's
+            time is multiplied by its predicted in-context ratio (``OpContribution.ratio``).
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class LatencyPredictor:
         precision: str | None = None,
         composition: str = "mnn",
         latency: str = "core",
+        calibration: InContextCalibration | None = None,
     ) -> None:
         if composition not in ("mnn", "modules"):
             raise TableError(f"composition must be 'mnn' or 'modules', but got composition={composition!r}.")
@@ -164,6 +169,7 @@ class LatencyPredictor:
             raise TableError(f"latency must be 'core' or 'wall', but got latency={latency!r}.")
         self.composition = composition
         self.latency = latency
+        self.calibration = calibration
         if on_missing not in _ON_MISSING:
             raise TableError(f"on_missing must be one of {_ON_MISSING}, but got on_missing={on_missing!r}.")
         if on_missing == "fallback" and fallback is None:
@@ -218,7 +224,10 @@ class LatencyPredictor:
             else:
                 assert self.fallback is not None
                 parts.append((key, group, float(self.fallback.predict_op(group[0])), "fallback"))
+        ratios = self._calibration_ratios(parts)
+        parts = [(key, group, ms * r, source) for (key, group, ms, source), r in zip(parts, ratios)]
         parts += [(key, group, 0.0, "fused") for key, group in fused.items()]
+        ratios += [1.0] * len(fused)
         total = sum(len(g) * ms for _, g, ms, _ in parts)
         contributions = [
             OpContribution(
@@ -230,10 +239,27 @@ class LatencyPredictor:
                 share=(len(group) * ms / total) if total > 0 else 0.0,
                 source=source,
                 names=tuple(o.name for o in group),
+                ratio=r,
             )
-            for key, group, ms, source in parts
+            for (key, group, ms, source), r in zip(parts, ratios)
         ]
         return Prediction(total, contributions)
+
+    def _calibration_ratios(self, parts: list[tuple[str, list[ParsedOp], float, str]]) -> list[float]:
+        """In-context ratios of the module ops (functions and unknown shapes keep 1)."""
+        ratios = [1.0] * len(parts)
+        if self.calibration is None:
+            return ratios
+        from mmt_nas.fallback import record_from_parsed
+
+        todo = [i for i, (_, group, _, _) in enumerate(parts) if group[0].function is None]
+        items = []
+        for i in todo:
+            key, group, ms, _ = parts[i]
+            items.append((self.table.get(key) or record_from_parsed(group[0]), ms))
+        for i, r in zip(todo, self.calibration.ratios(items)):
+            ratios[i] = r
+        return ratios
 
     def _missing_message(self, missing: list[str], grouped: dict[str, list[ParsedOp]]) -> str:
         lines = [

@@ -75,8 +75,14 @@ _TORCH_INDEX = {name: cat for cat, names in _TORCH_CATEGORIES.items() for name i
 _MNN_INDEX = {name: cat for cat, names in _MNN_CATEGORIES.items() for name in names.split()}
 
 
-def op_category(class_name: str) -> str:
-    """The category of a torch op class: conv, norm, activation, pool, layout, or block (anything else)."""
+def op_category(class_name: str, key: str = "") -> str:
+    """The category of a torch op class: conv, norm, activation, pool, layout, elementwise (tensor
+    functions such as additions, by their function), or block (anything else)."""
+    if class_name == "Functional":
+        from mmt_nas.ops import function_category
+
+        fn = key.split("|", 2)[1].split("(", 1)[0] if key.count("|") >= 2 else ""
+        return function_category(fn)
     return _TORCH_INDEX.get(class_name, "block")
 
 
@@ -260,6 +266,7 @@ class ModelResult:
     prediction: dict[str, Any] | None = None
     by_category: dict[str, dict[str, float]] = field(default_factory=dict)
     error: str | None = None
+    samples: list[Any] = field(default_factory=list, repr=False)  # CalibrationSample, not written to JSON
 
     @property
     def ok(self) -> bool:
@@ -307,7 +314,7 @@ ModelCase = tuple[str, Any, Sequence[int]]  # (name, nn.Module or ModelSpec, inp
 def _category_split(prediction: Any, profile: Iterable[Any]) -> dict[str, dict[str, float]]:
     split: dict[str, dict[str, float]] = {}
     for op in prediction.ops:
-        cat = op_category(op.class_name)
+        cat = op_category(op.class_name, op.key)
         split.setdefault(cat, {"predicted_ms": 0.0, "in_context_ms": 0.0})["predicted_ms"] += op.total_ms
     for op in profile:
         cat = mnn_category(op.type)
@@ -334,8 +341,10 @@ def evaluate(
         profile_times: Runs of the in-context per-op profile (0 to skip it).
         on_result: Called with each result as soon as it is ready.
     """
+    from mmt_nas.calibration import samples_from_profile
     from mmt_nas.converter import export_to_mnn
     from mmt_nas.meter import profile_model, time_model
+    from mmt_nas.parser import parse_model
 
     settings = predictor.table.settings
     results = []
@@ -359,8 +368,11 @@ def evaluate(
                 result.measured_ms = sorted(result.run_medians_ms)[len(runs) // 2]
                 result.within_run_cv = sum(r.cv for r in runs) / len(runs)
                 if prediction is not None and profile_times > 0:
-                    result.by_category = _category_split(prediction, profile_model(path, profile_times,
-                                                                                    settings=settings))
+                    profile = profile_model(path, profile_times, settings=settings)
+                    result.by_category = _category_split(prediction, profile)
+                    ops = parse_model(model, shape, known=predictor.table.__contains__,
+                                      composition=predictor.composition)
+                    result.samples = samples_from_profile(name, ops, profile, predictor.table, predictor.latency)
         except Exception as exc:  # a failing model is reported, never fatal to the report
             result.error = (result.error + "; " if result.error else "") + f"{type(exc).__name__}: {exc}"
         _logger.info("%s: measured %s ms, predicted %s ms", name, result.measured_ms, result.predicted_ms)

@@ -1,0 +1,236 @@
+"""Estimate ops that are not in the table: a regression fallback trained on the table's measured ops.
+
+Features come from the op and its shapes (FLOPs, parameters, input and output sizes,
+memory traffic, kernel, stride, groups, channels, op family); the target is the op's
+time. The estimator follows scikit-learn's conventions (``__init__`` stores, ``fit``
+returns ``self`` and sets attributes ending in ``_``, ``predict`` refuses before ``fit``)
+and never pickles: ``to_dict`` stores its parameters and ``from_table`` refits from the
+table, which is deterministic and takes well under a second for a few thousand ops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from mmt_nas.exceptions import MmtNasError, TableError
+from mmt_nas.ops import function_category
+from mmt_nas.table import LatencyTable, OpRecord, TableEntry
+
+if TYPE_CHECKING:
+    from mmt_nas.parser import ParsedOp
+
+__all__ = ["FAMILIES", "op_family", "op_features", "FEATURE_NAMES", "LatencyRegressor", "compare_regressors"]
+
+FAMILIES = ("conv", "dwconv", "linear", "norm", "activation", "pool", "elementwise", "layout", "block", "other")
+_FAMILY_OF_CLASS = {
+    **{c: "conv" for c in ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")},
+    "Linear": "linear",
+    **{c: "norm" for c in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm")},
+    **{c: "activation" for c in ("ReLU", "ReLU6", "Hardtanh", "Sigmoid", "Hardsigmoid", "Hardswish", "SiLU", "GELU",
+                                 "Tanh", "LeakyReLU", "ELU", "Softmax", "Mish")},
+    **{c: "pool" for c in ("MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d",
+                           "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")},
+    **{c: "layout" for c in ("Flatten", "Identity", "Dropout", "Unflatten", "ChannelShuffle", "PixelShuffle")},
+}
+FEATURE_NAMES = (
+    "log_flops", "log_params", "log_in", "log_out", "log_traffic", "kernel", "stride", "groups_frac",
+    "log_cin", "log_cout", "log_hw", "arith_intensity",
+) + tuple(f"is_{f}" for f in FAMILIES)
+
+
+def op_family(class_name: str, args: Mapping[str, Any] | None = None, key: str = "") -> str:
+    """The op family used as a feature (and by reports): conv, dwconv, linear, norm, ..."""
+    if class_name == "Functional":
+        fn = key.split("|", 2)[1].split("(", 1)[0] if "|" in key else str((args or {}).get("fn", ""))
+        cat = function_category(fn)
+        return {"conv": "linear"}.get(cat, cat if cat in FAMILIES else "other")
+    fam = _FAMILY_OF_CLASS.get(class_name, "block")
+    if fam == "conv" and args:
+        groups, cin = args.get("groups", 1), args.get("in_channels", 1)
+        if isinstance(groups, int) and groups > 1 and groups == cin:
+            return "dwconv"
+    return fam
+
+
+def _scalar(v: Any, default: float = 1.0) -> float:
+    if isinstance(v, (list, tuple)) and v:
+        v = v[0]
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+
+def op_features(op: OpRecord | TableEntry) -> list[float]:
+    """The feature vector of an op (see :data:`FEATURE_NAMES`)."""
+    rec = op.op if isinstance(op, TableEntry) else op
+    args = dict(rec.args)
+    fam = op_family(rec.class_name, args, rec.key)
+    n_in = math.prod(rec.input_shape) if rec.input_shape else 1
+    n_out = math.prod(rec.output_shape) if rec.output_shape else n_in
+    traffic = 4 * (n_in + n_out + rec.params)
+    cin = rec.input_shape[1] if len(rec.input_shape) > 1 else rec.input_shape[-1] if rec.input_shape else 1
+    out_shape = rec.output_shape or rec.input_shape
+    cout = out_shape[1] if len(out_shape) > 1 else out_shape[-1] if out_shape else 1
+    hw = math.prod(rec.input_shape[2:]) if len(rec.input_shape) > 2 else 1
+    groups = _scalar(args.get("groups"), 1.0)
+    return [
+        math.log1p(rec.flops),
+        math.log1p(rec.params),
+        math.log1p(n_in),
+        math.log1p(n_out),
+        math.log1p(traffic),
+        _scalar(args.get("kernel_size", args.get("kernel")), 1.0),
+        _scalar(args.get("stride"), 1.0),
+        groups / max(cin, 1),
+        math.log1p(cin),
+        math.log1p(cout),
+        math.log1p(hw),
+        rec.flops / traffic,
+    ] + [1.0 if fam == f else 0.0 for f in FAMILIES]
+
+
+_MODELS = ("forest", "boosting", "linear")
+
+
+def _make(kind: str, random_state: int) -> Any:
+    try:
+        from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError as exc:
+        raise MmtNasError(
+            f"the regression fallback needs scikit-learn ({exc}); install it with `pip install mmt-nas[fallback]`."
+        ) from exc
+    if kind == "forest":
+        return RandomForestRegressor(n_estimators=200, min_samples_leaf=2, random_state=random_state, n_jobs=1)
+    if kind == "boosting":
+        return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, random_state=random_state)
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=(0.01, 0.1, 1.0, 10.0)))
+
+
+class LatencyRegressor:
+    """Predict an op's latency (ms) from its features; a scikit-learn style estimator.
+
+    The target is ``log(ms)``: op times span four orders of magnitude, and relative
+    error is what matters.
+
+    Args:
+        model: ``"forest"`` (random forest, nn-Meter's choice), ``"boosting"`` (histogram
+            gradient boosting) or ``"linear"`` (ridge on the log features).
+        latency: Which time to learn: ``"core"`` (the op's own time, where the table has it)
+            or ``"wall"`` (its end-to-end median).
+        random_state: Seed, so refits are identical.
+    """
+
+    def __init__(self, model: str = "forest", latency: str = "core", random_state: int = 0) -> None:
+        self.model = model
+        self.latency = latency
+        self.random_state = random_state
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters (scikit-learn convention)."""
+        return {"model": self.model, "latency": self.latency, "random_state": self.random_state}
+
+    def set_params(self, **params: Any) -> LatencyRegressor:
+        """Set constructor parameters; returns ``self``."""
+        for k, v in params.items():
+            if k not in self.get_params():
+                raise TableError(f"LatencyRegressor has no parameter {k!r}; it has {sorted(self.get_params())}.")
+            setattr(self, k, v)
+        return self
+
+    def _target(self, entry: TableEntry) -> float:
+        ms = entry.core_ms if self.latency == "core" and entry.core_ms is not None else entry.latency_ms
+        return math.log(max(ms, 1e-5))
+
+    def fit(self, table: LatencyTable | Iterable[TableEntry]) -> LatencyRegressor:
+        """Fit on the measured ops of a table.
+
+        Raises:
+            TableError: Bad parameters, or fewer than 5 ops to learn from.
+        """
+        if self.model not in _MODELS:
+            raise TableError(f"model must be one of {_MODELS}, but got model={self.model!r}.")
+        if self.latency not in ("core", "wall"):
+            raise TableError(f"latency must be 'core' or 'wall', but got latency={self.latency!r}.")
+        entries = list(table)
+        if len(entries) < 5:
+            raise TableError(f"the fallback needs at least 5 measured ops to learn from, but the table has "
+                             f"{len(entries)}. Meter more ops first.")
+        self.estimator_ = _make(self.model, self.random_state)
+        self.estimator_.fit([op_features(e) for e in entries], [self._target(e) for e in entries])
+        self.n_samples_ = len(entries)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "estimator_"):
+            raise MmtNasError("this LatencyRegressor is not fitted yet; call fit(table) first.")
+
+    def predict(self, ops: Sequence[OpRecord | TableEntry]) -> list[float]:
+        """Estimated latencies in ms."""
+        self._check_fitted()
+        if not ops:
+            return []
+        return [math.exp(v) for v in self.estimator_.predict([op_features(o) for o in ops])]
+
+    def predict_op(self, op: ParsedOp) -> float:
+        """Estimate one parsed op (the predictor's fallback protocol)."""
+        return self.predict([record_from_parsed(op)])[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Parameters as JSON; load with :meth:`from_table` (refits, never unpickles)."""
+        return {"kind": "LatencyRegressor", **self.get_params()}
+
+    @classmethod
+    def from_table(cls, table: LatencyTable, params: Mapping[str, Any] | None = None) -> LatencyRegressor:
+        """Rebuild a fitted regressor from :meth:`to_dict` output and the table it was fitted on."""
+        p = {k: v for k, v in dict(params or {}).items() if k != "kind"}
+        return cls(**p).fit(table)
+
+
+def record_from_parsed(op: ParsedOp) -> OpRecord:
+    """An :class:`OpRecord` for a parsed op: arguments recovered, FLOPs counted on meta tensors."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if op.function is not None:
+        return OpRecord(op.key, "Functional", "mmt_nas.ops", {"fn": op.function["fn"]}, op.input_shape,
+                        op.output_shape, 0, 0)
+    module = op.module
+    from mmt_nas.opspace import describe_module
+
+    args = describe_module(module) or {}
+    flops = 0
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(torch.zeros(op.input_shape))
+        flops = int(counter.get_total_flops())
+    except Exception:  # an op that cannot run alone keeps 0 FLOPs; the other features remain
+        pass
+    return OpRecord(op.key, op.class_name, type(module).__module__, args, op.input_shape, op.output_shape, flops,
+                    sum(p.numel() for p in module.parameters()))
+
+
+def compare_regressors(
+    table: LatencyTable, kinds: Sequence[str] = _MODELS, folds: int = 5, random_state: int = 0
+) -> dict[str, dict[str, float]]:
+    """Cross-validate each regressor kind on the table: MAPE and share within ±10% per kind."""
+    import random
+
+    entries = list(table)
+    order = list(range(len(entries)))
+    random.Random(random_state).shuffle(order)
+    out: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        errors: list[float] = []
+        for f in range(folds):
+            test = [entries[i] for i in order[f::folds]]
+            train = [entries[i] for j, i in enumerate(order) if j % folds != f]
+            reg = LatencyRegressor(kind, random_state=random_state).fit(train)
+            for e, p in zip(test, reg.predict(test)):
+                truth = math.exp(reg._target(e))
+                errors.append(abs(p - truth) / truth)
+        out[kind] = {"mape_pct": 100 * sum(errors) / len(errors),
+                     "within_10_pct": 100 * sum(e <= 0.1 for e in errors) / len(errors)}
+    return out
