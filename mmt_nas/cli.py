@@ -137,6 +137,22 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample(a: argparse.Namespace) -> int:
+    from mmt_nas.converter import _prepare
+    from mmt_nas.fallback import propose_samples, space_of
+    from mmt_nas.opspace import dump_space, load_space
+    from mmt_nas.table import LatencyTable
+
+    table = LatencyTable.load(a.table)
+    ready, skipped = _prepare(load_space(a.candidates), Path(a.candidates).parent)
+    chosen = propose_samples(table, [r for r, _ in ready], a.budget)
+    dump_space(space_of(chosen), a.output)
+    print(f"{len(ready)} candidate ops ({len(skipped)} invalid skipped), {sum(r.key in table for r, _ in ready)} "
+          f"already measured; wrote the {len(chosen)} the fallback is least sure of to {a.output}. "
+          f"Next: mmt-nas generate {a.output} OPS_DIR && mmt-nas meter OPS_DIR")
+    return 0
+
+
 def _find_example(example_dir: str | None) -> Path:
     if example_dir is not None:
         return Path(example_dir)
@@ -231,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-times", type=int, default=10, help="runs of the per-op profile (0: none)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots and HTML")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("sample", help="propose the ops to measure next, where the fallback is least sure")
+    p.add_argument("candidates", help="op-space YAML of candidate ops (can be large)")
+    p.add_argument("--table", required=True, help="the measured table (meta_latency.json or its folder)")
+    p.add_argument("--budget", type=int, default=100, help="how many ops to propose (default: 100)")
+    p.add_argument("-o", "--output", default="sampled_ops.yaml", help="op-space YAML to write")
+    p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("measure", help="measure a model end to end with MNN (the ground truth)")
     _model_args(p)

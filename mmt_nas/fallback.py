@@ -21,7 +21,10 @@ from mmt_nas.table import LatencyTable, OpRecord, TableEntry
 if TYPE_CHECKING:
     from mmt_nas.parser import ParsedOp
 
-__all__ = ["FAMILIES", "op_family", "op_features", "FEATURE_NAMES", "LatencyRegressor", "compare_regressors"]
+__all__ = [
+    "FAMILIES", "op_family", "op_features", "FEATURE_NAMES", "LatencyRegressor", "compare_regressors",
+    "record_from_parsed", "propose_samples", "space_of",
+]
 
 FAMILIES = ("conv", "dwconv", "linear", "norm", "activation", "pool", "elementwise", "layout", "block", "other")
 _FAMILY_OF_CLASS = {
@@ -234,3 +237,60 @@ def compare_regressors(
         out[kind] = {"mape_pct": 100 * sum(errors) / len(errors),
                      "within_10_pct": 100 * sum(e <= 0.1 for e in errors) / len(errors)}
     return out
+
+
+def propose_samples(
+    table: LatencyTable, candidates: Sequence[OpRecord], budget: int, random_state: int = 0
+) -> list[OpRecord]:
+    """Choose which new ops to measure so that the fallback improves most where it is least sure.
+
+    A random forest is fitted on the table; each candidate not yet in the table is scored by
+    the spread of its trees' predictions (in log time, i.e. relative uncertainty), and the
+    ``budget`` most uncertain candidates are picked greedily, refitting nothing but skipping
+    candidates of the same family and size bucket as one already picked, so that one
+    uncertain corner does not take the whole budget (nn-Meter's adaptive sampling, simplified).
+
+    Args:
+        table: The measured ops.
+        candidates: Ops that could be measured (e.g. from a large op space).
+        budget: How many to propose.
+        random_state: Seed of the forest.
+
+    Returns:
+        At most ``budget`` candidates, most uncertain first.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise TableError(f"budget must be an integer >= 1, but got budget={budget!r}.")
+    pool = [c for c in candidates if c.key not in table]
+    if not pool:
+        return []
+    reg = LatencyRegressor("forest", random_state=random_state).fit(table)
+    feats = [op_features(c) for c in pool]
+    import numpy as np
+
+    per_tree = np.stack([tree.predict(np.asarray(feats)) for tree in reg.estimator_.estimators_])
+    spread = per_tree.std(axis=0)
+    order = sorted(range(len(pool)), key=lambda i: -spread[i])
+    chosen: list[OpRecord] = []
+    buckets: set[tuple[str, int]] = set()
+    for i in order:
+        c = pool[i]
+        bucket = (op_family(c.class_name, c.args, c.key), round(math.log2(max(c.flops, 1)) / 2))
+        if bucket in buckets:
+            continue
+        buckets.add(bucket)
+        chosen.append(c)
+        if len(chosen) == budget:
+            return chosen
+    rest = [pool[i] for i in order if pool[i] not in chosen]
+    return chosen + rest[: budget - len(chosen)]
+
+
+def space_of(records: Iterable[OpRecord]) -> dict[str, Any]:
+    """An op-space document (list-of-blocks form) listing exactly ``records``."""
+    doc: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in records:
+        block: dict[str, Any] = {k: [v] for k, v in r.args.items()} or {"no_params": True}
+        block["input_shape"] = [list(r.input_shape)]
+        doc.setdefault(r.module, {}).setdefault(r.class_name, []).append(block)
+    return doc

@@ -167,3 +167,30 @@ def test_calibrated_prediction_multiplies_module_ops(tiny_ops: Path) -> None:
             assert o.latency_ms == pytest.approx(by_key[o.key].latency_ms * o.ratio)
             assert o.ratio == 1.0 if o.class_name == "Functional" else o.ratio > 0
     assert float(calibrated) == pytest.approx(sum(o.total_ms for o in calibrated.ops))
+
+
+def test_adaptive_sampling_proposes_unmeasured_uncertain_ops(tiny_ops: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT, write_space
+
+    from mmt_nas.converter import _prepare
+    from mmt_nas.fallback import propose_samples
+    from mmt_nas.opspace import load_space
+
+    table = LatencyTable.load(tiny_ops)
+    path = write_space(tmp_path, "torch.nn:\n  Conv2d: {in_channels: [8], out_channels: [8, 16, 64], kernel_size: [1, 3], "
+                                 "padding: [1], input_shape: [[1, 8, 16, 16], [1, 8, 64, 64]]}\n"
+                                 "  ReLU: {no_params: true, input_shape: [[1, 8, 16, 16], [1, 64, 64, 64]]}\n")
+    ready, _ = _prepare(load_space(path), tmp_path)
+    chosen = propose_samples(table, [r for r, _ in ready], 4)
+    assert len(chosen) == 4 and not any(c.key in table for c in chosen)
+    assert len({c.key for c in chosen}) == 4
+    with pytest.raises(TableError, match="budget"):
+        propose_samples(table, [r for r, _ in ready], 0)
+    out = subprocess.run([sys.executable, "-m", "mmt_nas.cli", "sample", str(path), "--table", str(tiny_ops),
+                          "--budget", "3", "-o", str(tmp_path / "next.yaml")], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert len(load_space(tmp_path / "next.yaml")) == 3
