@@ -177,7 +177,7 @@ class InContextCalibration:
         return [math.exp(min(lim, max(-lim, float(v)))) for v in logs]
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the parameters and training samples as JSON (loading refits; nothing is pickled)."""
+        """Write the parameters and training samples as JSON (loading refits the estimator; never a pickle)."""
         if not hasattr(self, "samples_"):
             raise MmtNasError("fit the calibration before saving it.")
         doc = {"schema": _SCHEMA, "schema_version": 1, "params": self.get_params(),
