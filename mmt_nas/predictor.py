@@ -280,17 +280,20 @@ class LatencyPredictor:
     #: How many models :meth:`predict_cached` remembers (least recently used are dropped).
     predict_cache_size: int = 4096
 
-    def predict_keys(self, keys: Iterable[str]) -> Prediction:
+    def predict_keys(self, keys: Iterable[str], *, modules: dict[str, Any] | None = None) -> Prediction:
         """Predict from op keys alone: no model is built or traced.
 
         Each occurrence of a key counts as one run of that op, summed exactly as
         :meth:`predict_ops` sums parsed ops (same missing-op error, same fallback). A
-        fallback receives :class:`~mmt_nas.parser.ParsedOp` records with ``module=None``,
-        the class name and input shape read from the key, and the name ``#<position>``.
+        fallback receives :class:`~mmt_nas.parser.ParsedOp` records named ``#<position>``,
+        with the class name and input shape read from the key and the module from
+        ``modules`` (``None`` if not given; :class:`~mmt_nas.fallback.LatencyRegressor` needs it).
 
         Args:
             keys: Op keys (see :func:`mmt_nas.table.op_key`), one per run, e.g. built by
                 :class:`mmt_nas.integrations.keys.KeyBuilder` from op-space entries.
+            modules: Optional ``key -> nn.Module`` for the ops a fallback must estimate
+                (``KeyBuilder.predict`` passes them).
 
         Raises:
             OpSpaceError: A key is not of the form ``Class|repr|1x3x224x224``.
@@ -309,7 +312,8 @@ class LatencyPredictor:
                     f"op keys look like 'Class|repr|1x3x224x224' (see mmt_nas.table.op_key), but key #{i} is "
                     f"{key!r}. Build keys with op_key() or KeyBuilder."
                 )
-            ops.append(ParsedOp(key, class_name, f"#{i}", tuple(int(d) for d in parts), None))
+            module = modules.get(key) if modules else None
+            ops.append(ParsedOp(key, class_name, f"#{i}", tuple(int(d) for d in parts), None, module))
         return self.predict_ops(ops)
 
     def predict_cached(
