@@ -4,6 +4,7 @@ candidates), candidates resolved from a real metered table and from a supernet, 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,11 @@ import torch
 from tinymods import TinyBlock
 from torch import nn
 
-from mmt_nas.integrations import SearchError
-from mmt_nas.integrations.torch import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from darts_latency import MixedOp  # noqa: E402  (the example's DARTS mixed op)
+
+from mmt_nas.integrations import SearchError  # noqa: E402
+from mmt_nas.integrations.torch import (  # noqa: E402
     ExpectedLatency,
     fbnet_loss,
     hinge_loss,
@@ -21,19 +25,10 @@ from mmt_nas.integrations.torch import (
     resolve_candidates,
     supernet_layers,
 )
-from mmt_nas.predictor import LatencyPredictor
-from mmt_nas.table import op_key
+from mmt_nas.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.table import op_key  # noqa: E402
 
 LATS = [[1.0, 2.0, 3.0], [4.0, 0.5], [2.5, 2.0, 7.0]]  # ragged: layer 1 has two candidates
-
-
-class MixedOp(nn.Module):
-    def __init__(self, candidates: list[nn.Module]) -> None:
-        super().__init__()
-        self.candidates = nn.ModuleList(candidates)
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return sum(w * op(x) for w, op in zip(weights, self.candidates))  # type: ignore[return-value]
 
 
 class Supernet(nn.Module):

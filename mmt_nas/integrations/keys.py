@@ -76,8 +76,8 @@ class KeyBuilder:
 
     def __init__(self, base_dir: str | os.PathLike[str] | None = None) -> None:
         self.base_dir = base_dir
-        self._ops: dict[tuple[str, str, str], tuple[str, str]] = {}
-        self._modules: dict[tuple[str, str, str], Any] = {}
+        self._ops: dict[tuple[str, str, Any], tuple[str, str]] = {}
+        self._modules: dict[tuple[str, str, Any], Any] = {}
 
     def __len__(self) -> int:
         """How many distinct ops have been built."""
@@ -96,7 +96,7 @@ class KeyBuilder:
         if hit is None:
             try:
                 with _meta_device():
-                    op = self._build(ident)
+                    op = self._build(module, class_name, kwargs)
             except OpSpaceError:  # e.g. a constructor computing on its tensors: build it for real (or fail clearly)
                 op = self.module(module, class_name, kwargs)
             hit = self._ops[ident] = (getattr(op, "op_class_name", type(op).__name__), repr(op))
@@ -110,7 +110,7 @@ class KeyBuilder:
         """
         ident = _ident(module, class_name, kwargs)
         if ident not in self._modules:
-            self._modules[ident] = self._build(ident)
+            self._modules[ident] = self._build(module, class_name, kwargs)
         return self._modules[ident]
 
     def keys(self, ops: Iterable[OpDescription | tuple[str, str, Mapping[str, Any], Sequence[int]]]) -> list[str]:
@@ -137,11 +137,10 @@ class KeyBuilder:
             modules = {k: self.module(*f[:3]) for k, f in zip(keys, fields) if k not in predictor.table}
         return predictor.predict_keys(keys, modules=modules)
 
-    def _build(self, ident: tuple[str, str, str]) -> Any:
+    def _build(self, module: str, class_name: str, kwargs: Mapping[str, Any] | None) -> Any:
         from mmt_nas.opspace import OpSpec
 
-        module, class_name, args = ident
-        kwargs = json.loads(args)
+        kwargs = dict(kwargs or {})
         try:
             return OpSpec(module, class_name, kwargs).build(self.base_dir)
         except OpSpaceError:
@@ -153,14 +152,21 @@ class KeyBuilder:
             ) from exc
 
 
-def _ident(module: str, class_name: str, kwargs: Mapping[str, Any] | None) -> tuple[str, str, str]:
+def _ident(module: str, class_name: str, kwargs: Mapping[str, Any] | None) -> tuple[str, str, Any]:
+    """A hashable identity of an op: scalar arguments as (name, type, value) triples, else their JSON."""
+    items = sorted((kwargs or {}).items())
+    if all(type(v) in _SCALARS for _, v in items):  # the common case, without the cost of json.dumps
+        return (module, class_name, tuple((k, type(v).__name__, v) for k, v in items))
     try:
-        return (module, class_name, json.dumps(dict(kwargs or {}), sort_keys=True))
+        return (module, class_name, json.dumps(dict(items), sort_keys=True))
     except TypeError as exc:
         raise OpSpaceError(
             f"the arguments of {module}.{class_name} must be JSON-like values (numbers, strings, lists, "
             f"mappings) as in an op space, but got {kwargs!r} ({exc})."
         ) from None
+
+
+_SCALARS = (int, float, str, bool, type(None))
 
 
 def _fields(op: OpDescription | tuple[str, str, Mapping[str, Any], Sequence[int]]) -> tuple[Any, ...]:
