@@ -228,8 +228,8 @@ The calibration is fitted on MNN's per-op profiles of the other folds' models on
 
 {intable_md}
 
-Where the time goes with the final predictions, summed over the models (predicted vs MNN's per-op profile
-of each whole model, by op type):
+Where the time goes before calibration, summed over the models (fusion-aware core-time predictions vs MNN's
+per-op profile of each whole model, by op type):
 
 | op category | predicted ms | in-context ms | difference ms |
 | --- | --- | --- | --- |
