@@ -16,6 +16,7 @@ the "accuracy" section (or "accuracy-quick") of benchmarks/RESULTS.md, or of --r
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -29,15 +30,15 @@ sys.path.insert(0, str(ROOT / "examples" / "zoo"))
 import nas_zoo  # noqa: E402
 from results_md import RESULTS, machine_line, update_section  # noqa: E402
 
-from mmt_nas.calibration import InContextCalibration, cross_fitted  # noqa: E402
+from mmt_nas.calibration import InContextCalibration, cross_fitted, samples_from_profile  # noqa: E402
 from mmt_nas.converter import generate_ops_list  # noqa: E402
 from mmt_nas.fallback import LatencyRegressor, compare_regressors  # noqa: E402
-from mmt_nas.meter import meter_ops  # noqa: E402
+from mmt_nas.meter import OpProfile, meter_ops  # noqa: E402
 from mmt_nas.opspace import dump_space, space_from_model  # noqa: E402
 from mmt_nas.parser import parse_model  # noqa: E402
 from mmt_nas.predictor import LatencyPredictor, Prediction  # noqa: E402
-from mmt_nas.report import ModelResult, Report, compute_metrics, evaluate  # noqa: E402
-from mmt_nas.table import LatencyTable  # noqa: E402
+from mmt_nas.report import ModelResult, Report, _category_split, compute_metrics, evaluate  # noqa: E402
+from mmt_nas.table import LatencyTable, atomic_write_text  # noqa: E402
 
 RESOLUTIONS = {224: [112, 56, 28, 14, 7], 160: [80, 40, 20, 10, 5], 128: [64, 32, 16, 8, 4], 96: [48, 24, 12, 6, 3]}
 Models = list[tuple[str, Any, list[int]]]
@@ -134,6 +135,36 @@ def build_table(space: dict[str, Any], folder: Path, times: int) -> tuple[Latenc
     return table, gen.summary(), time.perf_counter() - t0
 
 
+def save_measurements(path: Path, results: list[ModelResult]) -> None:
+    """Keep the expensive part (measurements and per-op profiles) for --reuse-measurements."""
+    doc = {r.name: {"input_shape": list(r.input_shape), "measured_ms": r.measured_ms,
+                    "run_medians_ms": r.run_medians_ms, "within_run_cv": r.within_run_cv, "error": r.error,
+                    "profile": [[p.name, p.type, p.latency_ms] for p in r.profile]} for r in results}
+    atomic_write_text(path, json.dumps(doc))
+
+
+def load_measurements(path: Path, predictor: LatencyPredictor, models: Models) -> list[ModelResult]:
+    """Rebuild results from saved measurements; predictions and calibration samples are recomputed."""
+    doc = json.loads(path.read_text())
+    results = []
+    for name, model, shape in models:
+        d = doc[name]
+        r = ModelResult(name, tuple(shape), d["measured_ms"], d["run_medians_ms"], d["within_run_cv"],
+                        error=d["error"])
+        r.profile = [OpProfile(*p) for p in d["profile"]]
+        try:
+            pred = predictor.predict(model, shape)
+            r.predicted_ms, r.prediction = float(pred), pred.to_dict()
+            r.by_category = _category_split(pred, r.profile)
+            ops = parse_model(model, shape, known=predictor.table.__contains__)
+            r.samples = samples_from_profile(name, ops, r.profile, predictor.table, predictor.latency,
+                                             r.measured_ms)
+        except Exception as exc:  # reported as a failed prediction
+            r.error = f"predict: {exc}"
+        results.append(r)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a handful of small models, fewer repeats")
@@ -141,6 +172,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="measurements per model")
     ap.add_argument("--work-dir", default=None, help="default: benchmarks/work/accuracy[-quick]")
     ap.add_argument("--results", default=str(RESULTS), help="results file to update")
+    ap.add_argument("--reuse-measurements", action="store_true",
+                    help="reuse the models' measurements and profiles saved in the work dir by an earlier run")
     args = ap.parse_args()
     times = args.times or (20 if args.quick else 100)
     repeats = args.repeats or (2 if args.quick else 3)
@@ -161,8 +194,13 @@ def main() -> None:
         err = "failed: " + (r.error or "")[:80] if r.error_pct is None else f"{r.error_pct:+6.1f}%"
         print(f"  {r.name:24s} measured {r.measured_ms or 0:8.3f} ms  core sum {r.predicted_ms or 0:8.3f} ms  {err}")
 
-    results = evaluate(LatencyPredictor(table), models, times=times, repeats=repeats,
-                       profile_times=5 if args.quick else 10, on_result=show)
+    saved = work / "measurements.json"
+    if args.reuse_measurements and saved.exists():
+        results = load_measurements(saved, LatencyPredictor(table), models)
+    else:
+        results = evaluate(LatencyPredictor(table), models, times=times, repeats=repeats,
+                           profile_times=5 if args.quick else 10, on_result=show)
+        save_measurements(saved, results)
     t_eval = time.perf_counter() - t0
     measured = {r.name: r.measured_ms for r in results if r.measured_ms is not None}
     calibrated = cv_predictions(results, models, lambda cal: LatencyPredictor(table, calibration=cal))

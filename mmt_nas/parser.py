@@ -151,7 +151,11 @@ def _check_shape(input_shape: Any) -> tuple[int, ...]:
     return tuple(input_shape)
 
 
-def trace_calls(model: torch.nn.Module, input_shape: Sequence[int]) -> list[ModuleCall]:
+def trace_calls(
+    model: torch.nn.Module,
+    input_shape: Sequence[int],
+    known_output: Callable[[str], tuple[int, ...] | None] | None = None,
+) -> list[ModuleCall]:
     """Run ``model`` once and record every module call and the tensor functions containers call.
 
     Functions (additions, concatenations, reshapes, ...) are recorded when the
@@ -161,6 +165,8 @@ def trace_calls(model: torch.nn.Module, input_shape: Sequence[int]) -> list[Modu
     Args:
         model: The model. Its parameters and training flags are left as they were.
         input_shape: The input shape.
+        known_output: For keys the table counts whole, their output shape (else ``None``):
+            such modules are not run inside, only called.
 
     Returns:
         All module calls in the order they started; ``calls[0]`` is the model itself and
@@ -173,8 +179,10 @@ def trace_calls(model: torch.nn.Module, input_shape: Sequence[int]) -> list[Modu
     from torch.overrides import TorchFunctionMode
 
     shape = _check_shape(input_shape)
-    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
-    containers = {id(m) for m in model.modules() if next(iter(m.children()), None) is not None}
+    named = list(model.named_modules(remove_duplicate=False))
+    names = {id(m): n for n, m in named}
+    modules = list({id(m): m for _, m in named}.values())
+    containers = {id(m) for m in modules if next(iter(m.children()), None) is not None}
     calls: list[ModuleCall] = []
     stack: list[ModuleCall] = []
 
@@ -195,7 +203,9 @@ def trace_calls(model: torch.nn.Module, input_shape: Sequence[int]) -> list[Modu
     class Recorder(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
-            out = func(*args, **kwargs)
+            out = _meta_broadcast(func, args, kwargs)
+            if out is None:
+                out = func(*args, **kwargs)
             if stack and id(stack[-1].module) in containers:
                 fn = canonical_name(func)
                 x = _first_tensor((args, kwargs)) if fn is not None else None
@@ -212,13 +222,12 @@ def trace_calls(model: torch.nn.Module, input_shape: Sequence[int]) -> list[Modu
             return out
 
     handles = []
-    for m in {id(m): m for m in model.modules()}.values():
+    for m in modules:
         handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(m.register_forward_hook(post))
     try:
         try:
-            with Recorder():
-                _run_meta(model, shape)
+            _run_meta(model, shape, modules, containers, Recorder, known_output)
         except Exception:  # shape-only execution is an optimisation; any failure means run for real
             calls.clear()
             stack.clear()
@@ -249,12 +258,21 @@ def _shape_preserving_types() -> tuple[type, ...]:
     return tuple(getattr(nn, n) for n in names if hasattr(nn, n))
 
 
-def _run_meta(model: torch.nn.Module, shape: tuple[int, ...]) -> None:
+def _run_meta(
+    model: torch.nn.Module,
+    shape: tuple[int, ...],
+    modules: list[torch.nn.Module],
+    containers: set[int],
+    recorder: Callable[[], Any],
+    known_output: Callable[[str], tuple[int, ...] | None] | None = None,
+) -> None:
     """Run the model on meta tensors: shapes propagate, nothing is computed.
 
     torch's shape-preserving layers (batch norm, activations, dropout) pass their
     input through during this run: their meta kernels are slow and their output
-    shape is their input's. Their hooks still fire.
+    shape is their input's. A container module whose key ``known_output`` knows
+    returns an empty tensor of the recorded output shape without running its
+    insides (the table counts it whole). Hooks still fire for every module called.
     """
     import torch
     from torch.func import functional_call
@@ -266,19 +284,75 @@ def _run_meta(model: torch.nn.Module, shape: tuple[int, ...]) -> None:
         )
     }
     keep_shape = _shape_preserving_types()
-    patched = [m for m in model.modules() if type(m) in keep_shape and "forward" not in m.__dict__]
+    patched = [m for m in modules if type(m) in keep_shape and "forward" not in m.__dict__]
+    stubbed = []
+    if known_output is not None:
+        stubbed = [m for m in modules if "forward" not in m.__dict__ and id(m) in containers]
     try:
         for m in patched:
             m.forward = _pass_through
-        with torch.no_grad():
-            functional_call(model, tensors, (torch.empty(shape, device="meta"),), tie_weights=False, strict=False)
+        for m in stubbed:
+            m.forward = _known_stub(m, m.forward, known_output)  # type: ignore[arg-type]
+        x = torch.empty(shape, device="meta")
+        with torch.no_grad(), recorder():
+            functional_call(model, tensors, (x,), tie_weights=False, strict=False)
     finally:
-        for m in patched:
+        for m in patched + stubbed:
             m.__dict__.pop("forward", None)
 
 
 def _pass_through(x: Any, *args: Any, **kwargs: Any) -> Any:
     return x
+
+
+def _known_stub(
+    module: torch.nn.Module, forward: Callable[..., Any], known_output: Callable[[str], tuple[int, ...] | None]
+) -> Callable[..., Any]:
+    import torch
+
+    text: list[str] = []
+
+    def stub(*args: Any, **kwargs: Any) -> Any:
+        x = _first_tensor((args, kwargs))
+        if x is not None and x.is_meta:
+            if not text:
+                text.append(repr(module))
+            cls = getattr(module, "op_class_name", type(module).__name__)
+            out = known_output(op_key(cls, text[0], tuple(x.shape)))
+            if out is not None:
+                return torch.empty(out, device="meta", dtype=x.dtype)
+        return forward(*args, **kwargs)
+
+    return stub
+
+
+_BROADCASTING = {"add", "sub", "mul", "div", "true_divide", "__add__", "__radd__", "__sub__", "__rsub__",
+                 "__mul__", "__rmul__", "__truediv__", "__rtruediv__", "__iadd__", "__isub__", "__imul__"}
+
+
+def _meta_broadcast(func: Any, args: Any, kwargs: Any) -> Any:
+    """The result of an elementwise binary op on meta tensors, without torch's slow meta kernel."""
+    import torch
+
+    name = getattr(func, "__name__", "")
+    inplace = name.startswith("__i") or (name.endswith("_") and not name.endswith("__"))
+    base = name[:-1] if inplace and not name.startswith("__") else name
+    if base not in _BROADCASTING or kwargs or len(args) != 2:
+        return None
+    a, b = args
+    if not isinstance(a, torch.Tensor) or not a.is_meta or not a.is_floating_point():
+        return None
+    if isinstance(b, torch.Tensor):
+        if not b.is_meta or b.dtype != a.dtype:
+            return None
+        shape = torch.broadcast_shapes(a.shape, b.shape)
+    elif isinstance(b, (int, float)) and not isinstance(b, bool):
+        shape = a.shape
+    else:
+        return None
+    if inplace:
+        return a if tuple(shape) == tuple(a.shape) else None
+    return torch.empty(shape, device="meta", dtype=a.dtype)
 
 
 def _fusion_rules() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
@@ -355,6 +429,7 @@ def parse_model(
     known: Callable[[str], bool] | None = None,
     *,
     composition: str = "mnn",
+    known_output: Callable[[str], tuple[int, ...] | None] | None = None,
 ) -> list[ParsedOp]:
     """List the ops ``model`` runs, outermost known modules first.
 
@@ -369,13 +444,15 @@ def parse_model(
         composition: ``"mnn"`` (default) also lists the tensor functions containers call
             (additions, reshapes, ...) and marks the ops MNN fuses into the op before
             them (``fused_into``). ``"modules"`` lists modules only, none fused (the MMT tool's sum).
+        known_output: Optional speed-up: the recorded output shape of a known key, so that
+            known containers are not run inside (see :func:`trace_calls`).
 
     Returns:
         The ops, in execution order.
     """
     if composition not in ("mnn", "modules"):
         raise OpSpaceError(f"composition must be 'mnn' or 'modules', but got composition={composition!r}.")
-    calls = trace_calls(model, input_shape)
+    calls = trace_calls(model, input_shape, known_output)
     ops: list[ParsedOp] = []
     refs: list[tuple[Any, Any]] = []
     functions = composition == "mnn"

@@ -194,8 +194,13 @@ class LatencyPredictor:
         from mmt_nas.parser import parse_model
 
         return self.predict_ops(
-            parse_model(model, input_shape, known=self.table.__contains__, composition=self.composition)
+            parse_model(model, input_shape, known=self.table.__contains__, composition=self.composition,
+                        known_output=self._known_output)
         )
+
+    def _known_output(self, key: str) -> tuple[int, ...] | None:
+        entry = self.table.get(key)
+        return entry.op.output_shape if entry is not None else None
 
     def entry_ms(self, entry: TableEntry) -> float:
         """The latency of a table entry as this predictor counts it (see ``latency``)."""

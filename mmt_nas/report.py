@@ -267,6 +267,7 @@ class ModelResult:
     by_category: dict[str, dict[str, float]] = field(default_factory=dict)
     error: str | None = None
     samples: list[Any] = field(default_factory=list, repr=False)  # CalibrationSample, not written to JSON
+    profile: list[Any] = field(default_factory=list, repr=False)  # OpProfile of the whole model
 
     @property
     def ok(self) -> bool:
@@ -369,10 +370,12 @@ def evaluate(
                 result.within_run_cv = sum(r.cv for r in runs) / len(runs)
                 if prediction is not None and profile_times > 0:
                     profile = profile_model(path, profile_times, settings=settings)
+                    result.profile = profile
                     result.by_category = _category_split(prediction, profile)
                     ops = parse_model(model, shape, known=predictor.table.__contains__,
                                       composition=predictor.composition)
-                    result.samples = samples_from_profile(name, ops, profile, predictor.table, predictor.latency)
+                    result.samples = samples_from_profile(name, ops, profile, predictor.table, predictor.latency,
+                                                          result.measured_ms)
         except Exception as exc:  # a failing model is reported, never fatal to the report
             result.error = (result.error + "; " if result.error else "") + f"{type(exc).__name__}: {exc}"
         _logger.info("%s: measured %s ms, predicted %s ms", name, result.measured_ms, result.predicted_ms)
