@@ -209,3 +209,44 @@ def test_bad_input_shape() -> None:
         parse_model(TinyNet(), [1, 3, "a"])
     with pytest.raises(OpSpaceError, match="failed to run"):
         parse_model(TinyNet(), [1, 5, 16, 16])
+
+
+def test_known_containers_are_not_traced_inside_and_give_the_same_ops() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "zoo"))
+    import nas_zoo
+
+    model = nas_zoo.MobileNetV2(width=0.5)
+    shape = [1, 3, 64, 64]
+    full = parse_model(model, shape)
+    blocks = {op.name.split(".body.")[0] for op in full if ".body." in op.name}
+    calls = {c.name: c for c in trace_calls(model, shape)}
+    known = {calls[b].key(): calls[b].output_shape for b in blocks}
+    stubbed = parse_model(model, shape, known=known.__contains__, known_output=known.get)
+    plain = parse_model(model, shape, known=known.__contains__)
+    assert [(o.key, o.fused_into) for o in stubbed] == [(o.key, o.fused_into) for o in plain]
+    assert sum(o.class_name == "InvertedResidual" for o in stubbed) == len(blocks) > 5
+    inside = [c for c in trace_calls(model, shape, known.get) if c.name.startswith("features.1.")]
+    assert inside == []  # the known block's children were never called
+
+
+@pytest.mark.parametrize(
+    "expr,shape",
+    [("a + b", (2, 3, 4, 5)), ("a * c", (2, 3, 4, 5)), ("c - a", (2, 3, 4, 5)), ("a / 2.0", (2, 3, 4, 5)),
+     ("2 * a", (2, 3, 4, 5)), ("torch.add(a, b)", (2, 3, 4, 5))],
+)
+def test_meta_shortcut_matches_torch(expr: str, shape: tuple[int, ...]) -> None:
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 1)
+
+        def forward(self, a: torch.Tensor) -> torch.Tensor:
+            b = self.conv(a)
+            c = a.mean((2, 3), keepdim=True)
+            return {"a + b": lambda: a + b, "a * c": lambda: a * c, "c - a": lambda: c - a,
+                    "a / 2.0": lambda: a / 2.0, "2 * a": lambda: 2 * a, "torch.add(a, b)": lambda: torch.add(a, b)}[expr]()
+
+    calls = trace_calls(Net(), list(shape))
+    assert calls[0].output_shape == tuple(Net()(torch.zeros(shape)).shape) == shape
