@@ -138,13 +138,13 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
-    from mmt_nas.converter import _prepare
+    from mmt_nas.converter import prepare_ops
     from mmt_nas.fallback import propose_samples, space_of
     from mmt_nas.opspace import dump_space, load_space
     from mmt_nas.table import LatencyTable
 
     table = LatencyTable.load(a.table)
-    ready, skipped = _prepare(load_space(a.candidates), Path(a.candidates).parent)
+    ready, skipped = prepare_ops(load_space(a.candidates), Path(a.candidates).parent)
     chosen = propose_samples(table, [r for r, _ in ready], a.budget)
     dump_space(space_of(chosen), a.output)
     print(f"{len(ready)} candidate ops ({len(skipped)} invalid skipped), {sum(r.key in table for r, _ in ready)} "

@@ -1,7 +1,7 @@
 """Export ops and models: torch → ONNX → MNN, and the ops folder with its ``meta.json``.
 
 ONNX → MNN goes through MNN's compiled converter extension (``_tools``) in
-process. ``MNN.tools`` is never imported: importing it installs packages with pip
+process. MNN's ``tools`` Python subpackage is never imported: importing it installs packages with pip
 and sends telemetry.
 """
 
@@ -34,7 +34,9 @@ from mmt_nas.table import (
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["GenerateResult", "SkippedOp", "export_to_mnn", "generate_ops_list", "measure_latency"]
+__all__ = [
+    "GenerateResult", "SkippedOp", "export_to_mnn", "generate_ops_list", "measure_latency", "prepare_ops",
+]
 
 _logger = logging.getLogger(__name__)
 _OPSET = 17
@@ -86,7 +88,7 @@ def _onnx_to_mnn(onnx_path: Path, mnn_path: Path) -> None:
     out: list[str] = []
     try:
         with quiet_native_output() as out:
-            import _tools  # MNN's compiled converter; never MNN.tools
+            import _tools  # MNN's compiled converter, not its Python tools package
 
             ok = _tools.mnnconvert(
                 ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path),
@@ -163,10 +165,22 @@ def _flops_and_output(module: torch.nn.Module, shape: tuple[int, ...]) -> tuple[
     return int(counter.get_total_flops()), _shape_of(out)
 
 
-def _prepare(
+def prepare_ops(
     specs: Sequence[OpSpec], base_dir: Path
 ) -> tuple[list[tuple[OpRecord, Any]], list[SkippedOp]]:
-    """Build and dry-run every spec; return (record, module) pairs and the skipped ones."""
+    """Build and dry-run every op of a space, without exporting anything.
+
+    Args:
+        specs: The ops (see :func:`mmt_nas.opspace.load_space`).
+        base_dir: Folder searched first for the modules they name.
+
+    Returns:
+        The valid ops as (record with key, FLOPs, parameters and shapes; built module) pairs, and
+        the combinations that cannot be built or run on their input shape.
+
+    Raises:
+        OpSpaceError: Two different argument sets of a class have the same ``repr()``.
+    """
     ready: dict[str, tuple[OpRecord, Any, OpSpec]] = {}
     skipped: list[SkippedOp] = []
     for spec in specs:
@@ -239,7 +253,7 @@ def generate_ops_list(
     """
     out = Path(out_dir)
     specs = load_space(yaml_path)
-    ready, skipped = _prepare(specs, Path(yaml_path).parent)
+    ready, skipped = prepare_ops(specs, Path(yaml_path).parent)
     if not ready:
         first = "; ".join(str(s) for s in skipped[:3])
         raise OpSpaceError(

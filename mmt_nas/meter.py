@@ -78,7 +78,7 @@ def quiet_native_output() -> Iterator[list[str]]:
 
 
 def _mnn() -> Any:
-    """Import the MNN runtime (never ``MNN.tools``), hiding its start-up banner."""
+    """Import the MNN runtime (not its ``tools`` subpackage), hiding its start-up banner."""
     if "MNN" not in sys.modules:
         try:
             with quiet_native_output():

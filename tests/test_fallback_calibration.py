@@ -175,7 +175,7 @@ def test_adaptive_sampling_proposes_unmeasured_uncertain_ops(tiny_ops: Path, tmp
 
     from conftest import ROOT, write_space
 
-    from mmt_nas.converter import _prepare
+    from mmt_nas.converter import prepare_ops
     from mmt_nas.fallback import propose_samples
     from mmt_nas.opspace import load_space
 
@@ -183,7 +183,7 @@ def test_adaptive_sampling_proposes_unmeasured_uncertain_ops(tiny_ops: Path, tmp
     path = write_space(tmp_path, "torch.nn:\n  Conv2d: {in_channels: [8], out_channels: [8, 16, 64], kernel_size: [1, 3], "
                                  "padding: [1], input_shape: [[1, 8, 16, 16], [1, 8, 64, 64]]}\n"
                                  "  ReLU: {no_params: true, input_shape: [[1, 8, 16, 16], [1, 64, 64, 64]]}\n")
-    ready, _ = _prepare(load_space(path), tmp_path)
+    ready, _ = prepare_ops(load_space(path), tmp_path)
     chosen = propose_samples(table, [r for r, _ in ready], 4)
     assert len(chosen) == 4 and not any(c.key in table for c in chosen)
     assert len({c.key for c in chosen}) == 4

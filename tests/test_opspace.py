@@ -135,7 +135,7 @@ def test_expansion_size_is_the_product_of_the_lists(features: list[int], shapes:
 def test_space_from_model_covers_every_leaf_op(tmp_path: Path) -> None:
     from tinymods import TinyNet
 
-    from mmt_nas.converter import _prepare
+    from mmt_nas.converter import prepare_ops
     from mmt_nas.parser import parse_model
 
     model = TinyNet()
@@ -143,7 +143,7 @@ def test_space_from_model_covers_every_leaf_op(tmp_path: Path) -> None:
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(doc))
     specs = load_space(path)
-    ready, skipped = _prepare(specs, tmp_path)
+    ready, skipped = prepare_ops(specs, tmp_path)
     assert skipped == []
     space_keys = {record.key for record, _ in ready}
     counted = {op.key for op in parse_model(model, TINY_SHAPE) if op.fused_into is None}
