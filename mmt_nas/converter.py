@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmt_nas.exceptions import ExportError, MeteringError, OpSpaceError, TableError
 from mmt_nas.meter import progress, quiet_native_output, time_model
+from mmt_nas.ops import SameInputs, required_inputs
 from mmt_nas.opspace import OpSpec, load_space
 from mmt_nas.parser import _check_shape, _eval_mode
 from mmt_nas.table import (
@@ -130,7 +131,8 @@ def export_to_mnn(
     with tempfile.TemporaryDirectory(prefix="mmt_nas_") as tmp:
         onnx_file = Path(onnx_path) if onnx_path is not None else Path(tmp) / "op.onnx"
         try:
-            with torch.no_grad(), _eval_mode(module), warnings.catch_warnings(), quiet_native_output():
+            # grad stays enabled: torch's fused inference paths (e.g. nn.MultiheadAttention's) have no ONNX export
+            with _eval_mode(module), warnings.catch_warnings(), quiet_native_output():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     module,
@@ -153,7 +155,9 @@ def export_to_mnn(
             staged.unlink(missing_ok=True)
 
 
-def _flops_and_output(module: torch.nn.Module, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...] | None]:
+def _flops_and_output(
+    module: torch.nn.Module, shape: tuple[int, ...]
+) -> tuple[int, tuple[int, ...] | None, bool]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -162,7 +166,7 @@ def _flops_and_output(module: torch.nn.Module, shape: tuple[int, ...]) -> tuple[
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         out = module(torch.randn(shape, generator=gen))
-    return int(counter.get_total_flops()), _shape_of(out)
+    return int(counter.get_total_flops()), _shape_of(out), isinstance(out, torch.Tensor)
 
 
 def prepare_ops(
@@ -192,7 +196,18 @@ def prepare_ops(
             skipped.append(SkippedOp(spec.where, dict(spec.args), spec.input_shape, f"cannot be built: {exc}"))
             continue
         try:
-            flops, out_shape = _flops_and_output(module, spec.input_shape)
+            try:
+                flops, out_shape, single = _flops_and_output(module, spec.input_shape)
+            except TypeError:
+                if required_inputs(module) < 2:
+                    raise
+                # e.g. self-attention: forward(query, key, value), all the same tensor
+                runnable = SameInputs(module, required_inputs(module)).eval()
+                flops, out_shape, _ = _flops_and_output(runnable, spec.input_shape)
+                ready_module: Any = runnable
+                single = False  # what the module itself returns is not known
+            else:
+                ready_module = module
         except Exception as exc:  # likewise any failure of the forward pass on this shape
             reason = " ".join(str(exc).split())[:300]
             skipped.append(
@@ -220,9 +235,10 @@ def prepare_ops(
             output_shape=out_shape,
             flops=flops,
             params=sum(p.numel() for p in module.parameters()),
+            single_output=single,
             file=f"{spec.class_name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.mnn",
         )
-        ready[key] = (record, module, spec)
+        ready[key] = (record, ready_module, spec)
     return [(r, m) for r, m, _ in ready.values()], skipped
 
 

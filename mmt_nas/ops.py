@@ -25,7 +25,10 @@ from torch import nn
 
 from mmt_nas.exceptions import OpSpaceError
 
-__all__ = ["Functional", "FUNCTIONS", "function_category", "canonical_name", "encode_args", "signature"]
+__all__ = [
+    "Functional", "SameInputs", "FUNCTIONS", "function_category", "canonical_name", "encode_args", "signature",
+    "required_inputs",
+]
 
 # name -> category, for the functions that are recorded (others are ignored)
 FUNCTIONS: dict[str, str] = {}
@@ -216,3 +219,34 @@ def _plain(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _plain(i) for k, i in v.items()}
     return v
+
+
+class SameInputs(nn.Module):
+    """Calls a module whose ``forward`` takes several tensors with the same one, keeping the first output.
+
+    This is how a self-attention layer (``nn.MultiheadAttention(x, x, x)``) is timed alone.
+
+    Args:
+        module: The module.
+        n_inputs: How many positional tensors its ``forward`` requires.
+    """
+
+    def __init__(self, module: nn.Module, n_inputs: int) -> None:
+        super().__init__()
+        self.module = module
+        self.n_inputs = n_inputs
+
+    def forward(self, x: torch.Tensor) -> Any:
+        out = self.module(*([x] * self.n_inputs))
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def required_inputs(module: nn.Module) -> int:
+    """How many positional arguments without defaults ``module.forward`` takes."""
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in params)

@@ -200,7 +200,7 @@ class LatencyPredictor:
 
     def _known_output(self, key: str) -> tuple[int, ...] | None:
         entry = self.table.get(key)
-        return entry.op.output_shape if entry is not None else None
+        return entry.op.output_shape if entry is not None and entry.op.single_output else None
 
     def entry_ms(self, entry: TableEntry) -> float:
         """The latency of a table entry as this predictor counts it (see ``latency``)."""

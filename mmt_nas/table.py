@@ -120,6 +120,12 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _optional_bool(value: Any, where: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TableError(f"{where} must be true, false or null, but got {value!r}.")
+    return value
+
+
 @dataclass(frozen=True)
 class OpRecord:
     """One generated op: what it is, its shapes and its cost features.
@@ -134,6 +140,8 @@ class OpRecord:
         flops: Floating-point operations of one forward pass (multiply and add counted apart).
         params: Number of parameters.
         file: File name of the ``.mnn`` model inside the ops folder, or ``None``.
+        single_output: Whether the op returns one tensor (``None``: unknown). Only such ops may be
+            skipped during tracing by returning a tensor of ``output_shape``.
     """
 
     key: str
@@ -145,6 +153,7 @@ class OpRecord:
     flops: int = 0
     params: int = 0
     file: str | None = None
+    single_output: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -183,6 +192,7 @@ class OpRecord:
             flops=d.get("flops", 0),
             params=d.get("params", 0),
             file=file,
+            single_output=_optional_bool(d.get("single_output"), f"{where}.single_output"),
         )
 
 

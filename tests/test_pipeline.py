@@ -133,3 +133,21 @@ def test_package_has_no_unsafe_calls() -> None:
         if pattern.search(line) and not line.lstrip().startswith("#") and "never" not in line
     ]
     assert hits == []
+
+
+def test_a_small_transformer_end_to_end(tmp_path: Path) -> None:
+    """Self-attention (forward(q, k, v), tuple output) is generated, metered and predicted."""
+    import torch
+
+    layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.TransformerEncoder(layer, 1)).eval()
+    shape = [1, 8, 16]
+    dump_space(space_from_model(model, shape), tmp_path / "ops.yaml")
+    result = generate_ops_list(tmp_path / "ops.yaml", tmp_path / "ops")
+    assert result.failed == [] and result.skipped == []
+    table = meter_ops(tmp_path / "ops", times=5)
+    mha = next(e for e in table if e.op.class_name == "MultiheadAttention")
+    assert mha.op.single_output is False  # so tracing never replaces it by a single tensor
+    pred = predict_latency(model, tmp_path / "ops", shape)
+    assert {o.class_name for o in pred.ops} >= {"MultiheadAttention", "Linear", "LayerNorm", "Functional"}
+    assert measure_latency(model, shape, times=5).median_ms > 0
