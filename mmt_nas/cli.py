@@ -87,11 +87,33 @@ def _cmd_meter(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_predict(a: argparse.Namespace) -> int:
-    from mmt_nas.parser import predict_latency
+def _predictor(a: argparse.Namespace) -> Any:
+    """The predictor the command's --table, --fallback and --calibration ask for."""
+    from mmt_nas.predictor import LatencyPredictor, load_table_cached
 
-    pred = predict_latency(load_model(a.model, a.kwargs), a.table, a.input_shape,
-                           backend=a.backend, threads=a.threads, precision=a.precision)
+    table = load_table_cached(a.table)
+    kwargs: dict[str, Any] = {}
+    if getattr(a, "fallback", False):
+        from mmt_nas.fallback import LatencyRegressor
+
+        kwargs.update(on_missing="fallback", fallback=LatencyRegressor().fit(table))
+    if getattr(a, "calibration", None):
+        from mmt_nas.calibration import InContextCalibration
+
+        kwargs["calibration"] = InContextCalibration.load(a.calibration)
+    settings = {k: getattr(a, k, None) for k in ("backend", "threads", "precision")}
+    return LatencyPredictor(table, **kwargs, **settings)
+
+
+def _calibration_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fallback", action="store_true", help="estimate ops missing from the table with the "
+                   "regression fallback (fitted on the table) instead of refusing them")
+    p.add_argument("--calibration", default=None, help="apply an in-context calibration (mmt-nas report "
+                   "--fit-calibration writes one)")
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    pred = _predictor(a).predict(load_model(a.model, a.kwargs), a.input_shape)
     if a.json:
         print(json.dumps(pred.to_dict(), indent=1))
     else:
@@ -110,11 +132,10 @@ def _cmd_measure(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from mmt_nas.predictor import LatencyPredictor
     from mmt_nas.report import Report, evaluate, load_model_specs
 
     specs = load_model_specs(a.models)
-    predictor = LatencyPredictor(a.table)
+    predictor = _predictor(a)
 
     def show(r: Any) -> None:
         err = "" if r.error_pct is None else f" error {r.error_pct:+.1f}%"
@@ -134,6 +155,13 @@ def _cmd_report(a: argparse.Namespace) -> int:
     print(f"{m['n_models']} models ({m['n_failed']} failed): within ±10% {pct('within_10_pct')}%, "
           f"MAPE {pct('mape_pct')}%, Kendall tau {pct('kendall_tau', '.3f')}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if a.fit_calibration:
+        from mmt_nas.calibration import InContextCalibration
+
+        cal = InContextCalibration().fit([smp for r in results for smp in r.samples])
+        cal.save(a.fit_calibration)
+        print(f"wrote {a.fit_calibration}: calibration fitted on {len(cal.samples_)} ops of {len(cal.models_)} "
+              "models; score it only on other models")
     return 0
 
 
@@ -236,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--precision", default=None)
+    _calibration_args(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("report", help="measure and predict a list of models; write a prediction-error report")
@@ -246,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="measurements per model")
     p.add_argument("--profile-times", type=int, default=10, help="runs of the per-op profile (0: none)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots and HTML")
+    p.add_argument("--fit-calibration", default=None, metavar="FILE",
+                   help="also fit an in-context calibration on these models' profiles and write it to FILE")
+    _calibration_args(p)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("sample", help="propose the ops to measure next, where the fallback is least sure")

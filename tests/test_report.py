@@ -156,3 +156,37 @@ def test_cli_report(tiny_ops: Path, tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert [m["status"] for m in doc["models"]] == ["ok", "failed"]
     assert "2 models (1 failed)" in out.stdout
+
+
+def test_cli_fits_a_calibration_and_predicts_with_it_and_the_fallback(tiny_ops: Path, tmp_path: Path) -> None:
+    from mmt_nas.calibration import InContextCalibration
+
+    (tmp_path / "models.yaml").write_text("models:\n" + "".join(
+        f"  - {{name: w{w}, model: '{HERE / 'tinymods.py'}:TinyNet', kwargs: {{width: {w}}}, "
+        f"input_shape: {TINY_SHAPE}}}\n" for w in (8,)))
+    run = lambda *args: subprocess.run([sys.executable, "-m", "mmt_nas.cli", *args], capture_output=True,  # noqa: E731
+                                       text=True, timeout=600, cwd=tmp_path)
+    out = run("report", "--table", str(tiny_ops), "--models", "models.yaml", "--out", "rep", "--times", "3",
+              "--repeats", "1", "--no-plots", "--fit-calibration", "cal.json")
+    # one tiny net has too few profiled ops to fit a calibration: the report is written, then a clear refusal
+    assert out.returncode == 2 and "at least 10" in out.stderr and "Profile more models" in out.stderr
+    assert (tmp_path / "rep" / "report.json").is_file() and not (tmp_path / "cal.json").exists()
+    (tmp_path / "models.yaml").write_text("models:\n" + "".join(
+        f"  - {{name: copy{i}, model: '{HERE / 'tinymods.py'}:TinyNet', input_shape: {TINY_SHAPE}}}\n"
+        for i in range(4)))
+    out = run("report", "--table", str(tiny_ops), "--models", "models.yaml", "--out", "rep", "--times", "3",
+              "--repeats", "1", "--no-plots", "--fit-calibration", "cal.json")
+    assert out.returncode == 0, out.stderr
+    assert InContextCalibration.load(tmp_path / "cal.json").models_ == ["copy0", "copy1", "copy2", "copy3"]
+    model = f"{HERE / 'tinymods.py'}:TinyNet"
+    shape = ",".join(map(str, TINY_SHAPE))
+    refused = run("predict", model, "--kwargs", "{width: 16}", "--input-shape", shape, "--table", str(tiny_ops))
+    assert refused.returncode == 2
+    est = run("predict", model, "--kwargs", "{width: 16}", "--input-shape", shape, "--table", str(tiny_ops),
+              "--fallback", "--json")
+    assert est.returncode == 0, est.stderr
+    assert {o["source"] for o in json.loads(est.stdout)["ops"]} >= {"fallback", "fused"}
+    cal = run("predict", model, "--input-shape", shape, "--table", str(tiny_ops), "--calibration", "cal.json",
+              "--json")
+    assert cal.returncode == 0, cal.stderr
+    assert any(o["ratio"] != 1.0 for o in json.loads(cal.stdout)["ops"])
