@@ -167,8 +167,8 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 def _cmd_sample(a: argparse.Namespace) -> int:
     from mmt_nas.converter import prepare_ops
-    from mmt_nas.fallback import propose_samples, space_of
-    from mmt_nas.opspace import dump_space, load_space
+    from mmt_nas.fallback import propose_samples
+    from mmt_nas.opspace import dump_space, load_space, space_of
     from mmt_nas.table import LatencyTable
 
     table = LatencyTable.load(a.table)

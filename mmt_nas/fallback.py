@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAMILIES", "op_family", "op_features", "FEATURE_NAMES", "LatencyRegressor", "compare_regressors",
-    "record_from_parsed", "propose_samples", "space_of",
+    "record_from_parsed", "propose_samples",
 ]
 
 FAMILIES = ("conv", "dwconv", "linear", "norm", "activation", "pool", "elementwise", "layout", "block", "other")
@@ -284,13 +284,3 @@ def propose_samples(
             return chosen
     rest = [pool[i] for i in order if pool[i] not in chosen]
     return chosen + rest[: budget - len(chosen)]
-
-
-def space_of(records: Iterable[OpRecord]) -> dict[str, Any]:
-    """An op-space document (list-of-blocks form) listing exactly ``records``."""
-    doc: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for r in records:
-        block: dict[str, Any] = {k: [v] for k, v in r.args.items()} or {"no_params": True}
-        block["input_shape"] = [list(r.input_shape)]
-        doc.setdefault(r.module, {}).setdefault(r.class_name, []).append(block)
-    return doc

@@ -28,7 +28,7 @@ import inspect
 import itertools
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,12 @@ from mmt_nas.exceptions import OpSpaceError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["OpSpec", "load_space", "expand_space", "resolve_class", "load_model", "space_from_model", "dump_space"]
+    from mmt_nas.table import OpRecord
+
+__all__ = [
+    "OpSpec", "load_space", "expand_space", "resolve_class", "load_model", "space_from_model", "space_of",
+    "dump_space",
+]
 
 _RESERVED = ("input_shape", "no_params")
 
@@ -411,11 +416,9 @@ def space_from_model(
             continue
         seen.add(op.key)
         if op.function is not None:
-            block: dict[str, Any] = {"fn": [op.function["fn"]], "args": [op.function["args"]]}
-            if op.function["kwargs"]:
-                block["kwargs"] = [op.function["kwargs"]]
-            block["input_shape"] = [list(op.input_shape)]
-            doc.setdefault("mmt_nas.ops", {}).setdefault("Functional", []).append(block)
+            kwargs = {"kwargs": op.function["kwargs"]} if op.function["kwargs"] else {}
+            _add_block(doc, "mmt_nas.ops", "Functional", {"fn": op.function["fn"], "args": op.function["args"],
+                                                          **kwargs}, op.input_shape)
             continue
         cls = type(op.module)
         path = _module_path(cls)
@@ -428,14 +431,29 @@ def space_from_model(
                 f"{op.name} ({cls.__name__}): its constructor arguments cannot be recovered from its attributes"
             )
             continue
-        block = {k: [v] for k, v in args.items()} or {"no_params": True}
-        block["input_shape"] = [list(op.input_shape)]
-        doc.setdefault(path, {}).setdefault(cls.__name__, []).append(block)
+        _add_block(doc, path, cls.__name__, args, op.input_shape)
     if problems:
         raise OpSpaceError(
             "these ops cannot be written to an op space: " + "; ".join(problems) + ". Give those classes "
             "attributes named like their constructor arguments, or write their YAML entries by hand."
         )
+    return doc
+
+
+def _add_block(
+    doc: dict[str, Any], module: str, class_name: str, args: Mapping[str, Any], input_shape: Sequence[int]
+) -> None:
+    """Append one op, as a block of single-valued lists, to an op-space document."""
+    block: dict[str, Any] = {k: [v] for k, v in args.items()} or {"no_params": True}
+    block["input_shape"] = [list(input_shape)]
+    doc.setdefault(module, {}).setdefault(class_name, []).append(block)
+
+
+def space_of(records: Iterable[OpRecord]) -> dict[str, Any]:
+    """An op-space document (list-of-blocks form) listing exactly ``records`` (e.g. ops to measure next)."""
+    doc: dict[str, Any] = {}
+    for r in records:
+        _add_block(doc, r.module, r.class_name, r.args, r.input_shape)
     return doc
 
 
