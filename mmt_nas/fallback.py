@@ -192,8 +192,25 @@ class LatencyRegressor:
         return cls(**p).fit(table)
 
 
+_RECORDS: dict[str, OpRecord] = {}
+_RECORDS_MAX = 4096
+
+
 def record_from_parsed(op: ParsedOp) -> OpRecord:
-    """An :class:`OpRecord` for a parsed op: arguments recovered, FLOPs counted on meta tensors."""
+    """An :class:`OpRecord` for a parsed op: arguments recovered, FLOPs counted by running it once on zeros.
+
+    Records are remembered by key (a key determines its op: class, ``repr()`` and input shape), so
+    an op estimated by the fallback and then calibrated, or predicted again, is run only once.
+    """
+    hit = _RECORDS.get(op.key)
+    if hit is None:
+        if len(_RECORDS) >= _RECORDS_MAX:
+            _RECORDS.pop(next(iter(_RECORDS)))
+        hit = _RECORDS[op.key] = _record_from_parsed(op)
+    return hit
+
+
+def _record_from_parsed(op: ParsedOp) -> OpRecord:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
