@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     import torch
 
+    from mmt_nas.calibration import InContextCalibration
     from mmt_nas.parser import ParsedOp
 
 __all__ = ["OpContribution", "Prediction", "LatencyPredictor", "OpEstimator", "load_table_cached"]
