@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from mmt_nas import __version__
-from mmt_nas.exceptions import MmtNasError, OpSpaceError
+from mmt_nas.exceptions import MmtNasError, OpSpaceError, TableError
 
 _logger = logging.getLogger("mmt_nas.cli")
 
@@ -81,9 +81,44 @@ def _cmd_meter(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     table = meter_ops(
         a.ops_dir, a.times, warmup=a.warmup, backend=a.backend, threads=a.threads, precision=a.precision,
-        show_progress=a.verbose or None,
+        show_progress=a.verbose or None, shard=a.shard, output=a.output,
     )
-    print(f"{len(table)} ops in the table ({time.perf_counter() - t0:.1f} s); {table.settings}")
+    part = f" (shard {a.shard})" if a.shard else ""
+    print(f"{len(table)} ops in the table{part} ({time.perf_counter() - t0:.1f} s); {table.settings}")
+    return 0
+
+
+def _cmd_merge(a: argparse.Namespace) -> int:
+    from mmt_nas.table import TABLE_FILENAME, LatencyTable, merge_tables
+
+    def resolve(p: str) -> Path:
+        return Path(p) / TABLE_FILENAME if Path(p).is_dir() else Path(p)
+
+    inputs = [resolve(p) for p in a.tables]
+    out = resolve(a.output)
+    if out.exists() and out.resolve() not in {p.resolve() for p in inputs}:
+        raise TableError(
+            f"the output {str(out)!r} exists and is not among the tables to merge, so merging would replace it. "
+            "List it among the inputs to merge into it, or delete it first."
+        )
+    merged, report = merge_tables([LatencyTable.load(p) for p in inputs], rtol=a.rtol)
+    merged.save(out)
+    print(f"wrote {out}: {len(merged)} entries; {report.summary()}")
+    for p, n in zip(inputs, report.sources):
+        print(f"  {n:6d} from {p}")
+    worst = report.disagreements
+    for c in worst[:10]:
+        print(f"  disagree {c.rel_diff:+.0%}: kept {c.kept_ms:.4f} ms (n={c.kept_n}, {c.kept_device}) over "
+              f"{c.other_ms:.4f} ms (n={c.other_n}, {c.other_device}): {c.key}")
+    if len(worst) > 10:
+        print(f"  ... {len(worst) - 10} more disagreements")
+    if a.report:
+        from mmt_nas.table import atomic_write_text
+
+        doc = {"output": str(out), "inputs": [str(p) for p in inputs], "sources": report.sources,
+               "rtol": a.rtol, "conflicts": [dict(vars(c), rel_diff=c.rel_diff) for c in report.conflicts]}
+        atomic_write_text(a.report, json.dumps(doc, indent=1, default=str) + "\n")
+        print(f"wrote {a.report}")
     return 0
 
 
@@ -102,7 +137,13 @@ def _predictor(a: argparse.Namespace) -> Any:
 
         kwargs["calibration"] = InContextCalibration.load(a.calibration)
     settings = {k: getattr(a, k, None) for k in ("backend", "threads", "precision")}
-    return LatencyPredictor(table, **kwargs, **settings)
+    expect = getattr(a, "expect_device", None)
+    if expect is not None and expect != "local":
+        expect = yaml.safe_load(expect)
+        if not isinstance(expect, dict):
+            raise TableError(f"--expect-device must be 'local' or a mapping such as '{{cpu_model: ...}}', "
+                             f"but got {a.expect_device!r}.")
+    return LatencyPredictor(table, **kwargs, **settings, device=expect)
 
 
 def _calibration_args(p: argparse.ArgumentParser) -> None:
@@ -253,8 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ops_dir")
     p.add_argument("--times", type=int, default=100, help="timed runs per op (default: 100)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: auto)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="meter only the I-th of N shares of the ops "
+                   "(by a hash of each key, the same on every machine); the table goes to "
+                   "meta_latency.shard-I-of-N.json unless --output is given; join shards with mmt-nas merge")
+    p.add_argument("-o", "--output", default=None, help="table file to write (default: OPS_DIR/meta_latency.json)")
     _runtime_args(p)
     p.set_defaults(func=_cmd_meter)
+
+    p = sub.add_parser("merge", help="join latency tables of the same device and settings (e.g. metering shards)")
+    p.add_argument("tables", nargs="+", help="tables (or ops folders) to join; on a conflict the entry with more "
+                   "timed runs wins, then the earlier table")
+    p.add_argument("-o", "--output", required=True, help="the merged table (may be one of the inputs)")
+    p.add_argument("--rtol", type=float, default=0.1, help="report conflicts that differ by more than this "
+                   "relative amount and beyond their noise (default: 0.1)")
+    p.add_argument("--report", default=None, metavar="FILE", help="also write every conflict as JSON")
+    p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("predict", help="predict a model's latency from a table")
     _model_args(p)
@@ -264,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--precision", default=None)
+    p.add_argument("--expect-device", default=None, metavar="SPEC", help="refuse a table measured on another "
+                   "device: 'local' (this machine) or a mapping such as '{cpu_model: Cortex-A76, cpu_count: 4}'")
     _calibration_args(p)
     p.set_defaults(func=_cmd_predict)
 

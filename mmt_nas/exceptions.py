@@ -14,6 +14,7 @@ __all__ = [
     "MeteringError",
     "TableError",
     "UnknownOpError",
+    "LockedError",
 ]
 
 
@@ -50,3 +51,17 @@ class UnknownOpError(MmtNasError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0])
+
+
+class LockedError(MmtNasError, RuntimeError):
+    """Another process is writing the same output (e.g. metering into the same table).
+
+    Attributes:
+        path: The lock file.
+        holder: What the lock file says about the process holding it (``""`` if unknown).
+    """
+
+    def __init__(self, message: str, path: str = "", holder: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder = holder

@@ -13,7 +13,9 @@ timed within a few percent; MNN's ``nn`` module API costs about 1 µs a call.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -33,10 +35,11 @@ from mmt_nas.table import (
     LatencyTable,
     RuntimeSettings,
     TableEntry,
+    exclusive_lock,
     load_ops_meta,
 )
 
-__all__ = ["meter_ops", "time_model", "profile_model", "OpProfile", "device_info", "JOURNAL_SUFFIX"]
+__all__ = ["meter_ops", "parse_shard", "in_shard", "time_model", "profile_model", "OpProfile", "device_info", "JOURNAL_SUFFIX"]
 
 _logger = logging.getLogger(__name__)
 JOURNAL_SUFFIX = ".journal"
@@ -310,6 +313,38 @@ def _read_journal(path: Path) -> list[TableEntry]:
     return entries
 
 
+def parse_shard(shard: Any) -> tuple[int, int]:
+    """Validate a shard given as ``(i, n)`` or ``"i/n"`` (1 <= i <= n) and return ``(i, n)``.
+
+    Raises:
+        MeteringError: Not of that form.
+    """
+    if isinstance(shard, str):
+        head, sep, tail = shard.partition("/")
+        try:
+            shard = (int(head), int(tail)) if sep else None
+        except ValueError:
+            shard = None
+        if shard is None:
+            raise MeteringError(f"a shard is written i/n, e.g. 2/4 for the second of four, but got {head + sep + tail!r}.")
+    ok = (
+        isinstance(shard, (tuple, list)) and len(shard) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in shard) and 1 <= shard[0] <= shard[1]
+    )
+    if not ok:
+        raise MeteringError(f"shard must be (i, n) with 1 <= i <= n, e.g. (2, 4), but got shard={shard!r}.")
+    return int(shard[0]), int(shard[1])
+
+
+def in_shard(key: str, shard: tuple[int, int]) -> bool:
+    """Whether op ``key`` belongs to shard ``(i, n)``: by a hash of the key, the same on every machine.
+
+    The n shards of a set of ops are disjoint and together cover it, whatever the order of the ops.
+    """
+    i, n = shard
+    return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:12], 16) % n == i - 1
+
+
 def meter_ops(
     ops_dir: str | os.PathLike[str],
     times: int = 100,
@@ -321,12 +356,15 @@ def meter_ops(
     output: str | os.PathLike[str] | None = None,
     show_progress: bool | None = None,
     profile: bool = True,
+    shard: tuple[int, int] | str | None = None,
 ) -> LatencyTable:
     """Time every op of an ops folder and save the latency table (``meta_latency.json``).
 
     The table is saved incrementally: every timed op is first appended to a journal
     next to the table and the table is rewritten atomically every few seconds, so
-    an interrupted run loses nothing and a rerun continues where it stopped.
+    an interrupted run loses nothing and a rerun continues where it stopped. Two
+    processes never meter into the same table at once: the second one is refused
+    (:class:`~mmt_nas.exceptions.LockedError`).
 
     Args:
         ops_dir: Folder written by :func:`mmt_nas.converter.generate_ops_list`.
@@ -335,19 +373,26 @@ def meter_ops(
         backend: MNN backend, e.g. ``"CPU"``.
         threads: MNN threads.
         precision: ``"high"``, ``"normal"`` or ``"low"``.
-        output: Where to write the table (default ``ops_dir/meta_latency.json``).
+        output: Where to write the table (default ``ops_dir/meta_latency.json``, or
+            ``ops_dir/meta_latency.shard-I-of-N.json`` for a shard).
         show_progress: Progress bar; ``None`` shows one on a terminal only.
         profile: Also profile each op with MNN's per-op callbacks (``min(times, 20)`` runs) and
             store its ``core_ms``: the op's own time without the layout conversions at the input
             and output of its one-op model, which a whole model does not repeat per op.
+        shard: Meter only shard ``(i, n)`` (or ``"i/n"``, 1 <= i <= n) of the ops, chosen by a hash
+            of each op's key (:func:`in_shard`), so n devices can share the work; join their
+            tables with :func:`mmt_nas.table.merge_tables` (``mmt-nas merge``).
 
     Returns:
         The complete table.
 
     Raises:
-        MeteringError: Bad arguments, unusable folder, or a table there measured with other settings.
+        MeteringError: Bad arguments, unusable folder, or a table there measured with other
+            settings or on another kind of device.
+        LockedError: Another process is metering into the same table.
     """
     _check_times(times, warmup)
+    part = None if shard is None else parse_shard(shard)
     try:
         settings = RuntimeSettings(backend, threads, precision)
     except TableError as exc:
@@ -357,9 +402,30 @@ def meter_ops(
         ops = load_ops_meta(ops_dir)
     except TableError as exc:
         raise MeteringError(f"cannot meter {str(ops_dir)!r}: {exc} Run generate_ops_list first.") from None
-    out = Path(output) if output is not None else ops_dir / TABLE_FILENAME
-    journal = out.with_name(out.name + JOURNAL_SUFFIX)
+    if part is not None:
+        ops = [op for op in ops if in_shard(op.key, part)]
+    if output is not None:
+        out = Path(output)
+    elif part is not None:
+        out = ops_dir / f"{Path(TABLE_FILENAME).stem}.shard-{part[0]}-of-{part[1]}.json"
+    else:
+        out = ops_dir / TABLE_FILENAME
+    with exclusive_lock(out.with_name(f".{out.name}.lock"), f"metering into {str(out)!r}"):
+        return _meter_locked(ops_dir, ops, out, times, warmup, settings, show_progress, profile)
 
+
+def _meter_locked(
+    ops_dir: Path,
+    ops: list[Any],
+    out: Path,
+    times: int,
+    warmup: int | None,
+    settings: RuntimeSettings,
+    show_progress: bool | None,
+    profile: bool,
+) -> LatencyTable:
+    journal = out.with_name(out.name + JOURNAL_SUFFIX)
+    here = device_info()
     if out.exists():
         table = LatencyTable.load(out)
         if table.settings != settings:
@@ -368,9 +434,20 @@ def meter_ops(
                 "Tables never mix settings: pass another `output`, or delete that file to start over."
             )
     else:
-        table = LatencyTable(settings, device_info(), {})
+        table = LatencyTable(settings, here, {})
+    try:
+        this_device = table.add_device(here)
+    except TableError as exc:
+        raise MeteringError(
+            f"cannot add to {str(out)!r}: {exc} Pass another `output` for this device's table."
+        ) from None
     table.timing = {"times": times, "warmup": "auto" if warmup is None else warmup, "method": "runSession"}
+    table.save(out)  # the device is on disk before any journal line names it
     for entry in _read_journal(journal):
+        if entry.device is not None and entry.device not in table.devices:
+            _logger.warning("journal line for %s names an unknown device %r; attributing it to this device",
+                            entry.op.key, entry.device)
+            entry = dataclasses.replace(entry, device=this_device)
         table.add(entry)
 
     todo = [op for op in ops if op.key not in table and op.file]
@@ -384,7 +461,7 @@ def meter_ops(
             except MeteringError as exc:
                 _logger.error("skipping %s: %s", op.key, exc)
                 continue
-            entry = TableEntry(op, stats, core)
+            entry = TableEntry(op, stats, core, this_device)
             table.add(entry)
             jf.write(json.dumps(entry.to_dict(), allow_nan=False) + "\n")
             jf.flush()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -149,6 +149,9 @@ class LatencyPredictor:
             whole model does once), where the table has it; ``"wall"`` uses the op's end-to-end median.
         calibration: A fitted :class:`~mmt_nas.calibration.InContextCalibration`: each module op's
             time is multiplied by its predicted in-context ratio (``OpContribution.ratio``).
+        device: If given, refuse a table measured on another device: a mapping of device facts
+            (e.g. ``{"cpu_model": "..."}``, see :meth:`~mmt_nas.table.LatencyTable.check_device`), or
+            ``"local"`` for this machine.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class LatencyPredictor:
         composition: str = "mnn",
         latency: str = "core",
         calibration: InContextCalibration | None = None,
+        device: Mapping[str, Any] | str | None = None,
     ) -> None:
         if composition not in ("mnn", "modules"):
             raise TableError(f"composition must be 'mnn' or 'modules', but got composition={composition!r}.")
@@ -185,6 +189,14 @@ class LatencyPredictor:
             precision if precision is not None else asked.precision,
         )
         self.table.check_settings(wanted)
+        if device is not None:
+            if device == "local":
+                from mmt_nas.meter import device_info
+
+                device = device_info()
+            if isinstance(device, str):
+                raise TableError(f"device must be a mapping of device facts or 'local', but got device={device!r}.")
+            self.table.check_device(device)
 
     def predict(self, model: torch.nn.Module, input_shape: Sequence[int]) -> Prediction:
         """Predict the latency of ``model`` on ``input_shape``.

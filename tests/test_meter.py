@@ -131,3 +131,114 @@ def test_kill_and_resume_loses_nothing(tmp_path: Path) -> None:
     assert sum(e.latency.n == 5 for e in table) == 12 - len(done)
     assert not journal.exists()
     assert LatencyTable.load(ops_dir) == table
+
+
+def test_every_entry_records_the_device_it_was_measured_on(tiny_ops: Path) -> None:
+    from mmt_nas.meter import device_info
+    from mmt_nas.table import device_id
+
+    table = LatencyTable.load(tiny_ops)
+    here = device_id(device_info())
+    assert set(table.devices) == {here}
+    assert {e.device for e in table} == {here}
+    assert table.device_of(table.keys()[0])["hostname"] == device_info()["hostname"]
+
+
+def test_metering_into_a_table_of_another_kind_of_device_is_refused(tiny_ops_copy: Path) -> None:
+    path = tiny_ops_copy / "meta_latency.json"
+    doc = json.loads(path.read_text())
+    other = {**doc["device"], "cpu_model": "Some Other CPU"}
+    doc["device"] = other
+    doc["devices"] = {"other-1": other}
+    doc["entries"] = [{**e, "device": "other-1"} for e in doc["entries"][:2]]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(MeteringError, match="Some Other CPU.*never mixed"):
+        meter_ops(tiny_ops_copy, times=3)
+    assert json.loads(path.read_text()) == doc  # left as it was
+
+
+def test_shards_are_disjoint_cover_every_op_and_merge_into_the_whole_table(tiny_ops_copy: Path) -> None:
+    from mmt_nas.meter import in_shard
+    from mmt_nas.table import merge_tables
+
+    keys = {op.key for op in load_ops_meta(tiny_ops_copy)}
+    (tiny_ops_copy / "meta_latency.json").unlink()
+    parts = [meter_ops(tiny_ops_copy, times=3, shard=f"{i}/3", profile=False) for i in (1, 2, 3)]
+    for i, part in enumerate(parts, 1):
+        assert (tiny_ops_copy / f"meta_latency.shard-{i}-of-3.json").is_file()
+        assert set(part.keys()) == {k for k in keys if in_shard(k, (i, 3))}
+    assert sum(len(p) for p in parts) == len(keys)
+    assert set().union(*(p.keys() for p in parts)) == keys
+    assert not (tiny_ops_copy / "meta_latency.json").exists()
+    merged, report = merge_tables(parts)
+    assert set(merged.keys()) == keys and report.conflicts == [] and report.sources == [len(p) for p in parts]
+    # the hash is the same whatever the order: an explicit (i, n) gives the same share
+    assert set(meter_ops(tiny_ops_copy, times=3, shard=(2, 3), profile=False).keys()) == set(parts[1].keys())
+
+
+@pytest.mark.parametrize("bad", ["0/3", "4/3", "2", "a/b", (1,), (2, 1), "1/0"])
+def test_bad_shards_are_refused(tiny_ops_copy: Path, bad: object) -> None:
+    with pytest.raises(MeteringError, match="shard"):
+        meter_ops(tiny_ops_copy, times=1, shard=bad)  # type: ignore[arg-type]
+
+
+def test_cli_shards_and_merge(tiny_ops_copy: Path) -> None:
+    cli = [sys.executable, "-m", "mmt_nas.cli"]
+    (tiny_ops_copy / "meta_latency.json").unlink()
+    for i in (1, 2):
+        out = subprocess.run(cli + ["meter", str(tiny_ops_copy), "--times", "3", "--shard", f"{i}/2"],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert f"(shard {i}/2)" in out.stdout
+    shards = [str(tiny_ops_copy / f"meta_latency.shard-{i}-of-2.json") for i in (1, 2)]
+    merged = tiny_ops_copy / "meta_latency.json"
+    out = subprocess.run(cli + ["merge", *shards, "-o", str(tiny_ops_copy), "--report", str(tiny_ops_copy / "m.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert len(LatencyTable.load(merged)) == len(load_ops_meta(tiny_ops_copy))
+    assert json.loads((tiny_ops_copy / "m.json").read_text())["conflicts"] == []
+    # merging again into an existing output that is not an input would replace it: refused
+    again = subprocess.run(cli + ["merge", shards[0], "-o", str(merged)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "exists and is not among the tables to merge" in again.stderr
+    # a shard measured again with more runs wins over the merged entry, with a conflict per key
+    out = subprocess.run(cli + ["meter", str(tiny_ops_copy), "--times", "7", "--shard", "1/2", "-o",
+                                str(tiny_ops_copy / "again.json")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run(cli + ["merge", str(merged), str(tiny_ops_copy / "again.json"), "-o", str(merged)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    table = LatencyTable.load(merged)
+    again_keys = set(LatencyTable.load(tiny_ops_copy / "again.json").keys())
+    assert {e.op.key for e in table if e.latency.n == 7} == again_keys
+    assert f"{len(again_keys)} keys measured more than once" in out.stdout
+
+
+def test_a_second_process_metering_into_the_same_table_is_refused(tmp_path: Path) -> None:
+    from mmt_nas.converter import generate_ops_list
+    from mmt_nas.exceptions import LockedError
+
+    shapes = ", ".join(f"[1, 16, {8 + i}, 32]" for i in range(6))
+    path = write_space(tmp_path, f"torch.nn:\n  Conv2d: {{in_channels: [16], out_channels: [16], kernel_size: [3], "
+                                 f"input_shape: [{shapes}]}}\n")
+    ops_dir = tmp_path / "ops"
+    generate_ops_list(path, ops_dir)
+    journal = ops_dir / ("meta_latency.json" + JOURNAL_SUFFIX)
+    code = f"from mmt_nas.meter import meter_ops; meter_ops({str(ops_dir)!r}, times=20000)"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 240
+        while not (journal.exists() and journal.read_text().count("\n") >= 1):
+            assert proc.poll() is None and time.monotonic() < deadline, "the first metering never got going"
+            time.sleep(0.05)
+        before = journal.read_text()
+        with pytest.raises(LockedError, match=rf"another process \(pid {proc.pid} on .*\) is already metering"):
+            meter_ops(ops_dir, times=3)
+        assert journal.read_text().startswith(before)  # the refused run wrote nothing
+        # another output (e.g. a shard) is not blocked
+        assert len(meter_ops(ops_dir, times=3, output=tmp_path / "mine.json", profile=False)) == 6
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # the lock died with its holder: a rerun continues
+    table = meter_ops(ops_dir, times=3, profile=False)
+    assert len(table) == 6 and any(e.latency.n == 20000 for e in table)

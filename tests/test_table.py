@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmt_nas.exceptions import TableError
-from mmt_nas.table import LatencyStats, LatencyTable, OpRecord, RuntimeSettings, TableEntry, op_key
+from mmt_nas.table import (
+    LatencyStats,
+    LatencyTable,
+    OpRecord,
+    RuntimeSettings,
+    TableEntry,
+    device_id,
+    merge_tables,
+    op_key,
+)
 
 _finite = st.floats(min_value=0, max_value=1e4, allow_nan=False, allow_infinity=False)
 _shape = st.lists(st.integers(1, 512), min_size=1, max_size=4).map(tuple)
@@ -82,7 +91,12 @@ BAD_TABLES = {
     "other schema": (lambda d: json.dumps({**d, "schema": "something"}), "expected schema"),
     "NaN latency": (lambda d: json.dumps(d).replace('"median": 0.015', '"median": NaN'), "non-finite"),
     "negative latency": (lambda d: json.dumps(d).replace('"median": 0.015', '"median": -1'), "median_ms"),
-    "duplicate keys": (lambda d: json.dumps({**d, "entries": d["entries"] * 2}), "twice"),
+    "duplicate keys": (lambda d: json.dumps({**d, "entries": d["entries"] + [{**d["entries"][0], "core_ms": 1.0}]}),
+                       r"twice with different measurements \(entries\[0\] and entries\[1\]\)"),
+    "unknown device": (lambda d: json.dumps({**d, "entries": [{**d["entries"][0], "device": "ghost-1"}]}),
+                       "names device 'ghost-1'"),
+    "device of another class": (lambda d: json.dumps({**d, "device": {"cpu_model": "A"},
+                                                      "devices": {"x": {"cpu_model": "B"}}}), "never mixed"),
     "missing field": (lambda d: json.dumps(d).replace('"p90"', '"p91"'), "p90"),
     "path in file name": (lambda d: json.dumps(d).replace('"file": null', '"file": "../x.mnn"'), "plain file name"),
 }
@@ -108,3 +122,117 @@ def test_settings_are_validated() -> None:
         RuntimeSettings(threads=0)
     with pytest.raises(TableError, match="precision='max'"):
         RuntimeSettings(precision="max")
+
+
+def test_a_key_listed_twice_with_the_same_measurement_is_used_once_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    doc = _doc()
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({**doc, "entries": doc["entries"] * 2}))
+    with caplog.at_level("WARNING", logger="mmt_nas.table"):
+        table = LatencyTable.load(path)
+    assert len(table) == 1
+    assert "twice (entries[0] and entries[1]) with the same measurement" in caplog.text
+
+
+# -- devices and merging ------------------------------------------------------------------------
+
+DEV_A = {"cpu_model": "Cortex-A76", "cpu_count": 4, "machine": "aarch64", "mnn_version": "3.6.1", "hostname": "a"}
+DEV_B = {**DEV_A, "hostname": "b", "os": "Linux 6.2"}  # the same kind of device, another board
+DEV_X = {**DEV_A, "cpu_model": "Cortex-A55"}
+
+
+def _entry(name: str, samples: list[float], device: str | None = None) -> TableEntry:
+    op = OpRecord(op_key("ReLU", f"ReLU({name})", (1, 4)), "ReLU", "torch.nn", {}, (1, 4))
+    return TableEntry(op, LatencyStats.from_samples(samples), None, device)
+
+
+def _table(device: dict, entries: list[tuple[str, list[float]]], settings_: RuntimeSettings | None = None
+           ) -> LatencyTable:
+    t = LatencyTable(settings_ or RuntimeSettings(), device, {"times": 10})
+    did = t.add_device(device)
+    for name, samples in entries:
+        t.add(_entry(name, samples, did))
+    return t
+
+
+def test_device_ids_and_provenance_round_trip(tmp_path: Path) -> None:
+    t = _table(DEV_A, [("x", [1.0, 1.1])])
+    did = t.get(t.keys()[0]).device
+    assert did == device_id(DEV_A) and did.startswith("a-") and device_id(DEV_B) != did
+    assert t.device_of(t.keys()[0]) == DEV_A
+    t.save(tmp_path / "t.json")
+    assert LatencyTable.load(tmp_path / "t.json") == t
+    with pytest.raises(TableError, match="never mixed"):
+        t.add_device(DEV_X)
+    with pytest.raises(TableError, match="not among the table's devices"):
+        t.add(_entry("y", [1.0], "nowhere-1"))
+
+
+def test_merge_joins_shards_keeps_more_samples_and_reports_disagreements() -> None:
+    a = _table(DEV_A, [("only-a", [1.0] * 5), ("both-same", [2.0, 2.01, 1.99] * 10), ("both-far", [1.0, 1.01] * 50),
+                       ("tie", [3.0, 3.01])])
+    b = _table(DEV_B, [("only-b", [4.0] * 5), ("both-same", [2.0, 2.02] * 50), ("both-far", [2.0, 2.01] * 10),
+                       ("tie", [5.0, 5.01])])
+    merged, report = merge_tables([a, b], rtol=0.1)
+    keys = {k.split("|")[1] for k in merged.keys()}
+    assert keys == {"ReLU(only-a)", "ReLU(only-b)", "ReLU(both-same)", "ReLU(both-far)", "ReLU(tie)"}
+    by = {k.split("|")[1]: merged.get(k) for k in merged.keys()}
+    # more timed runs win; on a tie the earlier table
+    assert by["ReLU(both-same)"].latency.n == 100 and by["ReLU(both-same)"].device == device_id(DEV_B)
+    assert by["ReLU(both-far)"].latency.n == 100 and by["ReLU(both-far)"].device == device_id(DEV_A)
+    assert by["ReLU(tie)"].latency_ms == pytest.approx(3.005) and by["ReLU(tie)"].device == device_id(DEV_A)
+    assert merged.device_of(next(k for k in merged.keys() if "only-b" in k))["hostname"] == "b"
+    assert set(merged.devices) == {device_id(DEV_A), device_id(DEV_B)}
+    assert report.sources == [3, 2] and sum(report.sources) == len(merged)
+    conflicts = {c.key.split("|")[1]: c for c in report.conflicts}
+    assert set(conflicts) == {"ReLU(both-same)", "ReLU(both-far)", "ReLU(tie)"}
+    assert not conflicts["ReLU(both-same)"].beyond_noise  # 0.5% apart
+    assert conflicts["ReLU(both-far)"].beyond_noise and conflicts["ReLU(both-far)"].rel_diff == pytest.approx(1.0, rel=0.01)
+    assert [c.key for c in report.disagreements][0] == conflicts["ReLU(both-far)"].key
+    assert LatencyTable.from_dict(json.loads(json.dumps(merged.to_dict()))) == merged
+
+
+def test_merge_never_mixes_settings_or_kinds_of_device() -> None:
+    a = _table(DEV_A, [("x", [1.0])])
+    with pytest.raises(TableError, match="threads=2.*never merged|never merged"):
+        merge_tables([a, _table(DEV_A, [("y", [1.0])], RuntimeSettings(threads=2))])
+    with pytest.raises(TableError, match=r"table 1 cannot be merged.*Cortex-A55.*never mixed"):
+        merge_tables([a, _table(DEV_X, [("y", [1.0])])])
+    with pytest.raises(TableError, match="at least one table"):
+        merge_tables([])
+    with pytest.raises(TableError, match="rtol=-1"):
+        merge_tables([a], rtol=-1)
+
+
+def test_tables_from_before_device_ids_merge_with_their_table_device() -> None:
+    old = LatencyTable(RuntimeSettings(), DEV_A, {}, [_entry("x", [1.0])])  # entries name no device
+    merged, _ = merge_tables([old, _table(DEV_B, [("y", [2.0])])])
+    assert {e.device for e in merged} == {device_id(DEV_A), device_id(DEV_B)}
+
+
+@settings(max_examples=100, deadline=None)
+@given(parts=st.lists(st.lists(st.tuples(st.sampled_from("abcdef"), st.lists(_finite, min_size=1, max_size=6)),
+                               max_size=6), min_size=1, max_size=4))
+def test_merge_properties(parts: list[list[tuple[str, list[float]]]]) -> None:
+    tables = [_table({**DEV_A, "hostname": f"h{i}"}, list(dict(p).items())) for i, p in enumerate(parts)]
+    merged, report = merge_tables(tables)
+    assert set(merged.keys()) == {k for t in tables for k in t.keys()}
+    for key in merged.keys():
+        candidates = [t.get(key) for t in tables if key in t]
+        best = max(e.latency.n for e in candidates)
+        first_best = next(e for e in candidates if e.latency.n == best)
+        assert merged.get(key).latency == first_best.latency and merged.get(key).device == first_best.device
+    assert len(report.conflicts) == sum(len(t) for t in tables) - len(merged)
+    assert sum(report.sources) == len(merged)
+
+
+def test_check_device() -> None:
+    t = _table(DEV_A, [("x", [1.0])])
+    t.check_device({"cpu_model": "Cortex-A76"})
+    t.check_device(DEV_B)  # another board of the same kind
+    with pytest.raises(TableError, match="cpu_model: table 'Cortex-A76', asked 'Cortex-A55'"):
+        t.check_device(DEV_X)
+    with pytest.raises(TableError, match="names none of the fields"):
+        t.check_device({"hostname": "a"})
