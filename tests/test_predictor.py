@@ -250,3 +250,25 @@ def test_meta_shortcut_matches_torch(expr: str, shape: tuple[int, ...]) -> None:
 
     calls = trace_calls(Net(), list(shape))
     assert calls[0].output_shape == tuple(Net()(torch.zeros(shape)).shape) == shape
+
+
+def test_a_table_of_another_device_is_refused_when_a_device_is_asked_for(tiny_ops: Path) -> None:
+    import subprocess
+    import sys
+
+    from mmt_nas.meter import device_info
+
+    here = device_info()
+    assert float(LatencyPredictor(tiny_ops, device="local").predict(TinyNet(), TINY_SHAPE)) > 0
+    LatencyPredictor(tiny_ops, device={"cpu_model": here["cpu_model"]})
+    with pytest.raises(TableError, match="cpu_model: table .*, asked 'Cortex-A76'.*meter the ops on the target"):
+        LatencyPredictor(tiny_ops, device={"cpu_model": "Cortex-A76"})
+    with pytest.raises(TableError, match="cpu_count"):
+        LatencyTable.load(tiny_ops, device={"cpu_count": here["cpu_count"] + 1})
+    with pytest.raises(TableError, match="device='phone'"):
+        LatencyPredictor(tiny_ops, device="phone")
+    out = subprocess.run([sys.executable, "-m", "mmt_nas.cli", "predict", "tinymods:TinyNet", "--input-shape",
+                          ",".join(map(str, TINY_SHAPE)), "--table", str(tiny_ops), "--expect-device",
+                          "{cpu_model: Cortex-A76}"], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).parent)
+    assert out.returncode == 2 and "another device than asked for" in out.stderr
