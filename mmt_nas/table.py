@@ -90,6 +90,116 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         raise
 
 
+def remove_stale_temp_files(
+    folder: str | os.PathLike[str],
+    targets: Iterable[str] | None = None,
+    *,
+    min_age_seconds: float = 2.0,
+) -> list[Path]:
+    """Remove the temporary files that writers of this package left in ``folder`` when they were killed.
+
+    mmt_nas writes a file ``NAME`` through a hidden temporary sibling, ``.NAME.XXXXXXXX.tmp``
+    (:func:`atomic_write_text`) or ``.NAME.PID.tmp`` (``.mnn`` conversion), renamed over ``NAME`` when
+    complete. A killed writer (SIGKILL, power loss) leaves that sibling behind; readers never mistake it
+    for output, but it wastes space. Only files of that pattern directly in ``folder`` are candidates,
+    and one is removed only when no live process can still be writing it: the PID in its name (if any)
+    is not running, no process on this machine has it open (read from ``/proc``), and it is at least
+    ``min_age_seconds`` old. Without ``/proc`` (not Linux) a file must be an hour old. Writers on other
+    machines sharing the folder are not seen: do not run two commands on one folder from two machines.
+
+    Args:
+        folder: The folder to clean (not its subfolders); a missing folder is nothing to do.
+        targets: Names or ``fnmatch`` patterns of the files whose temporaries may go, e.g.
+            ``("meta.json", "*.mnn")``; ``None``: any.
+        min_age_seconds: Keep temporaries modified more recently than this.
+
+    Returns:
+        The files removed. A file that cannot be removed is logged and kept.
+    """
+    import fnmatch
+    import logging
+    import re
+    import stat
+    import time
+
+    logger = logging.getLogger(__name__)
+    pattern = re.compile(r"^\.(?P<target>.+)\.(?P<tag>\d+|[a-z0-9_]{8})\.tmp$")
+    folder = Path(folder)
+    patterns = None if targets is None else [str(t) for t in targets]
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    candidates = []
+    for name in names:
+        m = pattern.match(name)
+        if m is None or (patterns is not None and not any(fnmatch.fnmatchcase(m["target"], p) for p in patterns)):
+            continue
+        path = folder / name
+        if m["tag"].isdigit() and _pid_alive(int(m["tag"])):
+            continue
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        proc = Path("/proc/self/fd").is_dir()
+        if time.time() - st.st_mtime < (min_age_seconds if proc else max(min_age_seconds, 3600.0)):
+            continue
+        candidates.append(path)
+    if not candidates:
+        return []
+    open_files = _files_open_by_any_process()
+    removed = []
+    for path in candidates:
+        if os.path.realpath(path) in open_files:
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logger.warning("cannot remove the stale temporary file %s: %s", path, exc)
+            continue
+        logger.info("removed %s, left by an interrupted write", path)
+        removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists under another user, or cannot tell: keep its files
+    return True
+
+
+def _files_open_by_any_process() -> set[str]:
+    """Every file path some process on this machine has open (Linux ``/proc``; empty elsewhere)."""
+    found: set[str] = set()
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:  # exited, or another user's process
+            continue
+        for fd in fds:
+            try:
+                found.add(os.readlink(f"{fd_dir}/{fd}"))
+            except OSError:
+                continue
+    return found
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name} is not allowed")
 
