@@ -29,6 +29,7 @@ from mmt_nas.table import (
     RuntimeSettings,
     load_ops_meta,
     op_key,
+    remove_stale_temp_files,
     save_ops_meta,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 _OPSET = 17
 _CHECKPOINT_SECONDS = 5.0
+_GENERATED = ("meta.json", "*.mnn", "*.onnx")  # the files generate_ops_list writes (for its temporaries)
 
 
 @dataclass(frozen=True)
@@ -251,9 +253,11 @@ def generate_ops_list(
 ) -> GenerateResult:
     """Export every op of an op space to ``.mnn`` files and write ``out_dir/meta.json`` (the MMT call).
 
-    Incremental: ops already in ``meta.json`` whose file exists are not exported
-    again. Combinations that cannot be built or run are skipped and reported; an
-    op that fails to export is reported and the others proceed.
+    Incremental and safe to kill: ops already in ``meta.json`` whose file exists are not exported
+    again, and neither is an op whose ``.mnn`` file an interrupted run wrote before it could record
+    it in ``meta.json`` (the file is adopted if MNN loads it). Every file appears complete or not at
+    all; temporaries that a killed run left are removed. Combinations that cannot be built or run are
+    skipped and reported; an op that fails to export is reported and the others proceed.
 
     Args:
         yaml_path: The op-space YAML.
@@ -277,6 +281,7 @@ def generate_ops_list(
             f"({first}). Check that each op's arguments fit its input shapes."
         )
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out, _GENERATED)
     try:
         existing = {r.key: r for r in load_ops_meta(out)} if (out / "meta.json").exists() else {}
     except TableError as exc:
@@ -290,13 +295,25 @@ def generate_ops_list(
             if old is not None and old.file and (out / old.file).is_file():
                 result.reused.append(record.key)
                 continue
+            mnn_file = out / str(record.file)
+            onnx = mnn_file.with_suffix(".onnx") if keep_onnx else None
+            if old is None and _adoptable(mnn_file, onnx):
+                records[record.key] = record
+                result.reused.append(record.key)
+                continue
+            # the ONNX file is staged too, so that it also appears complete or not at all
+            staged_onnx = onnx.with_name(f".{onnx.name}.{os.getpid()}.tmp") if onnx is not None else None
             try:
-                onnx = out / (Path(record.file or "").stem + ".onnx") if keep_onnx else None
-                export_to_mnn(module, record.input_shape, out / str(record.file), onnx_path=onnx)
+                export_to_mnn(module, record.input_shape, mnn_file, onnx_path=staged_onnx)
+                if onnx is not None and staged_onnx is not None:
+                    os.replace(staged_onnx, onnx)
             except ExportError as exc:
                 _logger.error("failed to export %s: %s", record.key, exc)
                 result.failed.append((record.key, str(exc)))
                 continue
+            finally:
+                if staged_onnx is not None:
+                    staged_onnx.unlink(missing_ok=True)
             records[record.key] = record
             result.exported.append(record.key)
             if time.monotonic() - last_save > _CHECKPOINT_SECONDS:
@@ -304,11 +321,29 @@ def generate_ops_list(
                 last_save = time.monotonic()
     finally:
         save_ops_meta(out, records.values())
+    remove_stale_temp_files(out, _GENERATED)  # also those too recent to be sure of at the start
     for s in skipped:
         _logger.info("skipped %s", s)
     result.ops = list(records.values())
     _logger.info("generate %s: %s", out, result.summary())
     return result
+
+
+def _adoptable(mnn_file: Path, onnx_file: Path | None) -> bool:
+    """Whether an ``.mnn`` file missing from ``meta.json`` is complete output of an interrupted run.
+
+    Files are renamed into place only when complete and are named by a hash of their op's key, so a
+    file that MNN loads and runs is that op's; anything else is exported again (overwriting it).
+    """
+    if not mnn_file.is_file() or (onnx_file is not None and not onnx_file.is_file()):
+        return False
+    try:
+        time_model(mnn_file, 1, warmup=0)
+    except MeteringError as exc:
+        _logger.warning("exporting %s again: the file there is not a usable MNN model (%s)", mnn_file.name, exc)
+        return False
+    _logger.info("adopted %s: exported by an interrupted run before meta.json recorded it", mnn_file.name)
+    return True
 
 
 def measure_latency(
