@@ -37,6 +37,7 @@ from mmt_nas.table import (
     TableEntry,
     exclusive_lock,
     load_ops_meta,
+    remove_stale_temp_files,
 )
 
 __all__ = ["meter_ops", "parse_shard", "in_shard", "time_model", "profile_model", "OpProfile", "device_info", "JOURNAL_SUFFIX"]
@@ -425,6 +426,7 @@ def _meter_locked(
     profile: bool,
 ) -> LatencyTable:
     journal = out.with_name(out.name + JOURNAL_SUFFIX)
+    remove_stale_temp_files(out.parent, [out.name])  # what a killed run's atomic writes left behind
     here = device_info()
     if out.exists():
         table = LatencyTable.load(out)

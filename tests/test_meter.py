@@ -242,3 +242,14 @@ def test_a_second_process_metering_into_the_same_table_is_refused(tmp_path: Path
     # the lock died with its holder: a rerun continues
     table = meter_ops(ops_dir, times=3, profile=False)
     assert len(table) == 6 and any(e.latency.n == 20000 for e in table)
+
+
+def test_a_rerun_removes_the_temporary_file_a_killed_save_left(tiny_ops_copy: Path) -> None:
+    stale = tiny_ops_copy / ".meta_latency.json.k3j9x0q1.tmp"  # atomic_write_text's naming
+    stale.write_text('{"half": ')
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    other = tiny_ops_copy / ".notes.txt.k3j9x0q1.tmp"  # not the table's: left alone
+    other.write_text("x")
+    os.utime(other, (time.time() - 60, time.time() - 60))
+    meter_ops(tiny_ops_copy, times=3)
+    assert not stale.exists() and other.exists()
