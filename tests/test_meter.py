@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -93,10 +95,13 @@ def test_meter_imports_and_runs_without_torch_or_sklearn(tiny_ops_copy: Path, tm
     assert len(LatencyTable.load(tmp_path / "device.json")) == 8
 
 
-def test_kill_and_resume_loses_nothing(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _long_metering(tmp_path: Path, n_ops: int, lines: int) -> Iterator[tuple[Path, Path, subprocess.Popen]]:
+    """A real process metering ``n_ops`` convolutions for minutes, once its journal has ``lines`` lines;
+    SIGKILLed when the block exits."""
     from mmt_nas.converter import generate_ops_list
 
-    shapes = ", ".join(f"[1, 16, {8 + i}, 32]" for i in range(12))
+    shapes = ", ".join(f"[1, 16, {8 + i}, 32]" for i in range(n_ops))
     path = write_space(tmp_path, f"torch.nn:\n  Conv2d: {{in_channels: [16], out_channels: [16], kernel_size: [3], "
                                  f"input_shape: [{shapes}]}}\n")
     ops_dir = tmp_path / "ops"
@@ -106,16 +111,20 @@ def test_kill_and_resume_loses_nothing(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            if journal.exists() and journal.read_text().count("\n") >= 3:
-                break
+        while not (journal.exists() and journal.read_text().count("\n") >= lines):
             assert proc.poll() is None, "metering ended before it could be killed"
+            assert time.monotonic() < deadline, "metering made no progress"
             time.sleep(0.05)
-        else:
-            pytest.fail("metering made no progress")
-        os.kill(proc.pid, signal.SIGKILL)
+        yield ops_dir, journal, proc
     finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_kill_and_resume_loses_nothing(tmp_path: Path) -> None:
+    with _long_metering(tmp_path, 12, 3) as (ops_dir, journal, proc):
+        pass
     assert proc.returncode == -signal.SIGKILL
     done = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
     assert 3 <= len(done) < 12
@@ -214,31 +223,15 @@ def test_cli_shards_and_merge(tiny_ops_copy: Path) -> None:
 
 
 def test_a_second_process_metering_into_the_same_table_is_refused(tmp_path: Path) -> None:
-    from mmt_nas.converter import generate_ops_list
     from mmt_nas.exceptions import LockedError
 
-    shapes = ", ".join(f"[1, 16, {8 + i}, 32]" for i in range(6))
-    path = write_space(tmp_path, f"torch.nn:\n  Conv2d: {{in_channels: [16], out_channels: [16], kernel_size: [3], "
-                                 f"input_shape: [{shapes}]}}\n")
-    ops_dir = tmp_path / "ops"
-    generate_ops_list(path, ops_dir)
-    journal = ops_dir / ("meta_latency.json" + JOURNAL_SUFFIX)
-    code = f"from mmt_nas.meter import meter_ops; meter_ops({str(ops_dir)!r}, times=20000)"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 240
-        while not (journal.exists() and journal.read_text().count("\n") >= 1):
-            assert proc.poll() is None and time.monotonic() < deadline, "the first metering never got going"
-            time.sleep(0.05)
+    with _long_metering(tmp_path, 6, 1) as (ops_dir, journal, proc):
         before = journal.read_text()
         with pytest.raises(LockedError, match=rf"another process \(pid {proc.pid} on .*\) is already metering"):
             meter_ops(ops_dir, times=3)
         assert journal.read_text().startswith(before)  # the refused run wrote nothing
         # another output (e.g. a shard) is not blocked
         assert len(meter_ops(ops_dir, times=3, output=tmp_path / "mine.json", profile=False)) == 6
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
     # the lock died with its holder: a rerun continues
     table = meter_ops(ops_dir, times=3, profile=False)
     assert len(table) == 6 and any(e.latency.n == 20000 for e in table)
