@@ -173,28 +173,41 @@ def _cmd_measure(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from mmt_nas.report import Report, evaluate, load_model_specs
+    from mmt_nas.report import JOURNAL_FILENAME, REPORT_FILES, Report, evaluate, load_model_specs
+    from mmt_nas.table import remove_stale_temp_files
 
     specs = load_model_specs(a.models)
     predictor = _predictor(a)
+    journal = Path(a.out) / JOURNAL_FILENAME
+    remove_stale_temp_files(a.out, REPORT_FILES)
+    if a.fresh:
+        journal.unlink(missing_ok=True)
+    elif journal.is_file():
+        print(f"continuing an interrupted report: measurements journaled in {journal} are reused where the model "
+              "and settings match (--fresh measures everything again)")
 
     def show(r: Any) -> None:
         err = "" if r.error_pct is None else f" error {r.error_pct:+.1f}%"
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         print(f"  {r.name}: measured {fmt(r.measured_ms)} ms, predicted {fmt(r.predicted_ms)} ms{err}"
-              + (f"  [{r.error.splitlines()[0][:120]}]" if r.error else ""))
+              + (" (measurement reused)" if r.reused else "")
+              + (f"  [{r.error.splitlines()[0][:120]}]" if r.error else ""), flush=True)
 
     results = evaluate(predictor, [(s.name, s, s.input_shape) for s in specs], times=a.times, repeats=a.repeats,
-                       profile_times=a.profile_times, on_result=show)
+                       profile_times=a.profile_times, on_result=show, journal=journal)
     report = Report(results, predictor.table, {"times": a.times, "repeats": a.repeats, "models": str(a.models),
                                                "table": str(a.table)})
     paths = report.write(a.out, plots=not a.no_plots)
+    journal.unlink(missing_ok=True)  # the report holds every measurement now
     m = report.metrics
     def pct(key: str, spec: str = ".1f") -> str:
         return "-" if m.get(key) is None else format(m[key], spec)
 
     print(f"{m['n_models']} models ({m['n_failed']} failed): within ±10% {pct('within_10_pct')}%, "
           f"MAPE {pct('mape_pct')}%, Kendall tau {pct('kendall_tau', '.3f')}")
+    reused = sum(r.reused for r in results)
+    if reused:
+        print(f"{reused} of {len(results)} models' measurements reused from the interrupted run")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     if a.fit_calibration:
         from mmt_nas.calibration import InContextCalibration
@@ -331,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="measurements per model")
     p.add_argument("--profile-times", type=int, default=10, help="runs of the per-op profile (0: none)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots and HTML")
+    p.add_argument("--fresh", action="store_true", help="measure every model again, ignoring the measurements "
+                   "an interrupted run journaled in the output folder (by default they are reused)")
     p.add_argument("--fit-calibration", default=None, metavar="FILE",
                    help="also fit an in-context calibration on these models' profiles and write it to FILE")
     _calibration_args(p)

@@ -3,12 +3,17 @@
 For each model: measure it end to end with MNN (the same settings as the table,
 repeated so its own run-to-run spread is known), predict it from the table, and
 profile it op by op in context, so the error can be split by op type.
+
+Measuring is the slow part, so :func:`evaluate` can journal each model's measurements as soon as
+they are taken (``journal=``, one fsynced JSON line per model): a report that is interrupted
+(Ctrl-C, a crash, a kill) continues where it stopped when run again with the same settings.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as _dt
+import hashlib
 import html
 import json
 import logging
@@ -22,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mmt_nas.exceptions import MmtNasError, OpSpaceError
-from mmt_nas.table import LatencyTable, atomic_write_text
+from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError
+from mmt_nas.table import LatencyTable, atomic_write_text, remove_stale_temp_files
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
     from mmt_nas.predictor import LatencyPredictor
 
 __all__ = [
+    "JOURNAL_FILENAME",
+    "REPORT_FILES",
     "ModelSpec",
     "ModelResult",
     "Report",
@@ -46,6 +53,11 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 _SCHEMA = "mmt_nas/report"
 _SCHEMA_VERSION = 1
+_JOURNAL_SCHEMA = "mmt_nas/report-journal"
+#: The measurement journal :func:`evaluate` keeps in a report's folder while it runs.
+JOURNAL_FILENAME = "report.json.journal"
+#: The files :meth:`Report.write` writes (names or patterns).
+REPORT_FILES = ("report.json", "report.md", "report.html", "*.png")
 
 # -- op categories, to split the error by what kind of work it is -------------------
 
@@ -268,6 +280,7 @@ class ModelResult:
     error: str | None = None
     samples: list[Any] = field(default_factory=list, repr=False)  # CalibrationSample, not written to JSON
     profile: list[Any] = field(default_factory=list, repr=False)  # OpProfile of the whole model
+    reused: bool = False  # the measurements came from the journal of an interrupted run
 
     @property
     def ok(self) -> bool:
@@ -305,6 +318,7 @@ class ModelResult:
             "predicted_ms": self.predicted_ms,
             "error_pct": self.error_pct,
             "by_category": self.by_category,
+            "measurement_reused": self.reused,
             "prediction": self.prediction,
         }
 
@@ -323,6 +337,118 @@ def _category_split(prediction: Any, profile: Iterable[Any]) -> dict[str, dict[s
     return split
 
 
+class _JournalError(MeteringError):
+    """The measurement journal cannot be read or written (fatal to :func:`evaluate`, unlike a model's error)."""
+
+
+class _Journal:
+    """The measurements of an interrupted :func:`evaluate`, one JSON line per model, appended and fsynced.
+
+    Each line holds a key (the model, its input shape, the measurement settings and the device) and
+    what was measured. Lines that do not parse or do not validate (a torn last line) are ignored.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._saved: dict[str, dict[str, Any]] = {}
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _JournalError(
+                f"cannot read the measurement journal {str(self.path)!r}: {exc}. Delete it (or pass --fresh) to "
+                "measure every model again."
+            ) from None
+        for i, line in enumerate(lines, 1):
+            try:
+                doc = json.loads(line)
+                _check_journal_line(doc)
+            except ValueError as exc:
+                _logger.warning("%s line %d ignored (an interrupted write, or edited): %s", self.path, i, exc)
+                continue
+            self._saved[_canonical(doc["key"])] = doc
+
+    def get(self, key: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The measurements journaled under ``key``, or ``None``."""
+        return self._saved.get(_canonical(key))
+
+    def append(self, key: Mapping[str, Any], result: ModelResult) -> None:
+        """Journal ``result``'s measurements under ``key``, on disk before this returns."""
+        doc = {
+            "schema": _JOURNAL_SCHEMA,
+            "schema_version": _SCHEMA_VERSION,
+            "key": json.loads(_canonical(key)),
+            "run_medians_ms": result.run_medians_ms,
+            "within_run_cv": result.within_run_cv,
+            "profile": [[p.name, p.type, p.latency_ms] for p in result.profile],
+        }
+        line = json.dumps(doc, allow_nan=False) + "\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab") as fh:
+                if fh.tell() > 0:  # after a torn last line, start a new one rather than extend it
+                    with open(self.path, "rb") as rd:
+                        rd.seek(-1, os.SEEK_END)
+                        if rd.read(1) != b"\n":
+                            fh.write(b"\n")
+                fh.write(line.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise _JournalError(
+                f"cannot append to the measurement journal {str(self.path)!r}: {exc}. Check that the report folder "
+                "is writable and has space."
+            ) from exc
+        self._saved[_canonical(key)] = doc
+
+
+def _canonical(key: Mapping[str, Any]) -> str:
+    return json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _check_journal_line(doc: Any) -> None:
+    """Raise ``ValueError`` unless ``doc`` is a journal line this version wrote."""
+    if not isinstance(doc, dict) or doc.get("schema") != _JOURNAL_SCHEMA or doc.get("schema_version") != 1:
+        raise ValueError("not a line of a report measurement journal of this version")
+    if not isinstance(doc.get("key"), dict):
+        raise ValueError(f"key must be a mapping, but got {doc.get('key')!r}")
+    runs = doc.get("run_medians_ms")
+    if not isinstance(runs, list) or not runs or not all(_positive(x) for x in runs):
+        raise ValueError(f"run_medians_ms must be a non-empty list of positive numbers, but got {runs!r}")
+    cv = doc.get("within_run_cv")
+    if not (_positive(cv) or cv == 0):
+        raise ValueError(f"within_run_cv must be a number >= 0, but got {cv!r}")
+    profile = doc.get("profile")
+    if not isinstance(profile, list) or not all(
+        isinstance(p, list) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], str)
+        and (_positive(p[2]) or p[2] == 0) for p in profile
+    ):
+        raise ValueError("profile must be a list of [name, type, ms]")
+
+
+def _positive(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def _journal_key(
+    name: str, spec: ModelSpec | None, model: Any, shape: Sequence[int], settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What a journaled measurement must match to be reused: the model as named and as built, its input
+    shape, how it was measured (times, repeats, profile runs, MNN settings) and the device."""
+    if spec is not None:
+        where: Any = {"target": spec.target, "kwargs": dict(spec.kwargs)}
+    else:
+        where = f"{type(model).__module__}.{type(model).__qualname__}"
+    return {
+        "name": name,
+        "model": where,
+        "architecture": hashlib.sha256(repr(model).encode("utf-8")).hexdigest(),
+        "input_shape": [int(d) for d in shape],
+        **settings,
+    }
+
+
 def evaluate(
     predictor: LatencyPredictor,
     cases: Iterable[ModelCase],
@@ -331,6 +457,7 @@ def evaluate(
     repeats: int = 3,
     profile_times: int = 10,
     on_result: Callable[[ModelResult], None] | None = None,
+    journal: str | os.PathLike[str] | None = None,
 ) -> list[ModelResult]:
     """Measure, predict and profile every model. A model that fails is recorded with its error.
 
@@ -341,19 +468,35 @@ def evaluate(
         repeats: Measurements per model (each is ``times`` runs); the reported value is their median.
         profile_times: Runs of the in-context per-op profile (0 to skip it).
         on_result: Called with each result as soon as it is ready.
+        journal: A file (e.g. ``report/`` + :data:`JOURNAL_FILENAME`) to which each model's measurements
+            are appended, on disk, as soon as they are taken, and from which they are reused: a model
+            journaled with the same name, definition (target and kwargs, or class) and architecture
+            (its ``repr``), input shape, ``times``, ``repeats``, ``profile_times``, MNN settings and device
+            is not measured again (``result.reused``); predictions are always recomputed. Delete the file
+            once the results are saved, or to measure everything again. ``None``: no journal.
+
+    Raises:
+        MeteringError: The journal cannot be read or written.
     """
     from mmt_nas.calibration import samples_from_profile
     from mmt_nas.converter import export_to_mnn
-    from mmt_nas.meter import profile_model, time_model
+    from mmt_nas.meter import OpProfile, device_info, profile_model, time_model
     from mmt_nas.parser import parse_model
 
     settings = predictor.table.settings
+    jr = _Journal(journal) if journal is not None else None
+    how: dict[str, Any] = {}
+    if jr is not None:
+        dev = device_info()
+        how = {"times": times, "repeats": repeats, "profile_times": profile_times, "runtime": settings.to_dict(),
+               "device": {k: dev.get(k) for k in ("hostname", "cpu_model", "cpu_count", "mnn_version")}}
     results = []
     for name, model, shape in cases:
         result = ModelResult(name, tuple(shape))
         try:
-            if isinstance(model, ModelSpec):
-                model = model.build()
+            spec = model if isinstance(model, ModelSpec) else None
+            if spec is not None:
+                model = spec.build()
             try:
                 prediction = predictor.predict(model, shape)
                 result.predicted_ms = float(prediction)
@@ -361,24 +504,36 @@ def evaluate(
             except MmtNasError as exc:
                 result.error = f"predict: {exc}"
                 prediction = None
-            with tempfile.TemporaryDirectory(prefix="mmt_nas_report_") as tmp:
-                path = Path(tmp) / "model.mnn"
-                export_to_mnn(model, shape, path)
-                runs = [time_model(path, times, settings=settings) for _ in range(repeats)]
-                result.run_medians_ms = [r.median_ms for r in runs]
-                result.measured_ms = sorted(result.run_medians_ms)[len(runs) // 2]
-                result.within_run_cv = sum(r.cv for r in runs) / len(runs)
-                if prediction is not None and profile_times > 0:
-                    profile = profile_model(path, profile_times, settings=settings)
-                    result.profile = profile
-                    result.by_category = _category_split(prediction, profile)
-                    ops = parse_model(model, shape, known=predictor.table.__contains__,
-                                      composition=predictor.composition)
-                    result.samples = samples_from_profile(name, ops, profile, predictor.table, predictor.latency,
-                                                          result.measured_ms)
+            key = _journal_key(name, spec, model, shape, how) if jr is not None else None
+            saved = jr.get(key) if jr is not None and key is not None else None
+            if saved is not None:
+                result.run_medians_ms = list(saved["run_medians_ms"])
+                result.within_run_cv = saved["within_run_cv"]
+                result.profile = [OpProfile(*p) for p in saved["profile"]]
+                result.reused = True
+            else:
+                with tempfile.TemporaryDirectory(prefix="mmt_nas_report_") as tmp:
+                    path = Path(tmp) / "model.mnn"
+                    export_to_mnn(model, shape, path)
+                    runs = [time_model(path, times, settings=settings) for _ in range(repeats)]
+                    result.run_medians_ms = [r.median_ms for r in runs]
+                    result.within_run_cv = sum(r.cv for r in runs) / len(runs)
+                    if profile_times > 0:
+                        result.profile = profile_model(path, profile_times, settings=settings)
+                if jr is not None and key is not None:
+                    jr.append(key, result)
+            result.measured_ms = sorted(result.run_medians_ms)[len(result.run_medians_ms) // 2]
+            if prediction is not None and profile_times > 0:
+                result.by_category = _category_split(prediction, result.profile)
+                ops = parse_model(model, shape, known=predictor.table.__contains__, composition=predictor.composition)
+                result.samples = samples_from_profile(name, ops, result.profile, predictor.table, predictor.latency,
+                                                      result.measured_ms)
+        except _JournalError:
+            raise  # the journal itself failed: continuing would lose what it is for
         except Exception as exc:  # a failing model is reported, never fatal to the report
             result.error = (result.error + "; " if result.error else "") + f"{type(exc).__name__}: {exc}"
-        _logger.info("%s: measured %s ms, predicted %s ms", name, result.measured_ms, result.predicted_ms)
+        _logger.info("%s: measured %s ms, predicted %s ms%s", name, result.measured_ms, result.predicted_ms,
+                     " (measurement reused from the journal)" if result.reused else "")
         results.append(result)
         if on_result is not None:
             on_result(result)
@@ -485,6 +640,9 @@ class Report:
     def write(self, folder: str | os.PathLike[str], *, plots: bool = True) -> dict[str, Path]:
         """Write ``report.json``, ``report.md``, the PNG plots and ``report.html`` into ``folder``.
 
+        Each file is written atomically (the old one or the new one, never half); temporaries that a
+        killed writer left there are removed.
+
         Returns:
             The paths written, by name.
         """
@@ -497,6 +655,7 @@ class Report:
             paths.update(self._plots(out))
             paths["html"] = out / "report.html"
             atomic_write_text(paths["html"], self._html(paths))
+        remove_stale_temp_files(out, REPORT_FILES)
         return paths
 
     def _plots(self, out: Path) -> dict[str, Path]:
@@ -569,10 +728,11 @@ class Report:
 
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    # the temporaries' pattern is atomic_write_text's, which remove_stale_temp_files knows
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        with os.fdopen(fd, "wb") as fh:  # held open while written, so no cleanup takes it for a leftover
+            fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
         os.replace(tmp, path)
     finally:
         plt.close(fig)
