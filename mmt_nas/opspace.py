@@ -27,6 +27,7 @@ import importlib
 import inspect
 import itertools
 import os
+import reprlib
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,24 @@ __all__ = [
 ]
 
 _RESERVED = ("input_shape", "no_params")
+#: Most ops one op space may expand to, and most values its document may hold once YAML aliases are
+#: expanded: far beyond any space worth exporting, small enough that a hostile file cannot exhaust memory.
+MAX_OPS = 100_000
+MAX_VALUES = 1_000_000
+#: MNN stores tensor sizes in 32-bit integers.
+_MAX_ELEMENTS = 2**31 - 1
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 4, 80, 80, 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` for messages, shortened: a hostile document may hold huge or deeply nested values."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # a value whose repr fails still gets a message
+        return f"<{type(value).__name__}>"
 
 
 @dataclass(frozen=True)
@@ -114,7 +133,7 @@ def resolve_class(module: str, class_name: str, base_dir: str | os.PathLike[str]
     except Exception as exc:  # an op space may name any module; report whatever its import raised
         where = f" or in {str(base_dir)!r}" if base_dir is not None else ""
         raise OpSpaceError(
-            f"module {module!r} (a top-level key of the op space) cannot be imported: {exc!r}. "
+            f"module {_show(module)} (a top-level key of the op space) cannot be imported: {_show(exc)}. "
             f"Put {module.replace('.', '/')}.py next to the YAML file{where}, or on sys.path."
         ) from exc
     cls = getattr(mod, class_name, None)
@@ -179,6 +198,11 @@ def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> torch.nn.M
 def _parse_yaml(text: str, source: str) -> Any:
     try:
         return yaml.safe_load(text)
+    except RecursionError as exc:
+        raise OpSpaceError(
+            f"op space {source} is nested too deeply for the YAML parser (RecursionError). An op space needs "
+            "four levels (module, class, argument, list of values); remove the extra nesting."
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -203,6 +227,11 @@ def load_space(path: str | os.PathLike[str]) -> list[OpSpec]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise OpSpaceError(f"cannot read the op space {str(p)!r}: {exc.strerror or exc}. Check the path.") from None
+    except UnicodeDecodeError as exc:
+        raise OpSpaceError(
+            f"op space {str(p)!r} is not UTF-8 text: byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+            f"{exc.start} cannot be decoded ({exc.reason}). Save the YAML file as UTF-8."
+        ) from exc
     return expand_space(_parse_yaml(text, repr(str(p))), base_dir=p.parent)
 
 
@@ -212,6 +241,52 @@ def _is_shape(value: Any) -> bool:
         and len(value) > 0
         and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
     )
+
+
+def _elements(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+        if n > _MAX_ELEMENTS:
+            break
+    return n
+
+
+def _check_expanded_size(doc: Any) -> None:
+    """Refuse documents that YAML aliases make huge (an "alias bomb") or that contain themselves."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(v: Any) -> int:
+        if not isinstance(v, (list, dict)):
+            return 1
+        if id(v) in sizes:
+            return sizes[id(v)]
+        if id(v) in active:
+            raise OpSpaceError(
+                "the op space contains itself through a YAML alias (e.g. `a: &x [*x]`), so it has no finite "
+                "value. Replace the alias by the values it should stand for."
+            )
+        active.add(id(v))
+        total = 1
+        for item in (v.items() if isinstance(v, dict) else v):
+            total += sum(size(i) for i in item) if isinstance(v, dict) else size(item)
+            if total > MAX_VALUES:
+                raise OpSpaceError(
+                    f"the op space holds more than {MAX_VALUES:,} values once its YAML aliases are expanded "
+                    "(anchors referring to anchors multiply). Write the values out, or split the space."
+                )
+        active.discard(id(v))
+        sizes[id(v)] = total
+        return total
+
+    try:
+        size(doc)
+    except RecursionError as exc:
+        raise OpSpaceError(
+            "the op space is nested too deeply to be an op space (RecursionError). An op space needs four "
+            "levels (module, class, argument, list of values); remove the extra nesting."
+        ) from exc
 
 
 def _accepted_args(cls: type) -> tuple[set[str], bool]:
@@ -231,7 +306,7 @@ def _blocks(where: str, value: Any) -> list[Mapping[str, Any]]:
     if isinstance(value, list) and value and all(isinstance(b, dict) for b in value):
         return value
     raise OpSpaceError(
-        f"{where} must be a mapping of argument lists (or a list of such mappings), but got {value!r}. "
+        f"{where} must be a mapping of argument lists (or a list of such mappings), but got {_show(value)}. "
         "Write e.g. `Conv2d: {in_channels: [3], input_shape: [[1, 3, 224, 224]]}`."
     )
 
@@ -251,34 +326,44 @@ def expand_space(doc: Any, base_dir: str | os.PathLike[str] | None = None) -> li
     """
     if not isinstance(doc, dict) or not doc:
         raise OpSpaceError(
-            f"an op space must be a non-empty mapping of module paths to classes, but got {doc!r}. "
+            f"an op space must be a non-empty mapping of module paths to classes, but got {_show(doc)}. "
             "See the format in the mmt_nas.opspace docstring or the README."
         )
+    _check_expanded_size(doc)
     specs: dict[tuple[Any, ...], OpSpec] = {}
+    total = 0
     for module, classes in doc.items():
         if not isinstance(module, str) or not module:
-            raise OpSpaceError(f"top-level keys must be module paths such as 'torch.nn', but got {module!r}.")
+            raise OpSpaceError(f"top-level keys must be module paths such as 'torch.nn', but got {_show(module)}.")
         if not isinstance(classes, dict) or not classes:
             raise OpSpaceError(
-                f"{module} must map class names to their arguments, but got {classes!r}. "
+                f"{module} must map class names to their arguments, but got {_show(classes)}. "
                 f"Write e.g. `{module}: {{ClassName: {{input_shape: [[1, 3, 224, 224]]}}}}`."
             )
         for class_name, body in classes.items():
             where_cls = f"{module}.{class_name}"
             if not isinstance(class_name, str):
-                raise OpSpaceError(f"class names under {module} must be strings, but got {class_name!r}.")
+                raise OpSpaceError(f"class names under {module} must be strings, but got {_show(class_name)}.")
             cls = resolve_class(module, class_name, base_dir)
             accepted, open_kw = _accepted_args(cls)
             blocks = _blocks(where_cls, body)
             for b, block in enumerate(blocks):
                 where = where_cls if len(blocks) == 1 else f"{where_cls}[{b}]"
-                for spec in _expand_block(module, class_name, where, block, accepted, open_kw):
+                block_specs = _expand_block(module, class_name, where, block, accepted, open_kw, MAX_OPS - total)
+                total += len(block_specs)
+                for spec in block_specs:
                     specs.setdefault((spec.class_name, spec.module, repr(sorted(spec.args.items())), spec.input_shape), spec)
     return list(specs.values())
 
 
 def _expand_block(
-    module: str, class_name: str, where: str, block: Mapping[str, Any], accepted: set[str], open_kw: bool
+    module: str,
+    class_name: str,
+    where: str,
+    block: Mapping[str, Any],
+    accepted: set[str],
+    open_kw: bool,
+    budget: int = MAX_OPS,
 ) -> list[OpSpec]:
     shapes = block.get("input_shape")
     if shapes is None:
@@ -287,37 +372,53 @@ def _expand_block(
         )
     if _is_shape(shapes):
         raise OpSpaceError(
-            f"{where}.input_shape must be a list of shapes, but got one shape {shapes!r}. Write [{shapes!r}]."
+            f"{where}.input_shape must be a list of shapes, but got one shape {_show(shapes)}. Write [{_show(shapes)}]."
         )
     if not isinstance(shapes, list) or not shapes or not all(_is_shape(s) for s in shapes):
         raise OpSpaceError(
             f"{where}.input_shape must be a non-empty list of shapes of positive integers, "
-            f"but got {shapes!r}. Write e.g. [[1, 3, 224, 224]]."
+            f"but got {_show(shapes)}. Write e.g. [[1, 3, 224, 224]]."
+        )
+    big = next((s for s in shapes if _elements(s) > _MAX_ELEMENTS), None)
+    if big is not None:
+        raise OpSpaceError(
+            f"{where}.input_shape: the shape {_show(big)} has more than {_MAX_ELEMENTS:,} elements, more than MNN's "
+            "32-bit tensor sizes hold. Use a smaller shape."
         )
     no_params = block.get("no_params", False)
     if not isinstance(no_params, bool):
-        raise OpSpaceError(f"{where}.no_params must be true or false, but got {no_params!r}.")
+        raise OpSpaceError(f"{where}.no_params must be true or false, but got {_show(no_params)}.")
     arg_lists: dict[str, list[Any]] = {}
     for name, values in block.items():
         if name in _RESERVED:
             continue
         if not isinstance(name, str):
-            raise OpSpaceError(f"argument names under {where} must be strings, but got {name!r}.")
+            raise OpSpaceError(f"argument names under {where} must be strings, but got {_show(name)}.")
         if no_params:
             raise OpSpaceError(
-                f"{where} sets no_params: true but also gives the argument {name!r}. Remove one of the two."
+                f"{where} sets no_params: true but also gives the argument {_show(name)}. Remove one of the two."
             )
         if name not in accepted and not open_kw:
             raise OpSpaceError(
-                f"{where}.{name}: {class_name}'s constructor does not accept {name!r}. "
+                f"{where}.{name}: {class_name}'s constructor does not accept {_show(name)}. "
                 f"It accepts: {', '.join(sorted(accepted)) or 'no arguments'}."
             )
         if not isinstance(values, list) or not values:
             raise OpSpaceError(
-                f"{where}.{name} must be a non-empty list of values, but got {values!r}. Write {name}: [{values!r}]."
+                f"{where}.{name} must be a non-empty list of values, but got {_show(values)}. Write {name}: [{_show(values)}]."
             )
         arg_lists[name] = values
     names = list(arg_lists)
+    count = len(shapes)
+    for n in names:
+        count *= len(arg_lists[n])
+    if count > budget:
+        dims = " x ".join([f"{len(arg_lists[n])} {n}" for n in names] + [f"{len(shapes)} input_shape"])
+        raise OpSpaceError(
+            f"{where} expands to {count:,} ops ({dims}), which takes the op space past its limit of {MAX_OPS:,} "
+            "ops. Split it into "
+            "several op spaces, or list fewer values."
+        )
     specs = []
     for combo in itertools.product(*(arg_lists[n] for n in names)):
         args = dict(zip(names, combo))
