@@ -190,3 +190,115 @@ def test_cli_fits_a_calibration_and_predicts_with_it_and_the_fallback(tiny_ops: 
               "--json")
     assert cal.returncode == 0, cal.stderr
     assert any(o["ratio"] != 1.0 for o in json.loads(cal.stdout)["ops"])
+
+
+# -- the measurement journal: an interrupted report continues --------------------------------------------------
+
+
+def _journal_cases() -> list:
+    return [("tiny", TinyNet(), TINY_SHAPE), ("wide", TinyNet(width=16), TINY_SHAPE)]
+
+
+def test_journal_is_reused_by_a_rerun_with_the_same_settings(tiny_ops: Path, tmp_path: Path) -> None:
+    from mmt_nas.report import JOURNAL_FILENAME
+
+    predictor = LatencyPredictor(tiny_ops)
+    journal = tmp_path / JOURNAL_FILENAME
+    first = evaluate(predictor, _journal_cases(), times=3, repeats=2, profile_times=2, journal=journal)
+    assert [r.reused for r in first] == [False, False]
+    assert len(journal.read_text().splitlines()) == 2
+    again = evaluate(predictor, _journal_cases(), times=3, repeats=2, profile_times=2, journal=journal)
+    assert [r.reused for r in again] == [True, True]
+    for a, b in zip(first, again):
+        assert (b.run_medians_ms, b.measured_ms, b.within_run_cv) == (a.run_medians_ms, a.measured_ms, a.within_run_cv)
+        assert b.profile == a.profile and b.predicted_ms == a.predicted_ms and b.error == a.error
+        assert b.to_dict()["measurement_reused"] is True
+    # what is derived from the measurements is recomputed for the predicted model, as in the first run
+    assert again[0].by_category == first[0].by_category and len(again[0].samples) == len(first[0].samples) > 0
+    assert len(journal.read_text().splitlines()) == 2  # nothing measured, nothing appended
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"times": 4}, {"repeats": 3}, {"profile_times": 3}, {"model": "width"}, {"model": "shape"}],
+    ids=["times", "repeats", "profile_times", "architecture", "input_shape"],
+)
+def test_journal_entries_of_other_settings_or_models_are_not_reused(
+    tiny_ops: Path, tmp_path: Path, change: dict
+) -> None:
+    predictor = LatencyPredictor(tiny_ops)
+    journal = tmp_path / "j"
+    base = {"times": 3, "repeats": 2, "profile_times": 2}
+    evaluate(predictor, [("m", TinyNet(), TINY_SHAPE)], **base, journal=journal)
+    model, shape = TinyNet(), TINY_SHAPE
+    if change.get("model") == "width":
+        model = TinyNet(width=16)  # same name, another architecture
+    elif change.get("model") == "shape":
+        shape = [1, 3, 20, 20]
+    settings = {**base, **{k: v for k, v in change.items() if k != "model"}}
+    (r,) = evaluate(predictor, [("m", model, shape)], **settings, journal=journal)
+    assert r.reused is False and len(r.run_medians_ms) == settings["repeats"]
+    assert len(journal.read_text().splitlines()) == 2
+    (again,) = evaluate(predictor, [("m", model, shape)], **settings, journal=journal)
+    assert again.reused is True and again.run_medians_ms == r.run_medians_ms  # the newer entry is the match
+
+
+def test_journal_torn_or_unreadable_lines_are_ignored(tiny_ops: Path, tmp_path: Path, caplog) -> None:
+    predictor = LatencyPredictor(tiny_ops)
+    journal = tmp_path / "j"
+    first = evaluate(predictor, _journal_cases(), times=3, repeats=1, profile_times=0, journal=journal)
+    lines = journal.read_text().splitlines()
+    # a garbage line in the middle, and the last line torn as a kill during the append leaves it
+    journal.write_text(lines[0] + "\n{not json\n" + lines[1][: len(lines[1]) // 2])
+    again = evaluate(predictor, _journal_cases(), times=3, repeats=1, profile_times=0, journal=journal)
+    assert [r.reused for r in again] == [True, False]
+    assert again[0].run_medians_ms == first[0].run_medians_ms
+    assert "ignored" in caplog.text
+    # the new entry was written on a line of its own, not glued to the torn one: a third run reuses both
+    third = evaluate(predictor, _journal_cases(), times=3, repeats=1, profile_times=0, journal=journal)
+    assert [r.reused for r in third] == [True, True]
+    assert third[1].run_medians_ms == again[1].run_medians_ms
+
+
+def test_journal_that_cannot_be_used_is_a_metering_error(tiny_ops: Path, tmp_path: Path) -> None:
+    from mmt_nas.exceptions import MeteringError
+
+    (tmp_path / "j").mkdir()  # a folder where the journal should be
+    with pytest.raises(MeteringError, match="measurement journal .* --fresh"):
+        evaluate(LatencyPredictor(tiny_ops), _journal_cases(), times=3, repeats=1, journal=tmp_path / "j")
+
+
+def test_cli_report_continues_from_the_journal_unless_fresh(tiny_ops: Path, tmp_path: Path) -> None:
+    from mmt_nas.report import JOURNAL_FILENAME
+
+    (tmp_path / "models.yaml").write_text(
+        f"models:\n  - {{name: tiny, model: '{HERE / 'tinymods.py'}:TinyNet', input_shape: {TINY_SHAPE}}}\n")
+    journal = tmp_path / "rep" / JOURNAL_FILENAME
+    specs = load_model_specs(tmp_path / "models.yaml")
+
+    def journal_as_an_interrupted_run_leaves_it() -> None:
+        evaluate(LatencyPredictor(tiny_ops), [(s.name, s, s.input_shape) for s in specs], times=3, repeats=1,
+                 profile_times=2, journal=journal)
+        line = json.loads(journal.read_text())
+        line["run_medians_ms"] = [1234.5]  # no real measurement of this model gives that: tells reuse apart
+        journal.write_text(json.dumps(line) + "\n")
+
+    def report(*extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+        out = subprocess.run(
+            [sys.executable, "-m", "mmt_nas.cli", "report", "--table", str(tiny_ops), "--models", "models.yaml",
+             "--out", "rep", "--times", "3", "--repeats", "1", "--profile-times", "2", "--no-plots", *extra],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        )
+        assert out.returncode == 0, out.stderr
+        return out, json.loads((tmp_path / "rep" / "report.json").read_text())["models"][0]
+
+    journal_as_an_interrupted_run_leaves_it()
+    out, model = report()
+    assert "continuing an interrupted report" in out.stdout and "1 of 1 models' measurements reused" in out.stdout
+    assert model["measurement_reused"] is True and model["run_medians_ms"] == [1234.5]
+    assert not journal.exists()
+    journal_as_an_interrupted_run_leaves_it()
+    out, model = report("--fresh")
+    assert "reused" not in out.stdout
+    assert model["measurement_reused"] is False and model["measured_ms"] < 1000
+    assert not journal.exists()
