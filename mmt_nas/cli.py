@@ -173,6 +173,7 @@ def _cmd_measure(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
+    from mmt_nas.exceptions import MeteringError
     from mmt_nas.report import JOURNAL_FILENAME, REPORT_FILES, Report, evaluate, load_model_specs
     from mmt_nas.table import remove_stale_temp_files
 
@@ -181,7 +182,11 @@ def _cmd_report(a: argparse.Namespace) -> int:
     journal = Path(a.out) / JOURNAL_FILENAME
     remove_stale_temp_files(a.out, REPORT_FILES)
     if a.fresh:
-        journal.unlink(missing_ok=True)
+        try:
+            journal.unlink(missing_ok=True)
+        except OSError as exc:
+            raise MeteringError(f"--fresh cannot remove the measurement journal {str(journal)!r}: {exc}. Remove it "
+                                "by hand.") from None
     elif journal.is_file():
         print(f"continuing an interrupted report: measurements journaled in {journal} are reused where the model "
               "and settings match (--fresh measures everything again)")

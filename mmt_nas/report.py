@@ -337,6 +337,36 @@ def _category_split(prediction: Any, profile: Iterable[Any]) -> dict[str, dict[s
     return split
 
 
+_WORK_PREFIX = "mmt_nas_report_"
+
+
+def _remove_dead_work_dirs() -> None:
+    """Remove the temporary work folders (exported models) of :func:`evaluate` runs that were killed."""
+    import re
+    import shutil
+
+    root = Path(tempfile.gettempdir())
+    pattern = re.compile(rf"{_WORK_PREFIX}(\d+)_[a-z0-9_]{{8}}")
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m is None or int(m[1]) == os.getpid():
+            continue
+        pid = m[1]
+        try:
+            os.kill(int(pid), 0)
+            continue  # its process is alive (or the id was reused): leave it
+        except ProcessLookupError:
+            pass
+        except (OSError, OverflowError):
+            continue  # another user's process, or cannot tell
+        shutil.rmtree(root / name, ignore_errors=True)
+        _logger.info("removed %s, left by a killed report", root / name)
+
+
 class _JournalError(MeteringError):
     """The measurement journal cannot be read or written (fatal to :func:`evaluate`, unlike a model's error)."""
 
@@ -484,6 +514,7 @@ def evaluate(
     from mmt_nas.parser import parse_model
 
     settings = predictor.table.settings
+    _remove_dead_work_dirs()
     jr = _Journal(journal) if journal is not None else None
     how: dict[str, Any] = {}
     if jr is not None:
@@ -512,9 +543,10 @@ def evaluate(
                 result.profile = [OpProfile(*p) for p in saved["profile"]]
                 result.reused = True
             else:
-                with tempfile.TemporaryDirectory(prefix="mmt_nas_report_") as tmp:
+                # the work folder carries this process's id, so that the next run removes it if we are killed
+                with tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}_") as tmp:
                     path = Path(tmp) / "model.mnn"
-                    export_to_mnn(model, shape, path)
+                    export_to_mnn(model, shape, path, onnx_path=Path(tmp) / "model.onnx")
                     runs = [time_model(path, times, settings=settings) for _ in range(repeats)]
                     result.run_medians_ms = [r.median_ms for r in runs]
                     result.within_run_cv = sum(r.cv for r in runs) / len(runs)

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -384,9 +385,11 @@ def test_report_killed_at_several_points_continues(tiny_ops: Path, tmp_path: Pat
     # stop points: after the first models are measured, mid-way, and while the report's files are written
     plan = [(signal.SIGKILL, rng.randint(1, 2)), (signal.SIGINT, 1), (signal.SIGKILL, None)]
     measured: dict[str, dict] = {}
+    killed: list[int] = []
     for i, (sig, more) in enumerate(plan):
         snapshot = {n: (rep / n).read_bytes() for n in os.listdir(rep)} if rep.is_dir() else {}
         proc = _start(args, tmp_path, f"report{i}")
+        killed.append(proc.pid)
         if more is None:
             ready = lambda: (rep / "report.json").exists()  # noqa: E731
         else:
@@ -410,6 +413,8 @@ def test_report_killed_at_several_points_continues(tiny_ops: Path, tmp_path: Pat
     for name in live:
         (rep / name).unlink()
     assert not journal.exists(), "the journal is removed once the report is complete"
+    work = [n for n in os.listdir(tempfile.gettempdir()) for pid in killed if n.startswith(f"mmt_nas_report_{pid}_")]
+    assert not work, f"work folders of killed runs left behind: {work}"
     _check_report_folder(rep, {}, temps_allowed=False)
     doc = json.loads((rep / "report.json").read_text())
     models = {m["name"]: m for m in doc["models"]}
