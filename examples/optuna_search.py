@@ -11,14 +11,28 @@
 
 Run:  python examples/optuna_search.py [--quick] [--trials 30] [--sampler tpe|nsga2|gp] [--work-dir DIR]
 (about 3 minutes on 2 cores; --quick: a few trials, under a minute)
+
+Many workers, one study: give every copy the same database and study name,
+
+    python examples/optuna_search.py --storage postgresql://USER@HOST/DB --study-name mbv2 --trials 60 &
+    python examples/optuna_search.py --storage postgresql://USER@HOST/DB --study-name mbv2 --trials 60 &
+
+--trials is then the study's total: each worker stops once the study holds that many finished trials.
+The first worker stores the latency budget in the study; the others use it. Workers sharing a --work-dir
+meter the table once (the first one; the others wait for it). A killed worker's trial is marked FAIL by
+another worker after the heartbeat's grace period and run again. Every worker prints and plots the whole
+study (all workers' trials) when it stops; --collect does only that.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +45,27 @@ import optuna  # noqa: E402
 from nas_space import SPACES, build_table, digits, train  # noqa: E402
 
 from mmt_nas.integrations.keys import KeyBuilder  # noqa: E402
-from mmt_nas.integrations.optuna import LatencyConstraint, SearchLog  # noqa: E402
+from mmt_nas.integrations.optuna import LatencyConstraint, SearchLog, create_study  # noqa: E402
 from mmt_nas.predictor import LatencyPredictor  # noqa: E402
 
 SPACE = SPACES["digits"]
+BUDGET_ATTR = "latency_budget_ms"  # the study's budget, set by its first worker
+DIRECTIONS = ["maximize", "minimize"]
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (workers sharing a work dir meter the table one at a time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
     if name == "nsga2":
@@ -51,8 +79,9 @@ def plot(study: optuna.Study, budget_ms: float, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    trials = study.get_trials(deepcopy=False)  # every worker's
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for feasible, color, label in ((True, "tab:blue", "feasible"), (False, "tab:orange", "over budget")):
@@ -73,47 +102,14 @@ def plot(study: optuna.Study, budget_ms: float, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a few trials, one epoch each (smoke test)")
-    ap.add_argument("--trials", type=int, default=None, help="number of trials (default 30; quick: 5)")
-    ap.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default 3; quick: 1)")
-    ap.add_argument("--sampler", choices=("tpe", "nsga2", "gp"), default="tpe")
-    ap.add_argument("--work-dir", type=Path, default=Path("optuna_search_work"))
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    trials = args.trials or (5 if args.quick else 30)
-    epochs = args.epochs or (1 if args.quick else 3)
-    work: Path = args.work_dir
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    t0 = time.perf_counter()
-
-    ops = build_table(SPACE, work / "table", times=10 if args.quick else 30)
-    predictor = LatencyPredictor(ops)
-    print(f"latency table: {len(predictor.table)} blocks metered on this machine ({time.perf_counter() - t0:.0f} s)")
-
-    builder, rng = KeyBuilder(), random.Random(args.seed)
-    sampled = sorted(float(builder.predict(predictor, SPACE.describe(SPACE.sample(rng)))) for _ in range(500))
-    budget = sampled[len(sampled) // 2]
-    print(f"500 random architectures, predicted from their descriptions: {sampled[0]:.4f} .. {sampled[-1]:.4f} ms; "
-          f"budget = median = {budget:.4f} ms")
-
-    constraint = LatencyConstraint(predictor, budget, prune_factor=1.25)
-    data = digits(SPACE.resolution, seed=args.seed)
-
-    def objective(trial: optuna.Trial) -> tuple[float, float]:
-        arch = SPACE.suggest(trial)
-        model = SPACE.build(arch)
-        latency = constraint(trial, model, SPACE.input_shape)  # before training; may prune
-        return train(model, data, epochs, seed=trial.number), float(latency)
-
-    log = SearchLog(work / "search.json")
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(args.sampler, args.seed))
-    study.optimize(objective, n_trials=trials, callbacks=[log])
-
-    states = [t.state.name for t in study.trials]
-    print(f"\n{trials} trials ({args.sampler}): {states.count('COMPLETE')} trained, "
-          f"{states.count('PRUNED')} pruned before training (predicted > 1.25 x budget)")
+def summarize(study: optuna.Study, budget: float, work: Path, ops: Path | None) -> None:
+    """Print the whole study's feasible Pareto front; write the plot, the search log and the front's model list."""
+    trials = study.get_trials(deepcopy=False)  # every worker's trials, not only this process's
+    states = [t.state.name for t in trials]
+    print(f"\n{len(trials)} trials: {states.count('COMPLETE')} trained, "
+          f"{states.count('PRUNED')} pruned before training (predicted > 1.25 x budget)"
+          + (f", {states.count('FAIL')} failed" if "FAIL" in states else "")
+          + (f", {states.count('RUNNING')} still running" if "RUNNING" in states else ""))
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     print("\nfeasible Pareto front (accuracy vs predicted latency):")
     print(f"{'trial':>5} {'accuracy':>9} {'pred ms':>9}  depths  kernels  expansions")
@@ -125,14 +121,95 @@ def main(argv: list[str] | None = None) -> int:
     def to_model(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return f"{HERE / 'nas_space.py'}:build_net", SPACE.suggest(optuna.trial.FixedTrial(params))
 
+    work.mkdir(parents=True, exist_ok=True)
     plot(study, budget, work / "pareto.png")
-    written = [work / "pareto.png", work / "search.json"]
+    log = SearchLog.from_study(study)  # the finished trials of every worker
+    written = [work / "pareto.png", log.write(work / "search.json")]
     if front:
         written.append(log.write_models(work / "pareto_models.yaml", to_model, SPACE.input_shape))
     print("\nwrote " + ", ".join(str(p) for p in written))
     if front:
-        print(f"measure the front:  mmt-nas report --table {ops} --models {work / 'pareto_models.yaml'} "
+        table = ops if ops is not None else work / "table" / "ops"
+        print(f"measure the front:  mmt-nas report --table {table} --models {work / 'pareto_models.yaml'} "
               f"--out {work / 'report'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a few trials, one epoch each (smoke test)")
+    ap.add_argument("--trials", type=int, default=None,
+                    help="number of trials (default 30; quick: 5); with --storage, the study's total")
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default 3; quick: 1)")
+    ap.add_argument("--sampler", choices=("tpe", "nsga2", "gp"), default="tpe")
+    ap.add_argument("--work-dir", type=Path, default=Path("optuna_search_work"))
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the data split, the budget's sample and the sampler (with --storage the sampler "
+                         "of each worker is seeded afresh, so workers explore different trials)")
+    ap.add_argument("--storage", default=None,
+                    help="database URL of a study shared by many workers, e.g. postgresql://USER@HOST/DB or "
+                         "sqlite:///search.db (default: in memory, this process only)")
+    ap.add_argument("--study-name", default="optuna_search", help="the shared study's name (with --storage)")
+    ap.add_argument("--collect", action="store_true",
+                    help="run no trial: print and write the results of the study in --storage")
+    args = ap.parse_args(argv)
+    if args.collect and args.storage is None:
+        ap.error("--collect reads a shared study: give its --storage URL")
+    trials = args.trials or (5 if args.quick else 30)
+    epochs = args.epochs or (1 if args.quick else 3)
+    work: Path = args.work_dir
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0 = time.perf_counter()
+
+    if args.collect:
+        study = create_study(args.storage, study_name=args.study_name, directions=DIRECTIONS)
+        if BUDGET_ATTR not in study.user_attrs:
+            ap.error(f"study {args.study_name!r} has no trials from this example yet (no {BUDGET_ATTR} stored)")
+        summarize(study, float(study.user_attrs[BUDGET_ATTR]), work, None)
+        return 0
+
+    with locked(work / "table.lock"):  # workers sharing this work dir: the first meters, the others reuse
+        ops = build_table(SPACE, work / "table", times=10 if args.quick else 30)
+    predictor = LatencyPredictor(ops)
+    print(f"latency table: {len(predictor.table)} blocks metered on this machine ({time.perf_counter() - t0:.0f} s)")
+
+    builder, rng = KeyBuilder(), random.Random(args.seed)
+    sampled = sorted(float(builder.predict(predictor, SPACE.describe(SPACE.sample(rng)))) for _ in range(500))
+    budget = sampled[len(sampled) // 2]
+    print(f"500 random architectures, predicted from their descriptions: {sampled[0]:.4f} .. {sampled[-1]:.4f} ms; "
+          f"budget = median = {budget:.4f} ms")
+
+    sampler = make_sampler(args.sampler, args.seed if args.storage is None else None)
+    study = create_study(args.storage, study_name=args.study_name if args.storage else None,
+                         directions=DIRECTIONS, sampler=sampler)
+    if args.storage is not None:
+        if BUDGET_ATTR not in study.user_attrs:
+            study.set_user_attr(BUDGET_ATTR, budget)
+        budget = float(study.user_attrs[BUDGET_ATTR])
+        print(f"study {args.study_name!r} in {args.storage.split('@')[-1]}: budget {budget:.4f} ms, "
+              f"{len(study.trials)} trials so far")
+
+    constraint = LatencyConstraint(predictor, budget, prune_factor=1.25)
+    data = digits(SPACE.resolution, seed=args.seed)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        arch = SPACE.suggest(trial)
+        model = SPACE.build(arch)
+        latency = constraint(trial, model, SPACE.input_shape)  # before training; may prune
+        return train(model, data, epochs, seed=trial.number), float(latency)
+
+    ran: list[int] = []
+    callbacks: list[Any] = [lambda study, trial: ran.append(trial.number)]
+    if args.storage is None:
+        callbacks.append(SearchLog(work / "search.json"))  # rewritten after every trial
+    else:  # --trials is the study's total, whichever worker runs them
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        callbacks.append(optuna.study.MaxTrialsCallback(trials, states=finished))
+        trials = max(0, trials - len(study.get_trials(deepcopy=False, states=finished)))
+    if trials:
+        study.optimize(objective, n_trials=trials, callbacks=callbacks)
+    if args.storage is not None:
+        print(f"\nthis worker ran {len(ran)} trials ({args.sampler})")
+    summarize(study, budget, work, ops)
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 
