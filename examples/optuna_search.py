@@ -45,7 +45,7 @@ import optuna  # noqa: E402
 from nas_space import SPACES, build_table, digits, train  # noqa: E402
 
 from mmt_nas.integrations.keys import KeyBuilder  # noqa: E402
-from mmt_nas.integrations.optuna import LatencyConstraint, SearchLog, create_study  # noqa: E402
+from mmt_nas.integrations.optuna import LatencyConstraint, SearchLog, create_study, make_storage  # noqa: E402
 from mmt_nas.predictor import LatencyPredictor  # noqa: E402
 
 SPACE = SPACES["digits"]
@@ -130,6 +130,7 @@ def summarize(study: optuna.Study, budget: float, work: Path, ops: Path | None) 
     print("\nwrote " + ", ".join(str(p) for p in written))
     if front:
         table = ops if ops is not None else work / "table" / "ops"
+        table = table if table.exists() else "WORKERS_WORK_DIR/table/ops"  # type: ignore[assignment]
         print(f"measure the front:  mmt-nas report --table {table} --models {work / 'pareto_models.yaml'} "
               f"--out {work / 'report'}")
 
@@ -161,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     if args.collect:
-        study = create_study(args.storage, study_name=args.study_name, directions=DIRECTIONS)
+        try:
+            study = optuna.load_study(study_name=args.study_name, storage=make_storage(args.storage))
+        except KeyError:
+            ap.error(f"there is no study {args.study_name!r} in {args.storage.split('@')[-1]}")
         if BUDGET_ATTR not in study.user_attrs:
             ap.error(f"study {args.study_name!r} has no trials from this example yet (no {BUDGET_ATTR} stored)")
         summarize(study, float(study.user_attrs[BUDGET_ATTR]), work, None)
