@@ -211,8 +211,19 @@ def _read_json(path: Path, what: str) -> Any:
         raise TableError(f"{what} not found: {str(path)!r}. Check the path, or create it first.") from None
     except OSError as exc:
         raise TableError(f"cannot read {what} {str(path)!r}: {exc}.") from exc
+    except UnicodeDecodeError as exc:
+        raise TableError(
+            f"{what} {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+            f"{exc.start}), so it is not a JSON file mmt_nas wrote. It may be corrupt or another kind of file; "
+            "regenerate it, or restore it from a copy."
+        ) from exc
     try:
         return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise TableError(
+            f"{what} {str(path)!r} nests JSON arrays or objects too deeply to be read (RecursionError); "
+            "mmt_nas never writes such a file. Regenerate it, or restore it from a copy."
+        ) from exc
     except ValueError as exc:
         raise TableError(
             f"{what} {str(path)!r} is not valid JSON ({exc}). It may be truncated or edited by hand; "
@@ -335,7 +346,12 @@ class LatencyStats:
     def __post_init__(self) -> None:
         for name in ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            ok = not isinstance(v, bool) and isinstance(v, (int, float))
+            try:
+                ok = ok and math.isfinite(v) and v >= 0
+            except OverflowError:  # an integer beyond any float, e.g. 10**400 in a hand-edited file
+                ok = False
+            if not ok:
                 raise TableError(f"latency {name} must be a finite number >= 0, but got {v!r}.")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             raise TableError(f"latency n must be an integer >= 1, but got {self.n!r}.")
