@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 from conftest import HERE, TINY_SHAPE, write_space
@@ -33,8 +34,8 @@ INTERRUPTED = "interrupted; rerun to continue where it stopped"
 
 def _start(args: list[str], cwd: Path, log: str) -> subprocess.Popen[bytes]:
     """Start ``mmt-nas ARGS`` with its output in files (a full pipe would stall it)."""
-    return subprocess.Popen([sys.executable, "-m", "mmt_nas.cli", *args], cwd=cwd,
-                            stdout=open(cwd / f"{log}.out", "wb"), stderr=open(cwd / f"{log}.err", "wb"))
+    with open(cwd / f"{log}.out", "wb") as out, open(cwd / f"{log}.err", "wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "mmt_nas.cli", *args], cwd=cwd, stdout=out, stderr=err)
 
 
 def _stop_when(proc: subprocess.Popen[bytes], sig: int, ready: Callable[[], bool], what: str) -> None:
@@ -47,11 +48,12 @@ def _stop_when(proc: subprocess.Popen[bytes], sig: int, ready: Callable[[], bool
             if time.monotonic() > deadline:
                 pytest.fail(f"{what}: no progress")
             time.sleep(0.002)
-        proc.send_signal(sig)
-    finally:
-        if proc.poll() is None and sig != signal.SIGINT:
-            proc.kill()
-        proc.wait(timeout=300)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.send_signal(sig)
+    proc.wait(timeout=300)
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL, what
 
@@ -72,7 +74,7 @@ def _dead_pid() -> int:
     return p.pid
 
 
-def _plant_temps(folder: Path, target: str) -> tuple[set[str], set[str], object]:
+def _plant_temps(folder: Path, target: str) -> tuple[set[str], set[str], IO[str]]:
     """Temporaries as a killed writer leaves them (stale) and as live writers hold them (kept).
 
     Returns the stale names, the live names and an open file to close once the rerun is checked.
@@ -174,7 +176,7 @@ def test_generate_killed_at_several_points_continues(tmp_path: Path) -> None:
     # the ops exported before the stops (recorded in meta.json or not) are reported as present, not redone
     assert f"{len(expected) - len(present)} exported, {len(present)} already present" in done.stdout
     assert _temps(out) == live, "the rerun must remove the temporaries of dead writers, and only those"
-    held.close()  # type: ignore[attr-defined]
+    held.close()
     for name in live:
         (out / name).unlink()
     final = _check_ops_folder(out, files, temps_allowed=False)
@@ -315,7 +317,7 @@ def test_meter_rerun_removes_stale_temporaries(meter_ops_dir: tuple[Path, int], 
         assert done.returncode == 0, done.stderr
         assert _temps(ops) == live
     finally:
-        held.close()  # type: ignore[attr-defined]
+        held.close()
 
 
 # -- report -----------------------------------------------------------------------------------------------------
@@ -409,7 +411,7 @@ def test_report_killed_at_several_points_continues(tiny_ops: Path, tmp_path: Pat
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert _temps(rep) == live, "the rerun must remove the temporaries of dead writers, and only those"
-    held.close()  # type: ignore[attr-defined]
+    held.close()
     for name in live:
         (rep / name).unlink()
     assert not journal.exists(), "the journal is removed once the report is complete"
