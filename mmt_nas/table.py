@@ -128,7 +128,7 @@ def remove_stale_temp_files(
     patterns = None if targets is None else [str(t) for t in targets]
     try:
         names = os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, not a folder, or unreadable: nothing this can clean
         return []
     candidates = []
     for name in names:
