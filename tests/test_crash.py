@@ -434,3 +434,24 @@ def test_report_killed_at_several_points_continues(tiny_ops: Path, tmp_path: Pat
             assert m["run_medians_ms"] == measured[name]["run_medians_ms"]
             assert f"  {name}: " in done.stdout and "(measurement reused)" in done.stdout
     assert f"{len(measured)} of {len(REPORT_MODELS)} models' measurements reused" in done.stdout
+
+
+def test_stale_temporaries_are_told_from_live_ones(tmp_path: Path) -> None:
+    from mmt_nas.table import atomic_write_text, remove_stale_temp_files
+
+    stale, live, held = _plant_temps(tmp_path, "meta.json")
+    other = f".meta_latency.json.{_dead_pid()}.tmp"  # stale, but another command's
+    recent = ".meta.json.n0wn0w00.tmp"  # just written: perhaps about to be renamed by its writer
+    keep = {other, recent, "meta.json", ".meta.json.tmp", ".notes.k1ll3d00.tmp.bak"}
+    for name in (other, recent, "meta.json", ".meta.json.tmp", ".notes.k1ll3d00.tmp.bak"):
+        (tmp_path / name).write_text("x")
+    os.utime(tmp_path / other, (time.time() - 60, time.time() - 60))
+    try:
+        removed = remove_stale_temp_files(tmp_path, ["meta.json", "*.mnn"])
+    finally:
+        held.close()
+    assert {p.name for p in removed} == stale
+    assert set(os.listdir(tmp_path)) == live | keep
+    assert remove_stale_temp_files(tmp_path / "missing") == []
+    atomic_write_text(tmp_path / "meta.json", "y")  # the writer's own temporary is never left behind
+    assert set(os.listdir(tmp_path)) == live | keep
