@@ -10,6 +10,7 @@ prints one JSON line: its pid and the numbers of the trials it finished.
 ``--block-marker FILE``: the worker's first trial writes FILE (its trial number) once its prediction is
 stored, then sleeps until it is killed: the test's way of killing a worker mid-trial.
 ``--until-complete N``: stop once the study holds N complete trials (whichever worker ran them).
+``--start-after FILE``: import everything, then wait for FILE before joining the study.
 ``--log FILE``: a SearchLog callback rewrites FILE after every trial; at the end FILE is rewritten
 from the whole study (``SearchLog.from_study``).
 """
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--until-complete", type=int, default=None)
     ap.add_argument("--block-marker", type=Path, default=None)
     ap.add_argument("--log", type=Path, default=None)
+    ap.add_argument("--enqueue", type=int, action="append", default=[], help="queue a trial with these blocks")
+    ap.add_argument("--start-after", type=Path, default=None, help="wait for this file before joining the study")
     args = ap.parse_args(argv)
 
     import optuna
@@ -63,11 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     from mmt_nas.integrations.optuna import LatencyConstraint, SearchLog, create_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    while args.start_after is not None and not args.start_after.exists():  # imports done, wait for the test's go
+        time.sleep(0.05)
     study = create_study(
         args.storage, study_name=args.study, directions=DIRECTIONS,
         sampler=optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=3),
         heartbeat_interval=args.heartbeat, grace_period=args.grace,
     )
+    for blocks in args.enqueue:  # run by whichever worker asks next
+        study.enqueue_trial({"blocks": blocks})
     constraint = LatencyConstraint(args.table, args.budget)
     ran: list[int] = []
 
