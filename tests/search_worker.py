@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.log is not None:
         callbacks.append(SearchLog(args.log))
     if args.until_complete is not None:
-        callbacks.append(optuna.study.MaxTrialsCallback(args.until_complete, states=(optuna.trial.TrialState.COMPLETE,)))
+        complete = (optuna.trial.TrialState.COMPLETE,)
+        callbacks.append(optuna.study.MaxTrialsCallback(args.until_complete, states=complete))
     study.optimize(objective, n_trials=args.trials, callbacks=callbacks)
     if args.log is not None:
         SearchLog.from_study(study).write(args.log)

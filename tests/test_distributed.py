@@ -183,8 +183,10 @@ def _storage_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
 def test_four_workers_share_one_postgresql_study(postgres_url: str, tiny_ops: Path, latencies: list[float]) -> None:
     budget, per_worker = _budget(latencies), 5
     over = ("--enqueue", "4", "--enqueue", "3")  # over budget for sure: the feasibility checks below then bind
-    workers = [_worker(postgres_url, "four", tiny_ops, budget, per_worker, "--seed", str(seed), *(over if seed == 0 else ()))
-               for seed in range(4)]
+    workers = [
+        _worker(postgres_url, "four", tiny_ops, budget, per_worker, "--seed", str(seed), *(over if seed == 0 else ()))
+        for seed in range(4)
+    ]
     reports = [_report(w) for w in workers]  # all four started together: the first creates the study
     study = optuna.load_study(study_name="four", storage=make_storage(postgres_url))
     trials = study.get_trials()
@@ -282,7 +284,8 @@ def test_sqlite_storage_has_the_heartbeat_and_joins_an_existing_study(tmp_path: 
     ("kwargs", "error", "match"),
     [
         ({"storage": "postgres://u:hunter2@h/db"}, SearchError, r"Write 'postgresql://'"),
-        ({"storage": "redis://h"}, SearchError, r"must be a database URL starting with sqlite://.*got storage='redis://h'"),
+        ({"storage": "redis://h"}, SearchError,
+         r"must be a database URL starting with sqlite://.*got storage='redis://h'"),
         ({"storage": "sqlite:///x.db", "heartbeat_interval": 5, "grace_period": 5}, SearchError,
          r"grace_period must be more than heartbeat_interval.*grace_period=5.*Use at least grace_period=10"),
         ({"storage": "sqlite:///x.db", "heartbeat_interval": 0.5}, SearchError,

@@ -604,7 +604,8 @@ def make_storage(
     heartbeat: dict[str, Any] = {}
     if callback is not None:
         params = inspect.signature(optuna_.storages.RDBStorage.__init__).parameters
-        key = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+        key = "heartbeat_stale_trial_callback"
+        key = key if key in params else "failed_trial_callback"  # its name before Optuna 4.9
         heartbeat = {"heartbeat_interval": interval, "grace_period": grace, key: callback}
     for attempt in range(_OPEN_ATTEMPTS):
         try:
