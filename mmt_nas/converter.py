@@ -27,6 +27,7 @@ from mmt_nas.table import (
     LatencyStats,
     OpRecord,
     RuntimeSettings,
+    exclusive_lock,
     load_ops_meta,
     op_key,
     remove_stale_temp_files,
@@ -270,6 +271,7 @@ def generate_ops_list(
 
     Raises:
         OpSpaceError: The op space is invalid, yields no valid op, or has repr collisions.
+        LockedError: Another process is generating into the same folder.
     """
     out = Path(out_dir)
     specs = load_space(yaml_path)
@@ -281,6 +283,17 @@ def generate_ops_list(
             f"({first}). Check that each op's arguments fit its input shapes."
         )
     out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out / ".meta.json.lock", f"generating ops into {str(out)!r}", "generate into another folder"):
+        return _generate_locked(out, ready, skipped, keep_onnx, show_progress)
+
+
+def _generate_locked(
+    out: Path,
+    ready: list[tuple[OpRecord, Any]],
+    skipped: list[SkippedOp],
+    keep_onnx: bool,
+    show_progress: bool | None,
+) -> GenerateResult:
     remove_stale_temp_files(out, _GENERATED)
     try:
         existing = {r.key: r for r in load_ops_meta(out)} if (out / "meta.json").exists() else {}

@@ -411,7 +411,8 @@ def meter_ops(
         out = ops_dir / f"{Path(TABLE_FILENAME).stem}.shard-{part[0]}-of-{part[1]}.json"
     else:
         out = ops_dir / TABLE_FILENAME
-    with exclusive_lock(out.with_name(f".{out.name}.lock"), f"metering into {str(out)!r}"):
+    with exclusive_lock(out.with_name(f".{out.name}.lock"), f"metering into {str(out)!r}",
+                        "meter into another table (--shard i/n, or --output)"):
         return _meter_locked(ops_dir, ops, out, times, warmup, settings, show_progress, profile)
 
 
@@ -456,6 +457,8 @@ def _meter_locked(
     _logger.info("metering %d of %d ops (%d already in the table)", len(todo), len(ops), len(ops) - len(todo))
     last_save = time.monotonic()
     with open(journal, "a", encoding="utf-8") as jf:
+        if jf.tell() > 0 and not journal.read_bytes().endswith(b"\n"):
+            jf.write("\n")  # a killed write left a torn line: the next entry starts on a line of its own
         for op in progress(todo, len(todo), "meter", show_progress):
             try:
                 stats = time_model(ops_dir / op.file, times, warmup=warmup, settings=settings)

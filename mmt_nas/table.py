@@ -888,7 +888,7 @@ def merge_tables(tables: Iterable[LatencyTable], *, rtol: float = 0.1) -> tuple[
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+def exclusive_lock(path: str | os.PathLike[str], what: str, hint: str = "") -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if needed) for the block, or refuse at once.
 
     The operating system releases the lock when the holder exits, however it exits, so a
@@ -897,6 +897,7 @@ def exclusive_lock(path: str | os.PathLike[str], what: str) -> Iterator[None]:
     Args:
         path: The lock file.
         what: What the lock protects, for the message, e.g. ``"metering into ops/meta_latency.json"``.
+        hint: Another way out for the message, e.g. ``"meter into another table (--output)"``.
 
     Raises:
         LockedError: Another process holds the lock.
@@ -918,8 +919,8 @@ def exclusive_lock(path: str | os.PathLike[str], what: str) -> Iterator[None]:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
             raise LockedError(
                 f"another process ({holder or 'unknown'}) is already {what}; two at once would overwrite each "
-                f"other's results. Wait for it to finish, or write elsewhere (e.g. mmt-nas meter --shard i/n "
-                f"or --output). The lock is {str(path)!r} and is released when that process exits.",
+                f"other's results. Wait for it to finish{', or ' + hint if hint else ''}. The lock is "
+                f"{str(path)!r} and is released when that process exits.",
                 str(path), holder,
             ) from None
         os.ftruncate(fd, 0)

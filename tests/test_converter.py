@@ -97,3 +97,16 @@ def test_export_error_names_the_module(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="NotExportable"):
         export_to_mnn(NotExportable(), [1, 4, 4], tmp_path / "x.mnn")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_process_generating_into_the_same_folder_is_refused(tmp_path: Path) -> None:
+    from mmt_nas.exceptions import LockedError
+    from mmt_nas.table import exclusive_lock
+
+    path = write_space(tmp_path, "torch.nn:\n  ReLU: {no_params: true, input_shape: [[1, 4, 8, 8]]}\n")
+    out = tmp_path / "ops"
+    with exclusive_lock(out / ".meta.json.lock", "generating (the test)"):  # as a running generate holds it
+        with pytest.raises(LockedError, match=r"already generating ops into .*generate into another folder"):
+            generate_ops_list(path, out)
+        assert not (out / "meta.json").exists()
+    assert len(generate_ops_list(path, out).exported) == 1  # released: a rerun proceeds

@@ -246,3 +246,25 @@ def test_a_rerun_removes_the_temporary_file_a_killed_save_left(tiny_ops_copy: Pa
     os.utime(other, (time.time() - 60, time.time() - 60))
     meter_ops(tiny_ops_copy, times=3)
     assert not stale.exists() and other.exists()
+
+
+def test_entries_after_a_torn_journal_line_stay_readable(tiny_ops_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmt_nas.meter as meter
+
+    (tiny_ops_copy / "meta_latency.json").unlink()
+    journal = tiny_ops_copy / ("meta_latency.json" + JOURNAL_SUFFIX)
+    journal.write_text('{"key": "half a line, the write was kil')
+    real, calls = meter.time_model, []
+
+    def interrupted_after_two(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        if len(calls) > 2:
+            raise KeyboardInterrupt  # killed again, before any checkpoint
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(meter, "time_model", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        meter_ops(tiny_ops_copy, times=3, profile=False)
+    lines = journal.read_text().splitlines()
+    assert lines[0].startswith('{"key": "half') and len(lines) == 3
+    assert len(meter._read_journal(journal)) == 2  # both new entries survive the torn line before them
