@@ -27,6 +27,7 @@ import importlib
 import inspect
 import itertools
 import os
+import re
 import reprlib
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -195,7 +196,48 @@ def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> torch.nn.M
     return model.eval()
 
 
+#: Deepest nesting of flow collections (``[`` and ``{``) read: an op space needs about six, and PyYAML's
+#: scanner takes time quadratic in this depth (a 50 KB file of ``[`` would take minutes).
+_MAX_FLOW_DEPTH = 64
+_FLOW_CHARS = re.compile(r"[\[\]{}'\"#\\\n]")
+
+
+def _flow_depth_exceeds(text: str, limit: int) -> bool:
+    """Whether ``[``/``{`` nest deeper than ``limit`` outside quotes and comments (a quick, lenient scan)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth, quote, skip_to = 0, "", -1
+    for m in _FLOW_CHARS.finditer(text):
+        i, c = m.start(), m.group()
+        if i < skip_to:
+            continue
+        if quote:
+            if c == "\\" and quote == '"':
+                skip_to = i + 2  # an escaped character
+            elif c == quote:
+                quote = ""
+        elif c == "#":
+            if i == 0 or text[i - 1] in " \t\n":
+                end = text.find("\n", i)
+                skip_to = len(text) if end < 0 else end
+        elif c in "'\"":
+            quote = c
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in "]}":
+            depth = max(0, depth - 1)
+    return False
+
+
 def _parse_yaml(text: str, source: str) -> Any:
+    if _flow_depth_exceeds(text, _MAX_FLOW_DEPTH):
+        raise OpSpaceError(
+            f"op space {source} nests lists or mappings ([ or {{) more than {_MAX_FLOW_DEPTH} levels deep. An op "
+            "space needs about six (module, class, argument, list of values, a shape or an encoded argument); "
+            "remove the extra nesting."
+        )
     try:
         return yaml.safe_load(text)
     except RecursionError as exc:
@@ -208,6 +250,12 @@ def _parse_yaml(text: str, source: str) -> Any:
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise OpSpaceError(f"op space {source} is not valid YAML{line}: {problem}. Fix the syntax there.") from None
+    except Exception as exc:  # PyYAML's constructors raise plain errors for some values, e.g. `!!int x`, 2001-13-45
+        raise OpSpaceError(
+            f"op space {source} holds a value YAML cannot read ({type(exc).__name__}: {_show(str(exc))[1:-1]}), "
+            "e.g. a tag such as !!int or !!timestamp on text that is not one, or a date that does not exist. "
+            "Fix or quote that value."
+        ) from exc
 
 
 def load_space(path: str | os.PathLike[str]) -> list[OpSpec]:
