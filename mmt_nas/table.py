@@ -218,23 +218,58 @@ def _read_json(path: Path, what: str) -> Any:
             "regenerate it, or restore it from a copy."
         ) from exc
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        doc = json.loads(text, parse_constant=float)  # NaN, Infinity: found below, with where they are
     except RecursionError as exc:
         raise TableError(
             f"{what} {str(path)!r} nests JSON arrays or objects too deeply to be read (RecursionError); "
             "mmt_nas never writes such a file. Regenerate it, or restore it from a copy."
         ) from exc
     except ValueError as exc:
+        pos = getattr(exc, "pos", None)
+        if pos is not None and (pos >= len(text.rstrip()) or str(exc).startswith("Unterminated string")):
+            raise TableError(
+                f"{what} {str(path)!r} is truncated: it ends before its JSON is complete, so it is not valid JSON "
+                f"({exc}), as a copy or a write that was cut short leaves it. Regenerate it, or restore it from a "
+                "copy."
+            ) from exc
         raise TableError(
             f"{what} {str(path)!r} is not valid JSON ({exc}). It may be truncated or edited by hand; "
             "regenerate it, or restore it from a copy."
         ) from exc
+    # mmt_nas writes finite numbers only (NaN, Infinity and 1e999 are not latencies): name the first other one
+    todo: list[tuple[Any, str]] = [(doc, "")]
+    while todo:
+        value, where = todo.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            entry = ""
+            with contextlib.suppress(LookupError, TypeError, ValueError):  # e.g. a key that only looks like one
+                name, _, rest = where.partition("[")
+                item = doc[name][int(rest.split("]", 1)[0])] if name in ("entries", "ops") else None
+                if isinstance(item, dict) and isinstance(item.get("key"), str):
+                    entry = f" (the entry of {item['key'][:200]!r})"
+            raise TableError(
+                f"{what} {str(path)!r} holds the non-finite number {value} at {where or 'its top level'}{entry}; "
+                "latencies and every other number in it must be finite. It was edited by hand or corrupted: "
+                "regenerate it (meter that op again), or restore it from a copy."
+            )
+        if isinstance(value, dict):
+            todo.extend((v, f"{where}.{k}" if where else str(k)) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            todo.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(value))))
+    return doc
 
 
 def _check_schema(doc: Any, schema: str, path: Path, what: str) -> None:
     if not isinstance(doc, dict) or doc.get("schema") != schema:
         got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        raise TableError(f"{str(path)!r} is not a {what}: expected schema {schema!r}, but got {got!r}.")
+        hint = {
+            _META_SCHEMA: " It is an ops folder's meta.json (the list of generated ops), not its latency table "
+                          "(meta_latency.json, written by `mmt-nas meter`).",
+            _TABLE_SCHEMA: " It is a latency table (meta_latency.json), not an ops folder's meta.json.",
+        }.get(got, "") if isinstance(got, str) else ""
+        raise TableError(
+            f"{str(path)!r} is not a {what}: expected schema {schema!r}, but got {str(got)[:100]!r}.{hint}"
+        )
     version = doc.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise TableError(f"{what} {str(path)!r} has no integer schema_version, but got {version!r}.")
