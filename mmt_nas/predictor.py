@@ -285,9 +285,21 @@ class LatencyPredictor:
             "unknown op as 0 ms. Add them to the op space (mmt-nas space writes one from the model), "
             "generate and meter them; or use a fallback estimator. Missing:"
         ]
+        shapes: dict[str, list[str]] = {}  # "Class|repr" -> the input shapes the table has it at
+        for k in self.table.keys():
+            op_part, _, shape = k.rpartition("|")
+            shapes.setdefault(op_part, []).append(shape)
         for key in missing:
             op = grouped[key][0]
             lines.append(f"  - {key}  (at {op.name or '<model>'}, {len(grouped[key])}x)")
+            op_part, _, shape = key.rpartition("|")
+            other = [s for s in shapes.get(op_part, []) if s != shape]
+            if other:
+                lines.append(
+                    f"      the table has this op at input shape {', '.join(other[:8])}"
+                    f"{f' (and {len(other) - 8} more)' if len(other) > 8 else ''}, not {shape}: "
+                    "was the model asked at another input shape than the table was generated for?"
+                )
             close = self.table.closest_keys(key, op.class_name)
             if close:
                 lines.append("      closest in the table: " + "; ".join(close))

@@ -1,5 +1,5 @@
 """End to end: a real model through space → generate → meter → predict → measure, the CLI,
-the examples, the README's commands, and the security guards."""
+the examples and the README's commands (the security guards are in test_security.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -90,49 +89,6 @@ def test_ci_runs_the_readmes_test_command() -> None:
     for command in commands[:2]:
         assert "-c constraints.txt" in command
     assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text()
-
-
-def test_whole_pipeline_never_imports_mnn_tools_runs_pip_or_opens_sockets(tmp_path: Path) -> None:
-    code = textwrap.dedent(
-        f"""
-        import os, socket, subprocess, sys
-        def refuse(*a, **k):
-            raise AssertionError(f"forbidden call with {{len(a)}} arguments")
-        os.system = refuse
-        subprocess.Popen.__init__ = refuse
-        socket.socket.connect = refuse
-        socket.create_connection = refuse
-        sys.path.insert(0, {str(HERE)!r})
-        from tinymods import TinyNet
-        import mmt_nas
-        from mmt_nas.opspace import dump_space, space_from_model
-        from mmt_nas.converter import generate_ops_list, measure_latency
-        from mmt_nas.meter import meter_ops
-        from mmt_nas.parser import predict_latency
-        work = {str(tmp_path)!r}
-        dump_space(space_from_model(TinyNet(), {TINY_SHAPE}), work + "/ops.yaml")
-        generate_ops_list(work + "/ops.yaml", work + "/ops")
-        meter_ops(work + "/ops", times=3)
-        predict_latency(TinyNet(), work + "/ops", {TINY_SHAPE})
-        measure_latency(TinyNet(), {TINY_SHAPE}, times=3)
-        bad = sorted(m for m in sys.modules if m.startswith("MNN.tools") or "aliyun" in m)
-        print("modules:", bad)
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert "modules: []" in out.stdout
-
-
-def test_package_has_no_unsafe_calls() -> None:
-    pattern = re.compile(r"pickle|joblib|(?<![.\w])eval\(|(?<![.\w])exec\(|yaml\.load\(|unsafe_load|MNN\.tools|import MNN\.tools")
-    hits = [
-        f"{p.relative_to(ROOT)}:{i}"
-        for p in (ROOT / "mmt_nas").rglob("*.py")
-        for i, line in enumerate(p.read_text().splitlines(), 1)
-        if pattern.search(line) and not line.lstrip().startswith("#") and "never" not in line
-    ]
-    assert hits == []
 
 
 def test_a_small_transformer_end_to_end(tmp_path: Path) -> None:
