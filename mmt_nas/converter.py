@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -101,8 +102,14 @@ def _onnx_to_mnn(onnx_path: Path, mnn_path: Path) -> None:
     except ImportError as exc:
         raise ExportError(f"MNN's converter extension is missing ({exc}). Install it with `pip install MNN`.") from exc
     if not ok or not mnn_path.is_file() or mnn_path.stat().st_size == 0:
-        log = " ".join((out[0] if out else "").split())[-500:]
-        raise ExportError(f"MNN could not convert {onnx_path.name}: {log or 'no output'}")
+        log = " ".join((out[0] if out else "").split())
+        unsupported = re.search(r"These Op Not Support:\s*(.*?)\s*(?:Converted Failed!|$)", log)
+        if unsupported:
+            raise ExportError(
+                f"MNN's converter does not support the ONNX op(s) {unsupported.group(1)[:300]} that {onnx_path.name} "
+                "holds. Leave this op out of the op space, or write it with operations MNN supports."
+            )
+        raise ExportError(f"MNN could not convert {onnx_path.name}: {log[-500:] or 'no output'}")
 
 
 def export_to_mnn(
@@ -154,6 +161,10 @@ def export_to_mnn(
         try:
             _onnx_to_mnn(onnx_file, staged)
             os.replace(staged, mnn_path)
+        except ExportError as exc:
+            raise ExportError(
+                f"MNN could not convert {type(module).__name__} on input_shape={list(shape)}: {exc}"
+            ) from exc
         finally:
             staged.unlink(missing_ok=True)
 
