@@ -55,11 +55,12 @@ _missing_names = st.from_regex(r"no_such_mod_[a-z0-9_]{1,10}", fullmatch=True)
 
 
 @contextlib.contextmanager
-def only_safe_imports() -> Iterator[list[str]]:
+def only_safe_imports(check_modules: bool = True) -> Iterator[list[str]]:
     """Within the block, ``mmt_nas.opspace`` imports only SAFE_MODULES and certainly-missing names.
 
     Any other name (random text can spell ``antigravity`` or ``this``) raises ``ModuleNotFoundError``
     without being looked up, as the real import does for an absent module. Yields the names refused.
+    ``check_modules``: also check that nothing else was imported (running torch ops imports its own lazily).
     """
     real = importlib.import_module
     refused: list[str] = []
@@ -77,7 +78,7 @@ def only_safe_imports() -> Iterator[list[str]]:
     proxy = types.SimpleNamespace(import_module=guarded, util=importlib.util)
     with mock.patch.object(opspace, "importlib", proxy):
         yield refused
-    new = {m.partition(".")[0] for m in sys.modules} - before
+    new = {m.partition(".")[0] for m in sys.modules} - before if check_modules else set()
     assert new <= {"torch", "mmt_nas", "tinymods"}, f"the fuzzer imported unexpected modules: {sorted(new)}"
 
 
@@ -625,3 +626,51 @@ def test_fuzz_inputs_include_the_dates_binary_and_huge_numbers_yaml_makes() -> N
     doc = yaml.safe_load("a: 2001-12-14\nb: !!binary aGVsbG8=\nc: 1.0e+999\nd: " + "9" * 400 + "\ne: .nan\n")
     assert isinstance(doc["a"], datetime.date) and doc["b"] == b"hello" and doc["c"] == math.inf
     assert doc["d"] == int("9" * 400) and math.isnan(doc["e"])
+
+
+# -- building ops: wrong argument values are skipped and reported, never raised ----------------------------------
+
+_small_values = st.one_of(st.integers(-4, 48), st.booleans(), st.none(), st.floats(-4, 48), st.text(max_size=4),
+                          st.lists(st.integers(-2, 9), max_size=3))
+_BUILD_TARGETS = [
+    ("torch.nn", "Conv2d", ["in_channels", "out_channels", "kernel_size", "stride", "padding", "groups"], 4),
+    ("torch.nn", "Linear", ["in_features", "out_features", "bias"], 2),
+    ("torch.nn", "BatchNorm2d", ["num_features", "eps", "momentum"], 4),
+    ("torch.nn", "MaxPool2d", ["kernel_size", "stride", "padding", "dilation", "ceil_mode"], 4),
+    ("torch.nn", "Softmax", ["dim"], 2),
+    ("tinymods", "TinyBlock", ["channels", "kernel"], 4),
+    ("mmt_nas.ops", "Functional", ["args", "kwargs"], 2),
+]
+
+
+@st.composite
+def wrong_arguments(draw: st.DrawFn) -> dict[str, Any]:
+    module, cls, names, rank = draw(st.sampled_from(_BUILD_TARGETS))
+    block: dict[str, Any] = {n: draw(st.lists(_small_values, min_size=1, max_size=2))
+                             for n in draw(st.lists(st.sampled_from(names), min_size=1, unique=True))}
+    if cls == "Functional":
+        block["fn"] = [draw(st.sampled_from(["Tensor.add", "torch.cat", "F.relu", "torch.flatten"]))]
+    shape = [1] + draw(st.lists(st.integers(1, 8), min_size=rank - 1, max_size=rank - 1))
+    block["input_shape"] = [shape]
+    return {module: {cls: block}}
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=wrong_arguments())
+def test_wrong_argument_values_are_skipped_with_a_reason(space_dir: Path, doc: dict[str, Any]) -> None:
+    """The parser accepts any list of values; building is where wrong ones show (converter.prepare_ops skips them)."""
+    from mmt_nas.converter import prepare_ops
+
+    with only_safe_imports(check_modules=False):  # torch's FLOP counter imports sympy etc. when first run
+        specs, exc = _outcome(expand_space, doc, base_dir=space_dir)
+        if exc is not None:  # only a value that is not a list of values is the parser's to refuse
+            check_error(exc, "must be a non-empty list")
+            return
+        result, exc = _outcome(prepare_ops, specs, space_dir)
+    if exc is not None:
+        check_error(exc, "repr()")  # two argument sets the class prints alike: the only error prepare_ops raises
+        return
+    ready, skipped = result
+    assert len(ready) + len(skipped) <= len(specs) and (ready or skipped)
+    for s in skipped:
+        assert s.reason.startswith(("cannot be built: ", "cannot run on this input shape: ")) and len(s.reason) > 20
