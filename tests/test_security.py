@@ -48,6 +48,17 @@ PIPELINE = textwrap.dedent(
     atexit.register(report)
     sys.addaudithook(hook)
 
+    # multiprocessing's spawn and forkserver start children through _posixsubprocess.fork_exec directly, which
+    # raises no audit event (subprocess.Popen's is raised in Python before it): guard that door too
+    import _posixsubprocess
+
+    def fork_exec(*args, **kwargs):
+        seen.append({{"event": "_posixsubprocess.fork_exec", "args": repr(args[:2])[:300],
+                      "stack": "".join(traceback.format_stack(limit=14)[:-1])}})
+        raise PermissionError("mmt_nas security test: forbidden _posixsubprocess.fork_exec")
+
+    _posixsubprocess.fork_exec = fork_exec
+
     sys.path.insert(0, {here!r})
     import optuna
     from tinymods import TinyNet
@@ -119,8 +130,10 @@ def test_the_audit_hook_sees_what_it_forbids(tmp_path: Path) -> None:
     code = PIPELINE.split("sys.path.insert(0,")[0].format(forbidden=FORBIDDEN_EVENTS) + textwrap.dedent(
         """
         import os, socket, subprocess
+        from multiprocessing.util import spawnv_passfds
         for attempt in (lambda: subprocess.run(["true"]), lambda: os.system("true"),
-                        lambda: socket.getaddrinfo("localhost", 80), lambda: __import__("MNN.tools")):
+                        lambda: socket.getaddrinfo("localhost", 80), lambda: __import__("MNN.tools"),
+                        lambda: spawnv_passfds(sys.executable, [sys.executable, "-c", "pass"], ())):
             try:
                 attempt()
             except Exception:
@@ -130,8 +143,9 @@ def test_the_audit_hook_sees_what_it_forbids(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     events = next(json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
                   if line.startswith("AUDIT-EVENTS "))
-    assert [e["event"] for e in events] == ["subprocess.Popen", "os.system", "socket.getaddrinfo", "import"]
-    assert "MNN.tools" in events[-1]["args"]
+    assert [e["event"] for e in events] == ["subprocess.Popen", "os.system", "socket.getaddrinfo", "import",
+                                            "_posixsubprocess.fork_exec"]
+    assert "MNN.tools" in events[3]["args"] and "MNN.tools" not in sys.modules
 
 
 def test_package_has_no_unsafe_calls() -> None:
