@@ -364,6 +364,16 @@ class OpRecord:
         )
 
 
+def _finite_nonnegative(v: Any) -> bool:
+    """Whether ``v`` is a real number (not a bool), finite and >= 0; an int beyond any float is not."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v) and v >= 0
+    except OverflowError:  # an integer beyond any float, e.g. 10**400 in a hand-edited file
+        return False
+
+
 @dataclass(frozen=True)
 class LatencyStats:
     """Statistics of repeated timings, all in milliseconds.
@@ -381,12 +391,7 @@ class LatencyStats:
     def __post_init__(self) -> None:
         for name in ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms"):
             v = getattr(self, name)
-            ok = not isinstance(v, bool) and isinstance(v, (int, float))
-            try:
-                ok = ok and math.isfinite(v) and v >= 0
-            except OverflowError:  # an integer beyond any float, e.g. 10**400 in a hand-edited file
-                ok = False
-            if not ok:
+            if not _finite_nonnegative(v):
                 raise TableError(f"latency {name} must be a finite number >= 0, but got {v!r}.")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             raise TableError(f"latency n must be an integer >= 1, but got {self.n!r}.")
@@ -407,7 +412,7 @@ class LatencyStats:
             raise TableError("cannot summarise zero timings; times must be >= 1.")
         n = len(xs)
         mean = math.fsum(xs) / n
-        var = math.fsum((x - mean) ** 2 for x in xs) / n
+        var = math.fsum((x - mean) * (x - mean) for x in xs) / n  # inf, not OverflowError, for absurd timings
         return cls(
             median_ms=_quantile(xs, 0.5),
             mean_ms=mean,
@@ -505,7 +510,7 @@ class TableEntry:
 
     def __post_init__(self) -> None:
         c = self.core_ms
-        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0):
+        if c is not None and not _finite_nonnegative(c):
             raise TableError(f"core_ms of {self.op.key!r} must be None or a finite number >= 0, but got {c!r}.")
         if self.device is not None and (not isinstance(self.device, str) or not self.device):
             raise TableError(
@@ -721,8 +726,20 @@ class LatencyTable:
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the table as JSON, atomically."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        """Write the table as JSON, atomically.
+
+        Raises:
+            TableError: Something in it cannot be written as JSON (a NaN or infinity in ``device`` or
+                ``timing``, or a value that is not JSON); the file is left as it was.
+        """
+        try:
+            text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        except (ValueError, TypeError) as exc:
+            raise TableError(
+                f"cannot save the latency table to {str(path)!r}: {exc}. Its device and timing facts must be "
+                "plain JSON values (finite numbers, strings, lists, objects); fix them before saving."
+            ) from None
+        atomic_write_text(path, text + "\n")
 
     @classmethod
     def from_dict(cls, doc: Any, path: str = "<memory>") -> LatencyTable:

@@ -117,7 +117,7 @@ def _check_ops_folder(out: Path, files: set[str], temps_allowed: bool) -> dict[s
     temps = _temps(out)
     assert temps_allowed or not temps, f"temporaries left: {temps}"
     for name in names - temps:
-        assert name == "meta.json" or name in files, f"unexpected file {name} in the ops folder"
+        assert name in ("meta.json", ".meta.json.lock") or name in files, f"unexpected file {name} in the ops folder"
     if "meta.json" in names:
         for op in load_ops_meta(out):  # parses and validates
             assert op.file in names, f"meta.json names {op.file}, which is missing"

@@ -95,10 +95,7 @@ def check_error(exc: BaseException, *fragments: str) -> None:
 #: Escapes found in code this file's author may not change (TableEntry and LatencyTable belong to another
 #: change in progress); reported to its owner. Each is matched exactly (exception type and the function it
 #: leaves), so any other escape still fails, and is turned into a TableError here only to keep fuzzing.
-KNOWN_ESCAPES = {
-    # core_ms of 10**400 (any JSON integer beyond a float): math.isfinite raises in TableEntry.__post_init__
-    (OverflowError, "__post_init__", "TableEntry"),
-}
+KNOWN_ESCAPES: set[tuple[type, str, str]] = set()  # (exception, function, class) of escapes not fixed yet
 known_escapes_seen: list[str] = []
 
 

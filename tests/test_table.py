@@ -236,3 +236,16 @@ def test_check_device() -> None:
         t.check_device(DEV_X)
     with pytest.raises(TableError, match="names none of the fields"):
         t.check_device({"hostname": "a"})
+
+
+def test_absurd_numbers_are_table_errors_not_crashes(tmp_path: Path) -> None:
+    entry = TableEntry(OpRecord(op_key("ReLU", "ReLU()", (1, 4)), "ReLU", "torch.nn", {}, (1, 4)),
+                       LatencyStats.from_samples([0.01]))
+    with pytest.raises(TableError, match="core_ms"):
+        TableEntry(entry.op, entry.latency, 10**400)
+    with pytest.raises(TableError, match="std_ms"):
+        LatencyStats.from_samples([1e300, 0.0])  # the variance overflows to inf
+    table = LatencyTable(device={"cpu_model": "x", "cpu_count": float("nan")}, entries=[entry])
+    with pytest.raises(TableError, match="cannot save the latency table .*finite numbers"):
+        table.save(tmp_path / "t.json")
+    assert not (tmp_path / "t.json").exists()
