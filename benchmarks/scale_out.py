@@ -7,7 +7,7 @@ Meters one generic op space four ways on this machine and compares the tables ke
 3. two shards one after the other, merged with ``merge_tables`` (what n identical devices give),
 4. two shards at the same time on this machine, merged (what sharding on one multi-core host gives).
 
-Run:  python benchmarks/scale_out.py [--times 100]
+Run:  python benchmarks/scale_out.py [--times 300]
 Prints a table and rewrites the "scale-out" section of benchmarks/RESULTS.md.
 """
 
@@ -34,17 +34,17 @@ from mmt_nas.table import LatencyTable, merge_tables  # noqa: E402
 SPACE = """
 torch.nn:
   Conv2d:
-    in_channels: [16, 32]
+    in_channels: [16, 32, 64]
     out_channels: [16, 32, 64]
     kernel_size: [1, 3]
     padding: [0]
-    input_shape: [[1, 16, 28, 28], [1, 32, 28, 28], [1, 16, 14, 14], [1, 32, 14, 14]]
+    input_shape: [[1, 16, 14, 14], [1, 16, 28, 28], [1, 16, 56, 56], [1, 32, 14, 14], [1, 32, 28, 28], [1, 32, 56, 56], [1, 64, 14, 14], [1, 64, 28, 28], [1, 64, 56, 56]]
   BatchNorm2d:
     num_features: [16, 32, 64]
-    input_shape: [[1, 16, 28, 28], [1, 32, 28, 28], [1, 64, 28, 28]]
+    input_shape: [[1, 16, 14, 14], [1, 16, 28, 28], [1, 16, 56, 56], [1, 32, 14, 14], [1, 32, 28, 28], [1, 32, 56, 56], [1, 64, 14, 14], [1, 64, 28, 28], [1, 64, 56, 56]]
   ReLU:
     no_params: true
-    input_shape: [[1, 16, 28, 28], [1, 32, 28, 28], [1, 64, 28, 28]]
+    input_shape: [[1, 16, 14, 14], [1, 16, 28, 28], [1, 16, 56, 56], [1, 32, 14, 14], [1, 32, 28, 28], [1, 32, 56, 56], [1, 64, 14, 14], [1, 64, 28, 28], [1, 64, 56, 56]]
 """
 
 
@@ -71,7 +71,7 @@ def compare(ref: LatencyTable, other: LatencyTable) -> tuple[float, float, float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--times", type=int, default=100)
+    ap.add_argument("--times", type=int, default=300)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mmt_nas_scale_") as tmp:
         work = Path(tmp)
@@ -115,6 +115,8 @@ Each table is compared with the reference key by key (|relative difference of me
 {chr(10).join(rows)}
 
 `merge_tables` of the reference and its rerun (same device, same settings): {cross_report.summary()}.
+Those are the run-to-run drift that each table's own within-run spread does not show: the rerun row is the floor
+any other row must be read against.
 Shards on separate devices of one kind behave like "one after the other"; several shards on one host share
 its cores, caches and memory bandwidth, which is what the last row measures.
 """
