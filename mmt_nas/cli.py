@@ -89,7 +89,7 @@ def _cmd_meter(a: argparse.Namespace) -> int:
 
 
 def _cmd_merge(a: argparse.Namespace) -> int:
-    from mmt_nas.table import TABLE_FILENAME, LatencyTable, merge_tables
+    from mmt_nas.table import TABLE_FILENAME, LatencyTable, exclusive_lock, lock_path, merge_tables
 
     def resolve(p: str) -> Path:
         return Path(p) / TABLE_FILENAME if Path(p).is_dir() else Path(p)
@@ -101,8 +101,9 @@ def _cmd_merge(a: argparse.Namespace) -> int:
             f"the output {str(out)!r} exists and is not among the tables to merge, so merging would replace it. "
             "List it among the inputs to merge into it, or delete it first."
         )
-    merged, report = merge_tables([LatencyTable.load(p) for p in inputs], rtol=a.rtol)
-    merged.save(out)
+    with exclusive_lock(lock_path(out), f"writing {str(out)!r}", "merge into another file"):  # as meter does
+        merged, report = merge_tables([LatencyTable.load(p) for p in inputs], rtol=a.rtol)
+        merged.save(out)
     print(f"wrote {out}: {len(merged)} entries; {report.summary()}")
     for p, n in zip(inputs, report.sources):
         print(f"  {n:6d} from {p}")
@@ -139,7 +140,10 @@ def _predictor(a: argparse.Namespace) -> Any:
     settings = {k: getattr(a, k, None) for k in ("backend", "threads", "precision")}
     expect = getattr(a, "expect_device", None)
     if expect is not None and expect != "local":
-        expect = yaml.safe_load(expect)
+        try:
+            expect = yaml.safe_load(expect)
+        except yaml.YAMLError:
+            expect = None
         if not isinstance(expect, dict):
             raise TableError(f"--expect-device must be 'local' or a mapping such as '{{cpu_model: ...}}', "
                              f"but got {a.expect_device!r}.")
@@ -174,13 +178,11 @@ def _cmd_measure(a: argparse.Namespace) -> int:
 
 def _cmd_report(a: argparse.Namespace) -> int:
     from mmt_nas.exceptions import MeteringError
-    from mmt_nas.report import JOURNAL_FILENAME, REPORT_FILES, Report, evaluate, load_model_specs
-    from mmt_nas.table import remove_stale_temp_files
+    from mmt_nas.report import JOURNAL_FILENAME, Report, evaluate, load_model_specs
 
     specs = load_model_specs(a.models)
     predictor = _predictor(a)
     journal = Path(a.out) / JOURNAL_FILENAME
-    remove_stale_temp_files(a.out, REPORT_FILES)
     if a.fresh:
         try:
             journal.unlink(missing_ok=True)

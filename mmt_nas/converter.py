@@ -30,6 +30,7 @@ from mmt_nas.table import (
     RuntimeSettings,
     exclusive_lock,
     load_ops_meta,
+    lock_path,
     op_key,
     remove_stale_temp_files,
     save_ops_meta,
@@ -294,7 +295,7 @@ def generate_ops_list(
             f"({first}). Check that each op's arguments fit its input shapes."
         )
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out / ".meta.json.lock", f"generating ops into {str(out)!r}", "generate into another folder"):
+    with exclusive_lock(lock_path(out / "meta.json"), f"generating ops into {str(out)!r}", "generate into another folder"):
         return _generate_locked(out, ready, skipped, keep_onnx, show_progress)
 
 

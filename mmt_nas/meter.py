@@ -37,6 +37,7 @@ from mmt_nas.table import (
     TableEntry,
     exclusive_lock,
     load_ops_meta,
+    lock_path,
     remove_stale_temp_files,
 )
 
@@ -411,7 +412,7 @@ def meter_ops(
         out = ops_dir / f"{Path(TABLE_FILENAME).stem}.shard-{part[0]}-of-{part[1]}.json"
     else:
         out = ops_dir / TABLE_FILENAME
-    with exclusive_lock(out.with_name(f".{out.name}.lock"), f"metering into {str(out)!r}",
+    with exclusive_lock(lock_path(out), f"metering into {str(out)!r}",
                         "meter into another table (--shard i/n, or --output)"):
         return _meter_locked(ops_dir, ops, out, times, warmup, settings, show_progress, profile)
 
@@ -438,6 +439,11 @@ def _meter_locked(
             )
     else:
         table = LatencyTable(settings, here, {})
+        if journal.exists():  # a run saves its table before journaling, so this one belongs to a deleted table
+            stale = journal.with_name(f"{journal.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(journal, stale)
+            _logger.warning("%s has no table next to it (deleted?), so its entries may be of other settings: "
+                            "moved it to %s instead of using it", journal, stale)
     try:
         this_device = table.add_device(here)
     except TableError as exc:

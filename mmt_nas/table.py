@@ -40,6 +40,7 @@ __all__ = [
     "MergeReport",
     "merge_tables",
     "exclusive_lock",
+    "lock_path",
     "atomic_write_text",
     "load_ops_meta",
     "save_ops_meta",
@@ -200,10 +201,6 @@ def _files_open_by_any_process() -> set[str]:
     return found
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"non-finite number {name} is not allowed")
-
-
 def _read_json(path: Path, what: str) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
@@ -217,8 +214,16 @@ def _read_json(path: Path, what: str) -> Any:
             f"{exc.start}), so it is not a JSON file mmt_nas wrote. It may be corrupt or another kind of file; "
             "regenerate it, or restore it from a copy."
         ) from exc
+    non_finite: list[float] = []
+
+    def number(token: str) -> float:  # NaN, Infinity, 1e999: remembered, and found below with where they are
+        value = float(token)
+        if not math.isfinite(value):
+            non_finite.append(value)
+        return value
+
     try:
-        doc = json.loads(text, parse_constant=float)  # NaN, Infinity: found below, with where they are
+        doc = json.loads(text, parse_constant=number, parse_float=number)
     except RecursionError as exc:
         raise TableError(
             f"{what} {str(path)!r} nests JSON arrays or objects too deeply to be read (RecursionError); "
@@ -237,7 +242,7 @@ def _read_json(path: Path, what: str) -> Any:
             "regenerate it, or restore it from a copy."
         ) from exc
     # mmt_nas writes finite numbers only (NaN, Infinity and 1e999 are not latencies): name the first other one
-    todo: list[tuple[Any, str]] = [(doc, "")]
+    todo: list[tuple[Any, str]] = [(doc, "")] if non_finite else []
     while todo:
         value, where = todo.pop()
         if isinstance(value, float) and not math.isfinite(value):
@@ -573,9 +578,7 @@ class LatencyTable:
         settings: The runtime settings every entry was measured with.
         device: Facts about the device (CPU model, cores, OS, MNN version, ...).
         timing: How the entries were timed (repeats, warm-up, method).
-        entries: Initial entries.
-        devices: Every device an entry names, by id (see :func:`device_id`); all must be of the
-            same class as ``device`` (:data:`DEVICE_CLASS_FIELDS`).
+        entries: Initial entries (devices they name must be registered first: :meth:`add_device`).
     """
 
     def __init__(
@@ -584,14 +587,12 @@ class LatencyTable:
         device: Mapping[str, Any] | None = None,
         timing: Mapping[str, Any] | None = None,
         entries: Iterable[TableEntry] = (),
-        devices: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.settings = settings or RuntimeSettings()
         self.device: dict[str, Any] = dict(device or {})
         self.timing: dict[str, Any] = dict(timing or {})
+        #: Every device an entry names, by id (see :func:`device_id`), all of ``device``'s class.
         self.devices: dict[str, dict[str, Any]] = {}
-        for info in (devices or {}).values():
-            self.add_device(info)
         self._entries: dict[str, TableEntry] = {}
         for e in entries:
             self.add(e)
@@ -739,7 +740,13 @@ class LatencyTable:
                 f"cannot save the latency table to {str(path)!r}: {exc}. Its device and timing facts must be "
                 "plain JSON values (finite numbers, strings, lists, objects); fix them before saving."
             ) from None
-        atomic_write_text(path, text + "\n")
+        try:
+            atomic_write_text(path, text + "\n")
+        except OSError as exc:
+            raise TableError(
+                f"cannot save the latency table to {str(path)!r}: {exc.strerror or exc}. Check that the folder "
+                "exists, is writable and has space; the file there was left as it was."
+            ) from exc
 
     @classmethod
     def from_dict(cls, doc: Any, path: str = "<memory>") -> LatencyTable:
@@ -937,6 +944,12 @@ def merge_tables(tables: Iterable[LatencyTable], *, rtol: float = 0.1) -> tuple[
     if any(t != timings[0] for t in timings):
         merged.timing = {"merged": [dict(t) for t in timings]}
     return merged, report
+
+
+def lock_path(path: str | os.PathLike[str]) -> Path:
+    """The lock file of an output file: a hidden sibling, ``.NAME.lock``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
 
 
 @contextlib.contextmanager

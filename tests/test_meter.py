@@ -209,6 +209,13 @@ def test_cli_shards_and_merge(tiny_ops_copy: Path) -> None:
     # merging again into an existing output that is not an input would replace it: refused
     again = subprocess.run(cli + ["merge", shards[0], "-o", str(merged)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "exists and is not among the tables to merge" in again.stderr
+    # nor while a meter run writes that table: merge takes the same lock
+    from mmt_nas.table import exclusive_lock, lock_path
+
+    with exclusive_lock(lock_path(merged), "metering (the test)"):
+        busy = subprocess.run(cli + ["merge", str(merged), shards[0], "-o", str(merged)], capture_output=True,
+                              text=True, timeout=300)
+    assert busy.returncode == 2 and "is already writing" in busy.stderr and "merge into another file" in busy.stderr
     # a shard measured again with more runs wins over the merged entry, with a conflict per key
     out = subprocess.run(cli + ["meter", str(tiny_ops_copy), "--times", "7", "--shard", "1/2", "-o",
                                 str(tiny_ops_copy / "again.json")], capture_output=True, text=True, timeout=300)
@@ -251,7 +258,8 @@ def test_a_rerun_removes_the_temporary_file_a_killed_save_left(tiny_ops_copy: Pa
 def test_entries_after_a_torn_journal_line_stay_readable(tiny_ops_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mmt_nas.meter as meter
 
-    (tiny_ops_copy / "meta_latency.json").unlink()
+    table = tiny_ops_copy / "meta_latency.json"
+    table.write_text(json.dumps({**json.loads(table.read_text()), "entries": []}))  # saved at start, nothing measured
     journal = tiny_ops_copy / ("meta_latency.json" + JOURNAL_SUFFIX)
     journal.write_text('{"key": "half a line, the write was kil')
     real, calls = meter.time_model, []
@@ -268,3 +276,15 @@ def test_entries_after_a_torn_journal_line_stay_readable(tiny_ops_copy: Path, mo
     lines = journal.read_text().splitlines()
     assert lines[0].startswith('{"key": "half') and len(lines) == 3
     assert len(meter._read_journal(journal)) == 2  # both new entries survive the torn line before them
+
+
+def test_a_journal_without_its_table_is_set_aside_not_mixed_in(tiny_ops_copy: Path) -> None:
+    """Deleting a table to start over (say, with other threads) must not bring back its journaled entries."""
+    old = LatencyTable.load(tiny_ops_copy)
+    (tiny_ops_copy / "meta_latency.json").unlink()
+    journal = tiny_ops_copy / ("meta_latency.json" + JOURNAL_SUFFIX)
+    journal.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in old))  # n=20 each, maybe other settings
+    table = meter_ops(tiny_ops_copy, times=3, threads=2, profile=False)
+    assert {e.latency.n for e in table} == {3}
+    aside = [p for p in tiny_ops_copy.iterdir() if p.name.startswith(journal.name + ".orphaned-")]
+    assert len(aside) == 1 and len(aside[0].read_text().splitlines()) == len(old)  # kept, not lost

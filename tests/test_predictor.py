@@ -272,3 +272,7 @@ def test_a_table_of_another_device_is_refused_when_a_device_is_asked_for(tiny_op
                           "{cpu_model: Cortex-A76}"], capture_output=True, text=True, timeout=300,
                          cwd=Path(__file__).parent)
     assert out.returncode == 2 and "another device than asked for" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "mmt_nas.cli", "predict", "tinymods:TinyNet", "--input-shape",
+                          ",".join(map(str, TINY_SHAPE)), "--table", str(tiny_ops), "--expect-device",
+                          "{cpu_model: [}"], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent)
+    assert out.returncode == 2 and "--expect-device must be 'local' or a mapping" in out.stderr

@@ -249,3 +249,9 @@ def test_absurd_numbers_are_table_errors_not_crashes(tmp_path: Path) -> None:
     with pytest.raises(TableError, match="cannot save the latency table .*finite numbers"):
         table.save(tmp_path / "t.json")
     assert not (tmp_path / "t.json").exists()
+
+
+def test_a_table_that_cannot_be_written_is_a_table_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TableError, match="cannot save the latency table"):
+        LatencyTable().save(tmp_path / "file" / "t.json")  # its folder is a file
