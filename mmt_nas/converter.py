@@ -89,8 +89,12 @@ class GenerateResult:
         )
 
 
-def _onnx_to_mnn(onnx_path: Path, mnn_path: Path) -> None:
-    """Convert with MNN's in-process converter, capturing its native output."""
+def _onnx_to_mnn(onnx_path: Path, mnn_path: Path, what: str | None = None) -> None:
+    """Convert with MNN's in-process converter, capturing its native output.
+
+    ``what`` names the exported thing in messages (default: the ONNX file's name).
+    """
+    what = what or onnx_path.name
     out: list[str] = []
     try:
         with quiet_native_output() as out:
@@ -107,10 +111,10 @@ def _onnx_to_mnn(onnx_path: Path, mnn_path: Path) -> None:
         unsupported = re.search(r"These Op Not Support:\s*(.*?)\s*(?:Converted Failed!|$)", log)
         if unsupported:
             raise ExportError(
-                f"MNN's converter does not support the ONNX op(s) {unsupported.group(1)[:300]} that {onnx_path.name} "
-                "holds. Leave this op out of the op space, or write it with operations MNN supports."
+                f"MNN's converter does not support the ONNX op(s) {unsupported.group(1)[:300]} that {what} "
+                "exports to. Leave this op out of the op space, or write it with operations MNN supports."
             )
-        raise ExportError(f"MNN could not convert {onnx_path.name}: {log[-500:] or 'no output'}")
+        raise ExportError(f"MNN could not convert {what}: {log[-500:] or 'no output'}")
 
 
 def export_to_mnn(
@@ -160,12 +164,8 @@ def export_to_mnn(
             ) from exc
         staged = mnn_path.with_name(f".{mnn_path.name}.{os.getpid()}.tmp")
         try:
-            _onnx_to_mnn(onnx_file, staged)
+            _onnx_to_mnn(onnx_file, staged, f"{type(module).__name__} on input_shape={list(shape)}")
             os.replace(staged, mnn_path)
-        except ExportError as exc:
-            raise ExportError(
-                f"MNN could not convert {type(module).__name__} on input_shape={list(shape)}: {exc}"
-            ) from exc
         finally:
             staged.unlink(missing_ok=True)
 

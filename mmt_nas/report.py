@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError
-from mmt_nas.table import LatencyTable, atomic_write_text, remove_stale_temp_files
+from mmt_nas.table import LatencyTable, _pid_alive, atomic_write_text, remove_stale_temp_files
 
 if TYPE_CHECKING:
     import torch
@@ -355,14 +355,8 @@ def _remove_dead_work_dirs() -> None:
         m = pattern.fullmatch(name)
         if m is None or int(m[1]) == os.getpid():
             continue
-        pid = m[1]
-        try:
-            os.kill(int(pid), 0)
+        if _pid_alive(int(m[1])):
             continue  # its process is alive (or the id was reused): leave it
-        except ProcessLookupError:
-            pass
-        except (OSError, OverflowError):
-            continue  # another user's process, or cannot tell
         shutil.rmtree(root / name, ignore_errors=True)
         _logger.info("removed %s, left by a killed report", root / name)
 

@@ -320,3 +320,12 @@ def test_postgresql_driver_missing_names_the_extra(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "needs the database driver 'psycopg2'" in out.stdout and "mmt-nas[postgres]" in out.stdout
+
+
+def test_passwords_with_at_signs_are_redacted_and_bad_study_arguments_are_search_errors() -> None:
+    from mmt_nas.integrations import SearchError
+    from mmt_nas.integrations.optuna import _redact, create_study
+
+    assert _redact("postgresql://search:p@ss@db:5432/s") == "postgresql://search:***@db:5432/s"
+    with pytest.raises(SearchError, match="sideways"):
+        create_study(direction="sideways")

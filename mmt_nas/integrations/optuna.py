@@ -495,7 +495,7 @@ _OPEN_ATTEMPTS = 5
 
 def _redact(url: str) -> str:
     """``url`` with its password replaced by ``***`` (safe to print)."""
-    return re.sub(r"^([^:/]+://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"^([^:/]+://[^:/@]+:)[^/]*@", r"\1***@", url)  # up to the last @ before the host
 
 
 def _seconds(name: str, value: Any) -> int | None:
@@ -682,7 +682,17 @@ def create_study(
         engine_kwargs=engine_kwargs,
     )
     create_study_kwargs.setdefault("load_if_exists", True)
-    study = optuna_.create_study(storage=rdb, study_name=study_name, **create_study_kwargs)
+    import sqlalchemy.exc
+
+    try:
+        study = optuna_.create_study(storage=rdb, study_name=study_name, **create_study_kwargs)
+    except ValueError as exc:  # e.g. a direction that is neither 'minimize' nor 'maximize'
+        raise SearchError(f"optuna refused the study's arguments {sorted(create_study_kwargs)}: {exc}") from exc
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise SearchError(
+            f"could not create or load study {study_name!r} in {_redact(str(storage))!r}: "
+            f"{str(exc).splitlines()[0]}. Check that the database server is running and reachable."
+        ) from exc
     wanted = create_study_kwargs.get("directions") or [create_study_kwargs.get("direction") or "minimize"]
     wanted = [d if isinstance(d, str) else d.name for d in wanted]
     have = [d.name.lower() for d in study.directions]
