@@ -38,6 +38,7 @@ from mmt_nas.table import (
     exclusive_lock,
     load_ops_meta,
     lock_path,
+    open_journal,
     remove_stale_temp_files,
 )
 
@@ -462,9 +463,7 @@ def _meter_locked(
     todo = [op for op in ops if op.key not in table and op.file]
     _logger.info("metering %d of %d ops (%d already in the table)", len(todo), len(ops), len(ops) - len(todo))
     last_save = time.monotonic()
-    with open(journal, "a", encoding="utf-8") as jf:
-        if jf.tell() > 0 and not journal.read_bytes().endswith(b"\n"):
-            jf.write("\n")  # a killed write left a torn line: the next entry starts on a line of its own
+    with open_journal(journal) as jf:
         for op in progress(todo, len(todo), "meter", show_progress):
             try:
                 stats = time_model(ops_dir / op.file, times, warmup=warmup, settings=settings)

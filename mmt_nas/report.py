@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError
-from mmt_nas.table import LatencyTable, _pid_alive, atomic_write_text, remove_stale_temp_files
+from mmt_nas.table import LatencyTable, _pid_alive, atomic_write_text, open_journal, remove_stale_temp_files
 
 if TYPE_CHECKING:
     import torch
@@ -410,13 +410,8 @@ class _Journal:
         line = json.dumps(doc, allow_nan=False) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab") as fh:
-                if fh.tell() > 0:  # after a torn last line, start a new one rather than extend it
-                    with open(self.path, "rb") as rd:
-                        rd.seek(-1, os.SEEK_END)
-                        if rd.read(1) != b"\n":
-                            fh.write(b"\n")
-                fh.write(line.encode("utf-8"))
+            with open_journal(self.path) as fh:
+                fh.write(line)
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:

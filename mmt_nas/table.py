@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from mmt_nas.exceptions import TableError
 
@@ -42,6 +42,7 @@ __all__ = [
     "exclusive_lock",
     "lock_path",
     "atomic_write_text",
+    "open_journal",
     "load_ops_meta",
     "save_ops_meta",
 ]
@@ -89,6 +90,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def open_journal(path: str | os.PathLike[str]) -> TextIO:
+    """Open a JSON-lines journal for appending (created if missing), ready for a whole new line.
+
+    A killed writer can leave a torn last line; the next entry then starts on a line of its own
+    instead of extending it, so readers that skip unreadable lines lose only the torn one.
+    """
+    fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (the caller closes it)
+    try:
+        if fh.tell() > 0:
+            with open(path, "rb") as tail:
+                tail.seek(-1, os.SEEK_END)
+                if tail.read(1) != b"\n":
+                    fh.write("\n")
+    except BaseException:
+        fh.close()
+        raise
+    return fh
 
 
 def remove_stale_temp_files(
