@@ -591,7 +591,7 @@ class Report:
             for op in (r.prediction or {}).get("ops", []):
                 total += op["total_ms"]
                 table_ms += op["total_ms"] if op["source"] == "table" else 0.0
-        m["table_share_pct"] = 100 * table_ms / total if total else None
+        m["table_share_pct"] = 100 * (table_ms / total) if total else None  # x / x is exactly 1; 100 * x / x is not
         m["fallback_share_pct"] = 100 - m["table_share_pct"] if total else None
         return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in m.items()}
 
