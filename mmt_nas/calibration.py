@@ -22,17 +22,23 @@ import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from mmt_nas.exceptions import MmtNasError, TableError
+from mmt_nas._files import atomic_write_text
+from mmt_nas._imports import try_import
+from mmt_nas.exceptions import NotFittedError, OptionError, TableError
 from mmt_nas.fallback import op_features
-from mmt_nas.table import TableEntry, atomic_write_text
+from mmt_nas.table import Latency, TableEntry
+from mmt_nas.trace import ParsedOp
 
 if TYPE_CHECKING:
     from mmt_nas.meter import OpProfile
-    from mmt_nas.parser import ParsedOp
 
-__all__ = ["CalibrationSample", "InContextCalibration", "profile_scope", "samples_from_profile", "cross_fitted"]
+#: The regression models :class:`InContextCalibration` can fit.
+CalibrationKind = Literal["boosting", "forest"]
+CALIBRATION_KINDS: tuple[CalibrationKind, ...] = ("boosting", "forest")
+
+__all__ = ["CalibrationKind", "CALIBRATION_KINDS", "CalibrationSample", "InContextCalibration", "profile_scope", "samples_from_profile", "cross_fitted"]
 
 _SCHEMA = "mmt_nas/calibration"
 
@@ -82,7 +88,7 @@ def samples_from_profile(
     ops: Sequence[ParsedOp],
     profile: Iterable[OpProfile],
     table: Any,
-    latency: str = "core",
+    latency: Latency = "core",
     measured_ms: float | None = None,
 ) -> list[CalibrationSample]:
     """Pair a model's counted module ops with their in-context times.
@@ -118,7 +124,7 @@ def samples_from_profile(
         ctx = by_scope.get(op.name)
         if entry is None or ctx is None or calls[op.name] != 1 or ctx <= 0:
             continue
-        alone = entry.core_ms if latency == "core" and entry.core_ms is not None else entry.latency_ms
+        alone = entry.time_ms(latency)
         if alone > 0:
             samples.append(CalibrationSample(model_name, op.key, tuple(op_features(entry)), alone, ctx))
     return samples
@@ -133,7 +139,7 @@ class InContextCalibration:
         random_state: Seed.
     """
 
-    def __init__(self, model: str = "boosting", max_ratio: float = 20.0, random_state: int = 0) -> None:
+    def __init__(self, model: CalibrationKind = "boosting", max_ratio: float = 20.0, random_state: int = 0) -> None:
         self.model = model
         self.max_ratio = max_ratio
         self.random_state = random_state
@@ -150,18 +156,18 @@ class InContextCalibration:
         """Fit on in-context samples; returns ``self``.
 
         Raises:
-            TableError: Fewer than 10 samples, or bad parameters.
+            TableError: Fewer than 10 samples.
+            OptionError: Bad parameters.
         """
         samples = list(samples)
         if len(samples) < 10:
             raise TableError(f"calibration needs at least 10 in-context op samples, but got {len(samples)}. "
                              "Profile more models (mmt_nas.report.evaluate collects them).")
-        if self.model not in ("boosting", "forest"):
-            raise TableError(f"model must be 'boosting' or 'forest', but got model={self.model!r}.")
-        try:
+        if self.model not in CALIBRATION_KINDS:
+            raise OptionError(f"model must be 'boosting' or 'forest', but got model={self.model!r}.")
+        with try_import("fallback", "the in-context calibration") as imported:
             from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-        except ImportError as exc:
-            raise MmtNasError(f"calibration needs scikit-learn ({exc}); `pip install mmt-nas[fallback]`.") from exc
+        imported.check()
         est = (HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, min_samples_leaf=10,
                                              random_state=self.random_state)
                if self.model == "boosting" else
@@ -180,7 +186,7 @@ class InContextCalibration:
     def ratios(self, items: Sequence[tuple[TableEntry, float]]) -> list[float]:
         """Batched :meth:`ratio`."""
         if not hasattr(self, "estimator_"):
-            raise MmtNasError("this InContextCalibration is not fitted yet; call fit(samples) first.")
+            raise NotFittedError("this InContextCalibration is not fitted yet; call fit(samples) first.")
         if not items:
             return []
         logs = self.estimator_.predict([self._x(op_features(e), ms) for e, ms in items])
@@ -190,7 +196,7 @@ class InContextCalibration:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the parameters and training samples as JSON (loading refits the estimator; never a pickle)."""
         if not hasattr(self, "samples_"):
-            raise MmtNasError("fit the calibration before saving it.")
+            raise NotFittedError("this InContextCalibration is not fitted yet; fit it before saving it.")
         doc = {"schema": _SCHEMA, "schema_version": 1, "params": self.get_params(),
                "models": self.models_, "samples": [s.to_dict() for s in self.samples_]}
         atomic_write_text(path, json.dumps(doc, allow_nan=False) + "\n")

@@ -23,18 +23,12 @@ from mmt_nas.exceptions import ExportError, MeteringError, OpSpaceError, TableEr
 from mmt_nas.meter import progress, quiet_native_output, time_model
 from mmt_nas.ops import SameInputs, required_inputs
 from mmt_nas.opspace import OpSpec, load_space
-from mmt_nas.parser import _check_shape, _eval_mode
-from mmt_nas.table import (
-    LatencyStats,
-    OpRecord,
-    RuntimeSettings,
-    exclusive_lock,
-    load_ops_meta,
-    lock_path,
-    op_key,
-    remove_stale_temp_files,
-    save_ops_meta,
-)
+from mmt_nas._files import exclusive_lock, lock_path, remove_stale_temp_files
+from mmt_nas._imports import require
+from mmt_nas.records import OpRecord, load_ops_meta, save_ops_meta
+from mmt_nas.table import LatencyStats, RuntimeSettings
+from mmt_nas.trace import eval_mode, shape_of
+from mmt_nas.vocab import check_shape, op_key
 
 if TYPE_CHECKING:
     import torch
@@ -95,17 +89,12 @@ def _onnx_to_mnn(onnx_path: Path, mnn_path: Path, what: str | None = None) -> No
     ``what`` names the exported thing in messages (default: the ONNX file's name).
     """
     what = what or onnx_path.name
-    out: list[str] = []
-    try:
-        with quiet_native_output() as out:
-            import _tools  # MNN's compiled converter, not its Python tools package
-
-            ok = _tools.mnnconvert(
-                ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path),
-                 "--bizCode", "mmt_nas"]
-            )
-    except ImportError as exc:
-        raise ExportError(f"MNN's converter extension is missing ({exc}). Install it with `pip install MNN`.") from exc
+    _tools = require("_tools", "base", "MNN's converter")  # its compiled converter, not its Python tools package
+    with quiet_native_output() as out:
+        ok = _tools.mnnconvert(
+            ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path),
+             "--bizCode", "mmt_nas"]
+        )
     if not ok or not mnn_path.is_file() or mnn_path.stat().st_size == 0:
         log = " ".join((out[0] if out else "").split())
         unsupported = re.search(r"These Op Not Support:\s*(.*?)\s*(?:Converted Failed!|$)", log)
@@ -140,14 +129,14 @@ def export_to_mnn(
     """
     import torch
 
-    shape = _check_shape(list(input_shape))
+    shape = check_shape(list(input_shape))
     mnn_path = Path(mnn_path)
     mnn_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mmt_nas_") as tmp:
         onnx_file = Path(onnx_path) if onnx_path is not None else Path(tmp) / "op.onnx"
         try:
             # grad stays enabled: torch's fused inference paths (e.g. nn.MultiheadAttention's) have no ONNX export
-            with _eval_mode(module), warnings.catch_warnings(), quiet_native_output():
+            with eval_mode(module), warnings.catch_warnings(), quiet_native_output():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     module,
@@ -176,12 +165,10 @@ def _flops_and_output(
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mmt_nas.parser import _shape_of
-
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         out = module(torch.randn(shape, generator=gen))
-    return int(counter.get_total_flops()), _shape_of(out), isinstance(out, torch.Tensor)
+    return int(counter.get_total_flops()), shape_of(out), isinstance(out, torch.Tensor)
 
 
 def prepare_ops(

@@ -15,6 +15,10 @@ __all__ = [
     "TableError",
     "UnknownOpError",
     "LockedError",
+    "MissingExtraError",
+    "SearchError",
+    "NotFittedError",
+    "OptionError",
 ]
 
 
@@ -65,3 +69,20 @@ class LockedError(MmtNasError, RuntimeError):
         super().__init__(message)
         self.path = path
         self.holder = holder
+
+
+class MissingExtraError(MmtNasError, ImportError):
+    """An optional dependency is not installed; the message names the mmt_nas extra that installs it."""
+
+
+class SearchError(MmtNasError, ValueError):
+    """A search integration was given an invalid value (a budget, a weight, a shape, a storage URL, ...)."""
+
+
+class NotFittedError(MmtNasError, ValueError, AttributeError):
+    """An estimator was used before ``fit`` (as scikit-learn's ``NotFittedError``)."""
+
+
+class OptionError(MmtNasError, ValueError):
+    """A string option (``composition``, ``latency``, ``on_missing``, an estimator's kind, ...) or another
+    constructor parameter is not one of its allowed values."""

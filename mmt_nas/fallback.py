@@ -12,49 +12,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from mmt_nas.exceptions import MmtNasError, TableError
-from mmt_nas.ops import function_category
-from mmt_nas.table import LatencyTable, OpRecord, TableEntry
-
-if TYPE_CHECKING:
-    from mmt_nas.parser import ParsedOp
+from mmt_nas._imports import try_import
+from mmt_nas.describe import record_from_parsed
+from mmt_nas.exceptions import NotFittedError, OptionError, TableError
+from mmt_nas.records import OpRecord
+from mmt_nas.table import Latency, LatencyTable, TableEntry, check_latency
+from mmt_nas.trace import ParsedOp
+from mmt_nas.vocab import FAMILIES, op_family
 
 __all__ = [
-    "FAMILIES", "op_family", "op_features", "FEATURE_NAMES", "LatencyRegressor", "compare_regressors",
-    "record_from_parsed", "propose_samples",
+    "FAMILIES", "op_family", "op_features", "FEATURE_NAMES", "RegressorKind", "REGRESSOR_KINDS", "LatencyRegressor",
+    "compare_regressors", "record_from_parsed", "propose_samples",
 ]
 
-FAMILIES = ("conv", "dwconv", "linear", "norm", "activation", "pool", "elementwise", "layout", "block", "other")
-_FAMILY_OF_CLASS = {
-    **{c: "conv" for c in ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")},
-    "Linear": "linear",
-    **{c: "norm" for c in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm")},
-    **{c: "activation" for c in ("ReLU", "ReLU6", "Hardtanh", "Sigmoid", "Hardsigmoid", "Hardswish", "SiLU", "GELU",
-                                 "Tanh", "LeakyReLU", "ELU", "Softmax", "Mish")},
-    **{c: "pool" for c in ("MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d",
-                           "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")},
-    **{c: "layout" for c in ("Flatten", "Identity", "Dropout", "Unflatten", "ChannelShuffle", "PixelShuffle")},
-}
+#: The regression models :class:`LatencyRegressor` can fit.
+RegressorKind = Literal["forest", "boosting", "linear"]
+REGRESSOR_KINDS: tuple[RegressorKind, ...] = ("forest", "boosting", "linear")
+
 FEATURE_NAMES = (
     "log_flops", "log_params", "log_in", "log_out", "log_traffic", "kernel", "stride", "groups_frac",
     "log_cin", "log_cout", "log_hw", "arith_intensity",
 ) + tuple(f"is_{f}" for f in FAMILIES)
-
-
-def op_family(class_name: str, args: Mapping[str, Any] | None = None, key: str = "") -> str:
-    """The op family used as a feature (and by reports): conv, dwconv, linear, norm, ..."""
-    if class_name == "Functional":
-        fn = key.split("|", 2)[1].split("(", 1)[0] if "|" in key else str((args or {}).get("fn", ""))
-        cat = function_category(fn)
-        return {"conv": "linear"}.get(cat, cat if cat in FAMILIES else "other")
-    fam = _FAMILY_OF_CLASS.get(class_name, "block")
-    if fam == "conv" and args:
-        groups, cin = args.get("groups", 1), args.get("in_channels", 1)
-        if isinstance(groups, int) and groups > 1 and groups == cin:
-            return "dwconv"
-    return fam
 
 
 def _scalar(v: Any, default: float = 1.0) -> float:
@@ -92,19 +72,20 @@ def op_features(op: OpRecord | TableEntry) -> list[float]:
     ] + [1.0 if fam == f else 0.0 for f in FAMILIES]
 
 
-_MODELS = ("forest", "boosting", "linear")
+def check_regressor_kind(model: Any) -> RegressorKind:
+    """Return ``model`` if it is a :data:`REGRESSOR_KINDS` name, else raise :class:`OptionError`."""
+    if model not in REGRESSOR_KINDS:
+        raise OptionError(f"model must be one of {REGRESSOR_KINDS}, but got model={model!r}.")
+    return model  # type: ignore[no-any-return]
 
 
-def _make(kind: str, random_state: int) -> Any:
-    try:
+def _make(kind: RegressorKind, random_state: int) -> Any:
+    with try_import("fallback", "the regression fallback") as imported:
         from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
         from sklearn.linear_model import RidgeCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
-    except ImportError as exc:
-        raise MmtNasError(
-            f"the regression fallback needs scikit-learn ({exc}); install it with `pip install mmt-nas[fallback]`."
-        ) from exc
+    imported.check()
     if kind == "forest":
         return RandomForestRegressor(n_estimators=200, min_samples_leaf=2, random_state=random_state, n_jobs=1)
     if kind == "boosting":
@@ -126,7 +107,7 @@ class LatencyRegressor:
         random_state: Seed, so refits are identical.
     """
 
-    def __init__(self, model: str = "forest", latency: str = "core", random_state: int = 0) -> None:
+    def __init__(self, model: RegressorKind = "forest", latency: Latency = "core", random_state: int = 0) -> None:
         self.model = model
         self.latency = latency
         self.random_state = random_state
@@ -139,36 +120,34 @@ class LatencyRegressor:
         """Set constructor parameters; returns ``self``."""
         for k, v in params.items():
             if k not in self.get_params():
-                raise TableError(f"LatencyRegressor has no parameter {k!r}; it has {sorted(self.get_params())}.")
+                raise OptionError(f"LatencyRegressor has no parameter {k!r}; it has {sorted(self.get_params())}.")
             setattr(self, k, v)
         return self
 
     def _target(self, entry: TableEntry) -> float:
-        ms = entry.core_ms if self.latency == "core" and entry.core_ms is not None else entry.latency_ms
-        return math.log(max(ms, 1e-5))
+        return math.log(max(entry.time_ms(self.latency), 1e-5))
 
     def fit(self, table: LatencyTable | Iterable[TableEntry]) -> LatencyRegressor:
         """Fit on the measured ops of a table.
 
         Raises:
-            TableError: Bad parameters, or fewer than 5 ops to learn from.
+            OptionError: Bad parameters.
+            TableError: Fewer than 5 ops to learn from.
         """
-        if self.model not in _MODELS:
-            raise TableError(f"model must be one of {_MODELS}, but got model={self.model!r}.")
-        if self.latency not in ("core", "wall"):
-            raise TableError(f"latency must be 'core' or 'wall', but got latency={self.latency!r}.")
+        kind = check_regressor_kind(self.model)
+        check_latency(self.latency)
         entries = list(table)
         if len(entries) < 5:
             raise TableError(f"the fallback needs at least 5 measured ops to learn from, but the table has "
                              f"{len(entries)}. Meter more ops first.")
-        self.estimator_ = _make(self.model, self.random_state)
+        self.estimator_ = _make(kind, self.random_state)
         self.estimator_.fit([op_features(e) for e in entries], [self._target(e) for e in entries])
         self.n_samples_ = len(entries)
         return self
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "estimator_"):
-            raise MmtNasError("this LatencyRegressor is not fitted yet; call fit(table) first.")
+            raise NotFittedError("this LatencyRegressor is not fitted yet; call fit(table) first.")
 
     def predict(self, ops: Sequence[OpRecord | TableEntry]) -> list[float]:
         """Estimated latencies in ms."""
@@ -192,48 +171,8 @@ class LatencyRegressor:
         return cls(**p).fit(table)
 
 
-_RECORDS: dict[str, OpRecord] = {}
-_RECORDS_MAX = 4096
-
-
-def record_from_parsed(op: ParsedOp) -> OpRecord:
-    """An :class:`OpRecord` for a parsed op: arguments recovered, FLOPs counted by running it once on zeros.
-
-    Records are remembered by key (a key determines its op: class, ``repr()`` and input shape), so
-    an op estimated by the fallback and then calibrated, or predicted again, is run only once.
-    """
-    hit = _RECORDS.get(op.key)
-    if hit is None:
-        if len(_RECORDS) >= _RECORDS_MAX:
-            _RECORDS.pop(next(iter(_RECORDS)))
-        hit = _RECORDS[op.key] = _record_from_parsed(op)
-    return hit
-
-
-def _record_from_parsed(op: ParsedOp) -> OpRecord:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    if op.function is not None:
-        return OpRecord(op.key, "Functional", "mmt_nas.ops", {"fn": op.function["fn"]}, op.input_shape,
-                        op.output_shape, 0, 0)
-    module = op.module
-    from mmt_nas.opspace import describe_module
-
-    args = describe_module(module) or {}
-    flops = 0
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module(torch.zeros(op.input_shape))
-        flops = int(counter.get_total_flops())
-    except Exception:  # an op that cannot run alone keeps 0 FLOPs; the other features remain
-        pass
-    return OpRecord(op.key, op.class_name, type(module).__module__, args, op.input_shape, op.output_shape, flops,
-                    sum(p.numel() for p in module.parameters()))
-
-
 def compare_regressors(
-    table: LatencyTable, kinds: Sequence[str] = _MODELS, folds: int = 5, random_state: int = 0
+    table: LatencyTable, kinds: Sequence[RegressorKind] = REGRESSOR_KINDS, folds: int = 5, random_state: int = 0
 ) -> dict[str, dict[str, float]]:
     """Cross-validate each regressor kind on the table: MAPE and share within ±10% per kind."""
     import random

@@ -28,19 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mmt_nas._files import exclusive_lock, lock_path, open_journal, remove_stale_temp_files
+from mmt_nas._imports import require, try_import
 from mmt_nas.exceptions import MeteringError, TableError
-from mmt_nas.table import (
-    TABLE_FILENAME,
-    LatencyStats,
-    LatencyTable,
-    RuntimeSettings,
-    TableEntry,
-    exclusive_lock,
-    load_ops_meta,
-    lock_path,
-    open_journal,
-    remove_stale_temp_files,
-)
+from mmt_nas.records import TABLE_FILENAME, load_ops_meta
+from mmt_nas.table import LatencyStats, LatencyTable, RuntimeSettings, TableEntry
 
 __all__ = ["meter_ops", "parse_shard", "in_shard", "time_model", "profile_model", "OpProfile", "device_info", "JOURNAL_SUFFIX"]
 
@@ -86,13 +78,8 @@ def quiet_native_output() -> Iterator[list[str]]:
 def _mnn() -> Any:
     """Import the MNN runtime (not its ``tools`` subpackage), hiding its start-up banner."""
     if "MNN" not in sys.modules:
-        try:
-            with quiet_native_output():
-                import MNN  # noqa: F401
-        except ImportError as exc:
-            raise MeteringError(
-                f"the MNN runtime is not installed ({exc}). Install it with `pip install MNN`."
-            ) from exc
+        with quiet_native_output():
+            require("MNN", "base", "metering with the MNN runtime")
     return sys.modules["MNN"]
 
 
@@ -102,10 +89,10 @@ def progress(items: Iterable[_T], total: int, desc: str, enabled: bool | None) -
         enabled = sys.stderr.isatty()
     if not enabled:
         return items
-    try:
+    with try_import("torch", "a progress bar") as imported:
         from tqdm import tqdm
-    except ImportError:
-        return items
+    if not imported.is_successful():
+        return items  # a progress bar is a nicety: go on without it
     return tqdm(items, total=total, desc=desc, unit="op", leave=False)
 
 

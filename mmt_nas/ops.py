@@ -17,6 +17,7 @@ tensor (a constant when the op is timed alone).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,27 +25,12 @@ import torch
 from torch import nn
 
 from mmt_nas.exceptions import OpSpaceError
+from mmt_nas.vocab import FUNCTIONS, function_category
 
 __all__ = [
     "Functional", "SameInputs", "FUNCTIONS", "function_category", "canonical_name", "encode_args", "signature",
     "required_inputs",
 ]
-
-# name -> category, for the functions that are recorded (others are ignored)
-FUNCTIONS: dict[str, str] = {}
-for _cat, _names in {
-    "elementwise": "add sub mul div true_divide __add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ "
-                   "__rtruediv__ clamp clip exp sqrt rsqrt pow neg abs maximum minimum where",
-    "layout": "cat concat stack flatten view reshape transpose permute chunk split squeeze unsqueeze __getitem__ "
-              "pad interpolate expand repeat roll",
-    "activation": "relu relu6 hardtanh sigmoid hardsigmoid hardswish silu gelu tanh softmax log_softmax "
-                  "leaky_relu elu mish",
-    "pool": "mean sum amax adaptive_avg_pool2d avg_pool2d max_pool2d adaptive_max_pool2d",
-    "conv": "matmul __matmul__ bmm linear conv2d scaled_dot_product_attention",
-    "norm": "layer_norm batch_norm group_norm normalize",
-}.items():
-    for _n in _names.split():
-        FUNCTIONS[_n] = _cat
 
 _NAMESPACES = {"Tensor": torch.Tensor, "torch": torch, "F": nn.functional}
 
@@ -72,11 +58,6 @@ def canonical_name(func: Any) -> str | None:
     else:
         return None
     return f"{ns}.{name}" if hasattr(_NAMESPACES[ns], name) else None
-
-
-def function_category(fn: str) -> str:
-    """Category of a canonical function name (``elementwise``, ``layout``, ``activation``, ...)."""
-    return FUNCTIONS.get(fn.rpartition(".")[2], "other")
 
 
 class _Unsupported(Exception):
@@ -243,8 +224,6 @@ class SameInputs(nn.Module):
 
 def required_inputs(module: nn.Module) -> int:
     """How many positional arguments without defaults ``module.forward`` takes."""
-    import inspect
-
     try:
         params = inspect.signature(module.forward).parameters.values()
     except (TypeError, ValueError):

@@ -37,15 +37,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from mmt_nas._files import atomic_write_text
 from mmt_nas.exceptions import OpSpaceError
 
 if TYPE_CHECKING:
     import torch
 
-    from mmt_nas.table import OpRecord
+    from mmt_nas.records import OpRecord
 
 __all__ = [
-    "OpSpec", "load_space", "expand_space", "resolve_class", "load_model", "space_from_model", "space_of",
+    "OpSpec", "load_space", "expand_space", "resolve_class", "load_model", "space_of", "add_block", "to_python",
     "dump_space",
 ]
 
@@ -96,13 +97,14 @@ class OpSpec:
             Exception: Whatever the constructor raises for these arguments.
         """
         cls = resolve_class(self.module, self.class_name, base_dir)
-        return cls(**{k: _to_python(v) for k, v in self.args.items()}).eval()
+        return cls(**{k: to_python(v) for k, v in self.args.items()}).eval()
 
 
-def _to_python(value: Any) -> Any:
-    """YAML lists become tuples (what torch's own modules store for sizes)."""
+def to_python(value: Any) -> Any:
+    """A YAML argument value as a constructor gets it: lists become tuples (what torch's own modules store
+    for sizes)."""
     if isinstance(value, list):
-        return tuple(_to_python(v) for v in value)
+        return tuple(to_python(v) for v in value)
     return value
 
 
@@ -478,118 +480,7 @@ def _expand_block(
 # -- building a space from a model --------------------------------------------------
 
 
-def _module_path(cls: type) -> str:
-    """The shortest importable path exposing ``cls`` (``torch.nn`` for torch's own layers)."""
-    import torch
-
-    if getattr(torch.nn, cls.__name__, None) is cls:
-        return "torch.nn"
-    return cls.__module__
-
-
-def _yaml_value(value: Any, name: str = "") -> Any:
-    import torch
-
-    if name == "bias" and (isinstance(value, torch.Tensor) or value is None):
-        return value is not None  # torch stores bias=True as a Parameter, bias=False as None
-    if isinstance(value, tuple):
-        return [_yaml_value(v) for v in value]
-    if isinstance(value, torch.Size):
-        return list(value)
-    return value
-
-
-def describe_module(module: torch.nn.Module) -> dict[str, Any] | None:
-    """Recover constructor arguments that rebuild ``module`` with the same ``repr()``.
-
-    Arguments equal to the constructor's defaults are left out. Returns ``None``
-    when the class stores its arguments under other names than its constructor's.
-    """
-    cls = type(module)
-    try:
-        sig = inspect.signature(cls.__init__)
-    except (TypeError, ValueError):
-        return None
-    args: dict[str, Any] = {}
-    for p in list(sig.parameters.values())[1:]:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        if not hasattr(module, p.name):
-            if p.default is inspect.Parameter.empty:
-                return None
-            continue
-        value = _yaml_value(getattr(module, p.name), p.name)
-        if not isinstance(value, (bool, int, float, str, list)) and value is not None:
-            return None
-        default = p.default
-        if default is not inspect.Parameter.empty and _yaml_value(default, p.name) == value:
-            continue
-        args[p.name] = value
-    try:
-        rebuilt = cls(**{k: _to_python(v) for k, v in args.items()})
-    except Exception:  # any constructor failure means the recovered arguments are wrong
-        return None
-    return args if repr(rebuilt) == repr(module) else None
-
-
-def space_from_model(
-    model: torch.nn.Module, input_shape: Sequence[int], *, include_fused: bool = False
-) -> dict[str, Any]:
-    """Build the op space that covers every op ``model`` runs on ``input_shape``.
-
-    The ops are those :func:`mmt_nas.parser.parse_model` finds: leaf modules and the
-    tensor functions the model's containers call (as ``mmt_nas.ops.Functional``), less the
-    ops MNN fuses into the op before them (they cost nothing of their own). Each op becomes
-    one block of single-valued lists (the seed's format with the list-of-blocks extension).
-    Write it with :func:`dump_space`.
-
-    Args:
-        model: The model.
-        input_shape: Its input shape, e.g. ``[1, 3, 224, 224]``.
-        include_fused: Also list the ops MNN fuses (to compare with ``composition="modules"``).
-
-    Returns:
-        The op-space document.
-
-    Raises:
-        OpSpaceError: A leaf module cannot be described (its arguments are not recoverable,
-            or its class is not importable); the message names each one.
-    """
-    from mmt_nas.parser import parse_model
-
-    doc: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    problems: list[str] = []
-    seen: set[str] = set()
-    for op in parse_model(model, input_shape):
-        if (op.fused_into is not None and not include_fused) or op.key in seen:
-            continue
-        seen.add(op.key)
-        if op.function is not None:
-            kwargs = {"kwargs": op.function["kwargs"]} if op.function["kwargs"] else {}
-            _add_block(doc, "mmt_nas.ops", "Functional", {"fn": op.function["fn"], "args": op.function["args"],
-                                                          **kwargs}, op.input_shape)
-            continue
-        cls = type(op.module)
-        path = _module_path(cls)
-        if path == "__main__":
-            problems.append(f"{op.name} ({cls.__name__}): defined in __main__; move it to an importable module")
-            continue
-        args = describe_module(op.module)
-        if args is None:
-            problems.append(
-                f"{op.name} ({cls.__name__}): its constructor arguments cannot be recovered from its attributes"
-            )
-            continue
-        _add_block(doc, path, cls.__name__, args, op.input_shape)
-    if problems:
-        raise OpSpaceError(
-            "these ops cannot be written to an op space: " + "; ".join(problems) + ". Give those classes "
-            "attributes named like their constructor arguments, or write their YAML entries by hand."
-        )
-    return doc
-
-
-def _add_block(
+def add_block(
     doc: dict[str, Any], module: str, class_name: str, args: Mapping[str, Any], input_shape: Sequence[int]
 ) -> None:
     """Append one op, as a block of single-valued lists, to an op-space document."""
@@ -602,12 +493,20 @@ def space_of(records: Iterable[OpRecord]) -> dict[str, Any]:
     """An op-space document (list-of-blocks form) listing exactly ``records`` (e.g. ops to measure next)."""
     doc: dict[str, Any] = {}
     for r in records:
-        _add_block(doc, r.module, r.class_name, r.args, r.input_shape)
+        add_block(doc, r.module, r.class_name, r.args, r.input_shape)
     return doc
 
 
 def dump_space(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write an op-space document as YAML, atomically."""
-    from mmt_nas.table import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=None, width=120))
+
+
+def __getattr__(name: str) -> Any:
+    # Names that lived here before mmt_nas.describe existed (examples imported space_from_model from
+    # here): resolved on first use, since mmt_nas.describe builds on this module.
+    if name in ("space_from_model", "describe_module"):
+        import mmt_nas.describe
+
+        return getattr(mmt_nas.describe, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,10 +6,14 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from mmt_nas.exceptions import TableError, UnknownOpError
-from mmt_nas.table import TABLE_FILENAME, LatencyTable, RuntimeSettings, TableEntry
+from mmt_nas.describe import record_from_parsed
+from mmt_nas.exceptions import OptionError, TableError, UnknownOpError
+from mmt_nas.meter import device_info
+from mmt_nas.table import TABLE_FILENAME, Latency, LatencyTable, RuntimeSettings, TableEntry, check_latency
+from mmt_nas.trace import Composition, ParsedOp, check_composition, parse_model
+from mmt_nas.vocab import parse_key
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Iterable
@@ -17,11 +21,24 @@ if TYPE_CHECKING:
     import torch
 
     from mmt_nas.calibration import InContextCalibration
-    from mmt_nas.parser import ParsedOp
 
-__all__ = ["OpContribution", "Prediction", "LatencyPredictor", "OpEstimator", "load_table_cached"]
+__all__ = [
+    "OnMissing", "ON_MISSING", "check_on_missing", "Source", "OpContribution", "Prediction", "LatencyPredictor",
+    "OpEstimator", "load_table_cached",
+]
 
-_ON_MISSING = ("error", "fallback")
+#: What the predictor does with an op that is not in the table: raise (``"error"``) or ask its fallback.
+OnMissing = Literal["error", "fallback"]
+ON_MISSING: tuple[OnMissing, ...] = ("error", "fallback")
+#: Where an op's time in a prediction came from.
+Source = Literal["table", "fallback", "fused"]
+
+
+def check_on_missing(on_missing: Any) -> OnMissing:
+    """Return ``on_missing`` if it is ``"error"`` or ``"fallback"``, else raise :class:`OptionError`."""
+    if on_missing not in ON_MISSING:
+        raise OptionError(f"on_missing must be one of {ON_MISSING}, but got on_missing={on_missing!r}.")
+    return on_missing  # type: ignore[no-any-return]
 
 
 class OpEstimator(Protocol):
@@ -54,7 +71,7 @@ class OpContribution:
     latency_ms: float
     total_ms: float
     share: float
-    source: str
+    source: Source
     names: tuple[str, ...]
     ratio: float = 1.0
 
@@ -82,7 +99,7 @@ class Prediction(float):
         """The prediction as a plain float, in ms."""
         return float(self)
 
-    def source_ms(self, source: str) -> float:
+    def source_ms(self, source: Source) -> float:
         """Milliseconds of the prediction that came from ``source`` (``"table"`` or ``"fallback"``)."""
         return sum(o.total_ms for o in self.ops if o.source == source)
 
@@ -158,27 +175,22 @@ class LatencyPredictor:
         self,
         table: LatencyTable | str | os.PathLike[str],
         *,
-        on_missing: str = "error",
+        on_missing: OnMissing = "error",
         fallback: OpEstimator | None = None,
         backend: str | None = None,
         threads: int | None = None,
         precision: str | None = None,
-        composition: str = "mnn",
-        latency: str = "core",
+        composition: Composition = "mnn",
+        latency: Latency = "core",
         calibration: InContextCalibration | None = None,
         device: Mapping[str, Any] | str | None = None,
     ) -> None:
-        if composition not in ("mnn", "modules"):
-            raise TableError(f"composition must be 'mnn' or 'modules', but got composition={composition!r}.")
-        if latency not in ("core", "wall"):
-            raise TableError(f"latency must be 'core' or 'wall', but got latency={latency!r}.")
-        self.composition = composition
-        self.latency = latency
+        self.composition: Composition = check_composition(composition)
+        self.latency: Latency = check_latency(latency)
         self.calibration = calibration
-        if on_missing not in _ON_MISSING:
-            raise TableError(f"on_missing must be one of {_ON_MISSING}, but got on_missing={on_missing!r}.")
+        check_on_missing(on_missing)
         if on_missing == "fallback" and fallback is None:
-            raise TableError("on_missing='fallback' needs a fallback estimator; pass fallback=... .")
+            raise OptionError("on_missing='fallback' needs a fallback estimator; pass fallback=... .")
         self.table = table if isinstance(table, LatencyTable) else load_table_cached(table)
         self.on_missing = on_missing
         self.fallback = fallback
@@ -191,8 +203,6 @@ class LatencyPredictor:
         self.table.check_settings(wanted)
         if device is not None:
             if device == "local":
-                from mmt_nas.meter import device_info
-
                 device = device_info()
             if isinstance(device, str):
                 raise TableError(f"device must be a mapping of device facts or 'local', but got device={device!r}.")
@@ -204,11 +214,21 @@ class LatencyPredictor:
         Raises:
             UnknownOpError: Ops are missing and ``on_missing="error"``.
         """
-        from mmt_nas.parser import parse_model
+        return self.predict_ops(self.parse(model, input_shape))
 
-        return self.predict_ops(
-            parse_model(model, input_shape, known=self.table.__contains__, composition=self.composition,
-                        known_output=self._known_output)
+    def parse(self, model: torch.nn.Module, input_shape: Sequence[int]) -> list[ParsedOp]:
+        """The ops of ``model`` as this predictor counts them: modules the table knows whole, the rest down to
+        leaves, with this predictor's ``composition`` (see :func:`mmt_nas.trace.parse_model`).
+
+        :meth:`predict_ops` of the result is :meth:`predict`; trace once and use both when the ops are
+        needed too (as :func:`mmt_nas.evaluate.evaluate` does).
+
+        Raises:
+            OpSpaceError: The shape is malformed, or the model fails to run on it.
+        """
+        return parse_model(
+            model, input_shape, known=self.table.__contains__, composition=self.composition,
+            known_output=self._known_output,
         )
 
     def _known_output(self, key: str) -> tuple[int, ...] | None:
@@ -217,9 +237,7 @@ class LatencyPredictor:
 
     def entry_ms(self, entry: TableEntry) -> float:
         """The latency of a table entry as this predictor counts it (see ``latency``)."""
-        if self.latency == "core" and entry.core_ms is not None:
-            return entry.core_ms
-        return entry.latency_ms
+        return entry.time_ms(self.latency)
 
     def predict_ops(self, ops: Sequence[ParsedOp]) -> Prediction:
         """Sum the latencies of already parsed ops.
@@ -234,7 +252,7 @@ class LatencyPredictor:
         missing = [k for k in grouped if k not in self.table]
         if missing and self.on_missing == "error":
             raise UnknownOpError(self._missing_message(missing, grouped), missing)
-        parts: list[tuple[str, list[ParsedOp], float, str]] = []
+        parts: list[tuple[str, list[ParsedOp], float, Source]] = []
         for key, group in grouped.items():
             entry = self.table.get(key)
             if entry is not None:
@@ -263,13 +281,11 @@ class LatencyPredictor:
         ]
         return Prediction(total, contributions)
 
-    def _calibration_ratios(self, parts: list[tuple[str, list[ParsedOp], float, str]]) -> list[float]:
+    def _calibration_ratios(self, parts: list[tuple[str, list[ParsedOp], float, Source]]) -> list[float]:
         """In-context ratios of the module ops (functions and unknown shapes keep 1)."""
         ratios = [1.0] * len(parts)
         if self.calibration is None:
             return ratios
-        from mmt_nas.fallback import record_from_parsed
-
         todo = [i for i, (_, group, _, _) in enumerate(parts) if group[0].function is None]
         items = []
         for i in todo:
@@ -315,12 +331,12 @@ class LatencyPredictor:
 
         Each occurrence of a key counts as one run of that op, summed exactly as
         :meth:`predict_ops` sums parsed ops (same missing-op error, same fallback). A
-        fallback receives :class:`~mmt_nas.parser.ParsedOp` records named ``#<position>``,
+        fallback receives :class:`~mmt_nas.trace.ParsedOp` records named ``#<position>``,
         with the class name and input shape read from the key and the module from
         ``modules`` (``None`` if not given; :class:`~mmt_nas.fallback.LatencyRegressor` needs it).
 
         Args:
-            keys: Op keys (see :func:`mmt_nas.table.op_key`), one per run, e.g. built by
+            keys: Op keys (see :func:`mmt_nas.vocab.op_key`), one per run, e.g. built by
                 :class:`mmt_nas.integrations.keys.KeyBuilder` from op-space entries.
             modules: Optional ``key -> nn.Module`` for the ops a fallback must estimate
                 (``KeyBuilder.predict`` passes them).
@@ -329,21 +345,11 @@ class LatencyPredictor:
             OpSpaceError: A key is not of the form ``Class|repr|1x3x224x224``.
             UnknownOpError: Keys are missing from the table and ``on_missing="error"``.
         """
-        from mmt_nas.exceptions import OpSpaceError
-        from mmt_nas.parser import ParsedOp
-
         ops = []
         for i, key in enumerate(keys):
-            class_name, _, rest = key.partition("|") if isinstance(key, str) else ("", "", "")
-            _, bar, dims = rest.rpartition("|")
-            parts = dims.split("x") if dims else []
-            if not class_name or not bar or not all(d.isdigit() and int(d) > 0 for d in parts):
-                raise OpSpaceError(
-                    f"op keys look like 'Class|repr|1x3x224x224' (see mmt_nas.table.op_key), but key #{i} is "
-                    f"{key!r}. Build keys with op_key() or KeyBuilder."
-                )
+            parts = parse_key(key, what=f"key #{i}")
             module = modules.get(key) if modules else None
-            ops.append(ParsedOp(key, class_name, f"#{i}", tuple(int(d) for d in parts), None, module))
+            ops.append(ParsedOp(key, parts.class_name, f"#{i}", parts.input_shape, None, module))
         return self.predict_ops(ops)
 
     def predict_cached(

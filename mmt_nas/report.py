@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError
-from mmt_nas.table import LatencyTable, _pid_alive, atomic_write_text, open_journal, remove_stale_temp_files
+from mmt_nas._files import atomic_write_text, open_journal, pid_alive, remove_stale_temp_files
+from mmt_nas.table import LatencyTable
 
 if TYPE_CHECKING:
     import torch
@@ -355,7 +356,7 @@ def _remove_dead_work_dirs() -> None:
         m = pattern.fullmatch(name)
         if m is None or int(m[1]) == os.getpid():
             continue
-        if _pid_alive(int(m[1])):
+        if pid_alive(int(m[1])):
             continue  # its process is alive (or the id was reused): leave it
         shutil.rmtree(root / name, ignore_errors=True)
         _logger.info("removed %s, left by a killed report", root / name)
@@ -500,7 +501,7 @@ def evaluate(
     from mmt_nas.calibration import samples_from_profile
     from mmt_nas.converter import export_to_mnn
     from mmt_nas.meter import OpProfile, device_info, profile_model, time_model
-    from mmt_nas.parser import parse_model
+    from mmt_nas.trace import parse_model
 
     settings = predictor.table.settings
     _remove_dead_work_dirs()

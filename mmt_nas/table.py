@@ -1,13 +1,13 @@
-"""On-disk formats: op records (``meta.json``) and latency tables (``meta_latency.json``).
+"""Latency tables (``meta_latency.json``): measured op latencies with the device and runtime they were
+measured on.
 
-Both are versioned JSON, written atomically. This module imports only the
-standard library, so a deployment device with MNN and numpy alone can load and
-write tables.
+Versioned JSON, written atomically. This module imports only the standard library, so a deployment
+device with MNN and numpy alone can load and write tables. Joining tables is :mod:`mmt_nas.merge`;
+the generated ops' records are :mod:`mmt_nas.records`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -15,18 +15,40 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal
 
-from mmt_nas.exceptions import TableError
+from mmt_nas._files import (  # noqa: F401 (re-exported: mmt_nas.table named them before mmt_nas._files)
+    atomic_write_text,
+    exclusive_lock,
+    lock_path,
+    open_journal,
+    read_json,
+    remove_stale_temp_files,
+)
+from mmt_nas.exceptions import OptionError, TableError
+from mmt_nas.records import (  # noqa: F401 (re-exported)
+    META_FILENAME,
+    SCHEMA_VERSION,
+    TABLE_FILENAME,
+    TABLE_SCHEMA,
+    OpRecord,
+    check_schema,
+    load_ops_meta,
+    save_ops_meta,
+)
+from mmt_nas.vocab import op_key  # noqa: F401 (re-exported)
 
 _logger = logging.getLogger(__name__)
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TABLE_FILENAME",
+    "Latency",
+    "LATENCIES",
+    "check_latency",
     "OpRecord",
     "LatencyStats",
     "RuntimeSettings",
@@ -36,357 +58,22 @@ __all__ = [
     "DEVICE_CLASS_FIELDS",
     "device_class",
     "device_id",
-    "MergeConflict",
-    "MergeReport",
-    "merge_tables",
-    "exclusive_lock",
-    "lock_path",
-    "atomic_write_text",
-    "open_journal",
     "load_ops_meta",
     "save_ops_meta",
 ]
 
-SCHEMA_VERSION = 1
-_TABLE_SCHEMA = "mmt_nas/latency-table"
-_META_SCHEMA = "mmt_nas/ops-meta"
-META_FILENAME = "meta.json"
-TABLE_FILENAME = "meta_latency.json"
+#: Which time of an entry a prediction counts: ``"core"``, the op's own time inside its timed model
+#: (MNN's per-op profile, without the layout conversions at the model's input and output), where the
+#: table has it; ``"wall"``, its end-to-end median.
+Latency = Literal["core", "wall"]
+LATENCIES: tuple[Latency, ...] = ("core", "wall")
 
 
-def op_key(class_name: str, repr_str: str, input_shape: Iterable[int]) -> str:
-    """Return the lookup key of an op: its class, its ``repr()`` and its input shape.
-
-    Args:
-        class_name: The op's class name, e.g. ``"Conv2d"``.
-        repr_str: ``repr(module)``.
-        input_shape: The shape of the op's (first) input tensor.
-
-    Returns:
-        A string such as ``"ReLU|ReLU()|1x64x56x56"``.
-    """
-    return f"{class_name}|{repr_str}|{'x'.join(str(int(d)) for d in input_shape)}"
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
-
-    Args:
-        path: Destination file.
-        text: Content to write (UTF-8).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def open_journal(path: str | os.PathLike[str]) -> TextIO:
-    """Open a JSON-lines journal for appending (created if missing), ready for a whole new line.
-
-    A killed writer can leave a torn last line; the next entry then starts on a line of its own
-    instead of extending it, so readers that skip unreadable lines lose only the torn one.
-    """
-    fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (the caller closes it)
-    try:
-        if fh.tell() > 0:
-            with open(path, "rb") as tail:
-                tail.seek(-1, os.SEEK_END)
-                if tail.read(1) != b"\n":
-                    fh.write("\n")
-    except BaseException:
-        fh.close()
-        raise
-    return fh
-
-
-def remove_stale_temp_files(
-    folder: str | os.PathLike[str],
-    targets: Iterable[str] | None = None,
-    *,
-    min_age_seconds: float = 2.0,
-) -> list[Path]:
-    """Remove the temporary files that writers of this package left in ``folder`` when they were killed.
-
-    mmt_nas writes a file ``NAME`` through a hidden temporary sibling, ``.NAME.XXXXXXXX.tmp``
-    (:func:`atomic_write_text`) or ``.NAME.PID.tmp`` (``.mnn`` conversion), renamed over ``NAME`` when
-    complete. A killed writer (SIGKILL, power loss) leaves that sibling behind; readers never mistake it
-    for output, but it wastes space. Only files of that pattern directly in ``folder`` are candidates,
-    and one is removed only when no live process can still be writing it: the PID in its name (if any)
-    is not running, no process on this machine has it open (read from ``/proc``), and it is at least
-    ``min_age_seconds`` old. Without ``/proc`` (not Linux) a file must be an hour old. Writers on other
-    machines sharing the folder are not seen: do not run two commands on one folder from two machines.
-
-    Args:
-        folder: The folder to clean (not its subfolders); a missing folder is nothing to do.
-        targets: Names or ``fnmatch`` patterns of the files whose temporaries may go, e.g.
-            ``("meta.json", "*.mnn")``; ``None``: any.
-        min_age_seconds: Keep temporaries modified more recently than this.
-
-    Returns:
-        The files removed. A file that cannot be removed is logged and kept.
-    """
-    import fnmatch
-    import logging
-    import re
-    import stat
-    import time
-
-    logger = logging.getLogger(__name__)
-    pattern = re.compile(r"^\.(?P<target>.+)\.(?P<tag>\d+|[a-z0-9_]{8})\.tmp$")
-    folder = Path(folder)
-    patterns = None if targets is None else [str(t) for t in targets]
-    try:
-        names = os.listdir(folder)
-    except OSError:  # missing, not a folder, or unreadable: nothing this can clean
-        return []
-    candidates = []
-    for name in names:
-        m = pattern.match(name)
-        if m is None or (patterns is not None and not any(fnmatch.fnmatchcase(m["target"], p) for p in patterns)):
-            continue
-        path = folder / name
-        if m["tag"].isdigit() and _pid_alive(int(m["tag"])):
-            continue
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        proc = Path("/proc/self/fd").is_dir()
-        if time.time() - st.st_mtime < (min_age_seconds if proc else max(min_age_seconds, 3600.0)):
-            continue
-        candidates.append(path)
-    if not candidates:
-        return []
-    open_files = _files_open_by_any_process()
-    removed = []
-    for path in candidates:
-        if os.path.realpath(path) in open_files:
-            continue
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            logger.warning("cannot remove the stale temporary file %s: %s", path, exc)
-            continue
-        logger.info("removed %s, left by an interrupted write", path)
-        removed.append(path)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # exists under another user, or cannot tell: keep its files
-    return True
-
-
-def _files_open_by_any_process() -> set[str]:
-    """Every file path some process on this machine has open (Linux ``/proc``; empty elsewhere)."""
-    found: set[str] = set()
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return found
-    for pid in pids:
-        fd_dir = f"/proc/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:  # exited, or another user's process
-            continue
-        for fd in fds:
-            try:
-                found.add(os.readlink(f"{fd_dir}/{fd}"))
-            except OSError:
-                continue
-    return found
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TableError(f"{what} not found: {str(path)!r}. Check the path, or create it first.") from None
-    except OSError as exc:
-        raise TableError(f"cannot read {what} {str(path)!r}: {exc}.") from exc
-    except UnicodeDecodeError as exc:
-        raise TableError(
-            f"{what} {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
-            f"{exc.start}), so it is not a JSON file mmt_nas wrote. It may be corrupt or another kind of file; "
-            "regenerate it, or restore it from a copy."
-        ) from exc
-    non_finite: list[float] = []
-
-    def number(token: str) -> float:  # NaN, Infinity, 1e999: remembered, and found below with where they are
-        value = float(token)
-        if not math.isfinite(value):
-            non_finite.append(value)
-        return value
-
-    try:
-        doc = json.loads(text, parse_constant=number, parse_float=number)
-    except RecursionError as exc:
-        raise TableError(
-            f"{what} {str(path)!r} nests JSON arrays or objects too deeply to be read (RecursionError); "
-            "mmt_nas never writes such a file. Regenerate it, or restore it from a copy."
-        ) from exc
-    except ValueError as exc:
-        pos = getattr(exc, "pos", None)
-        if pos is not None and (pos >= len(text.rstrip()) or str(exc).startswith("Unterminated string")):
-            raise TableError(
-                f"{what} {str(path)!r} is truncated: it ends before its JSON is complete, so it is not valid JSON "
-                f"({exc}), as a copy or a write that was cut short leaves it. Regenerate it, or restore it from a "
-                "copy."
-            ) from exc
-        raise TableError(
-            f"{what} {str(path)!r} is not valid JSON ({exc}). It may be truncated or edited by hand; "
-            "regenerate it, or restore it from a copy."
-        ) from exc
-    # mmt_nas writes finite numbers only (NaN, Infinity and 1e999 are not latencies): name the first other one
-    todo: list[tuple[Any, str]] = [(doc, "")] if non_finite else []
-    while todo:
-        value, where = todo.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            entry = ""
-            with contextlib.suppress(LookupError, TypeError, ValueError):  # e.g. a key that only looks like one
-                name, _, rest = where.partition("[")
-                item = doc[name][int(rest.split("]", 1)[0])] if name in ("entries", "ops") else None
-                if isinstance(item, dict) and isinstance(item.get("key"), str):
-                    entry = f" (the entry of {item['key'][:200]!r})"
-            raise TableError(
-                f"{what} {str(path)!r} holds the non-finite number {value} at {where or 'its top level'}{entry}; "
-                "latencies and every other number in it must be finite. It was edited by hand or corrupted: "
-                "regenerate it (meter that op again), or restore it from a copy."
-            )
-        if isinstance(value, dict):
-            todo.extend((v, f"{where}.{k}" if where else str(k)) for k, v in reversed(list(value.items())))
-        elif isinstance(value, list):
-            todo.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(value))))
-    return doc
-
-
-def _check_schema(doc: Any, schema: str, path: Path, what: str) -> None:
-    if not isinstance(doc, dict) or doc.get("schema") != schema:
-        got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        hint = {
-            _META_SCHEMA: " It is an ops folder's meta.json (the list of generated ops), not its latency table "
-                          "(meta_latency.json, written by `mmt-nas meter`).",
-            _TABLE_SCHEMA: " It is a latency table (meta_latency.json), not an ops folder's meta.json.",
-        }.get(got, "") if isinstance(got, str) else ""
-        raise TableError(
-            f"{str(path)!r} is not a {what}: expected schema {schema!r}, but got {str(got)[:100]!r}.{hint}"
-        )
-    version = doc.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise TableError(f"{what} {str(path)!r} has no integer schema_version, but got {version!r}.")
-    if version > SCHEMA_VERSION:
-        raise TableError(
-            f"{what} {str(path)!r} has schema_version={version}, newer than this mmt_nas understands "
-            f"({SCHEMA_VERSION}). Upgrade mmt_nas."
-        )
-
-
-def _shape(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value
-    ):
-        raise TableError(f"{where} must be a list of positive integers, but got {value!r}.")
-    return tuple(value)
-
-
-def _optional_bool(value: Any, where: str) -> bool | None:
-    if value is not None and not isinstance(value, bool):
-        raise TableError(f"{where} must be true, false or null, but got {value!r}.")
-    return value
-
-
-@dataclass(frozen=True)
-class OpRecord:
-    """One generated op: what it is, its shapes and its cost features.
-
-    Attributes:
-        key: The lookup key (see :func:`op_key`).
-        class_name: The class name, e.g. ``"Conv2d"``.
-        module: The module the class was imported from, as written in the op space.
-        args: Constructor arguments (JSON values).
-        input_shape: Input tensor shape.
-        output_shape: Output tensor shape, or ``None`` if unknown.
-        flops: Floating-point operations of one forward pass (multiply and add counted apart).
-        params: Number of parameters.
-        file: File name of the ``.mnn`` model inside the ops folder, or ``None``.
-        single_output: Whether the op returns one tensor (``None``: unknown). Only such ops may be
-            skipped during tracing by returning a tensor of ``output_shape``.
-    """
-
-    key: str
-    class_name: str
-    module: str
-    args: Mapping[str, Any] = field(default_factory=dict)
-    input_shape: tuple[int, ...] = ()
-    output_shape: tuple[int, ...] | None = None
-    flops: int = 0
-    params: int = 0
-    file: str | None = None
-    single_output: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        d = dataclasses.asdict(self)
-        d["args"] = dict(self.args)
-        d["input_shape"] = list(self.input_shape)
-        d["output_shape"] = None if self.output_shape is None else list(self.output_shape)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "op") -> OpRecord:
-        """Build a record from :meth:`to_dict` output, validating every field."""
-        if not isinstance(d, dict):
-            raise TableError(f"{where} must be an object, but got {type(d).__name__}.")
-        for name in ("key", "class_name", "module"):
-            if not isinstance(d.get(name), str) or not d.get(name):
-                raise TableError(f"{where}.{name} must be a non-empty string, but got {d.get(name)!r}.")
-        args = d.get("args", {})
-        if not isinstance(args, dict):
-            raise TableError(f"{where}.args must be an object, but got {args!r}.")
-        out = d.get("output_shape")
-        for name in ("flops", "params"):
-            v = d.get(name, 0)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise TableError(f"{where}.{name} must be a non-negative integer, but got {v!r}.")
-        file = d.get("file")
-        if file is not None and (not isinstance(file, str) or "/" in file or "\\" in file or file in (".", "..")):
-            raise TableError(f"{where}.file must be a plain file name, but got {file!r}.")
-        return cls(
-            key=d["key"],
-            class_name=d["class_name"],
-            module=d["module"],
-            args=args,
-            input_shape=_shape(d.get("input_shape"), f"{where}.input_shape"),
-            output_shape=None if out is None else _shape(out, f"{where}.output_shape"),
-            flops=d.get("flops", 0),
-            params=d.get("params", 0),
-            file=file,
-            single_output=_optional_bool(d.get("single_output"), f"{where}.single_output"),
-        )
+def check_latency(latency: Any) -> Latency:
+    """Return ``latency`` if it is ``"core"`` or ``"wall"``, else raise :class:`OptionError`."""
+    if latency not in LATENCIES:
+        raise OptionError(f"latency must be 'core' or 'wall', but got latency={latency!r}.")
+    return latency  # type: ignore[no-any-return]
 
 
 def _finite_nonnegative(v: Any) -> bool:
@@ -548,6 +235,13 @@ class TableEntry:
         """The median latency in milliseconds."""
         return self.latency.median_ms
 
+    def time_ms(self, latency: Latency = "core") -> float:
+        """The entry's time as a prediction counts it: its core time (``"core"``, where profiled; else its
+        median) or its end-to-end median (``"wall"``)."""
+        if latency == "core" and self.core_ms is not None:
+            return self.core_ms
+        return self.latency.median_ms
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict: the op's fields plus ``latency_ms`` (and ``core_ms``, ``device``)."""
         d = self.op.to_dict()
@@ -589,6 +283,7 @@ def device_id(device: Mapping[str, Any]) -> str:
 
 def _describe_class(device: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in device_class(device).items())
+
 
 
 class LatencyTable:
@@ -737,7 +432,7 @@ class LatencyTable:
     def to_dict(self) -> dict[str, Any]:
         """Return the versioned JSON document."""
         return {
-            "schema": _TABLE_SCHEMA,
+            "schema": TABLE_SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "runtime": {"engine": "MNN", **self.settings.to_dict()},
             "device": self.device,
@@ -775,7 +470,7 @@ class LatencyTable:
         A key listed twice with the same measurement is kept once, with a warning; twice with
         different measurements is an error (merge such tables with :func:`merge_tables`).
         """
-        _check_schema(doc, _TABLE_SCHEMA, Path(path), "latency table")
+        check_schema(doc, TABLE_SCHEMA, Path(path), "latency table")
         entries = doc.get("entries")
         if not isinstance(entries, list):
             raise TableError(f"latency table {path!r}: 'entries' must be a list, but got {type(entries).__name__}.")
@@ -833,214 +528,18 @@ class LatencyTable:
         p = Path(path)
         if p.is_dir():
             p = p / TABLE_FILENAME
-        table = cls.from_dict(_read_json(p, "latency table"), str(p))
+        table = cls.from_dict(read_json(p, "latency table"), str(p))
         if device is not None:
             table.check_device(device)
         return table
 
 
-@dataclass(frozen=True)
-class MergeConflict:
-    """A key measured in more than one of the merged tables.
 
-    Attributes:
-        key: The op's key.
-        kept_ms: Median latency of the entry kept.
-        other_ms: Median latency of the entry dropped.
-        kept_n: Timed runs behind the kept entry.
-        other_n: Timed runs behind the dropped entry.
-        kept_device: Device id of the kept entry.
-        other_device: Device id of the dropped entry.
-        beyond_noise: Whether the two medians differ by more than both ``rtol`` and three standard
-            errors of their difference: a disagreement their own spread does not explain.
-    """
+def __getattr__(name: str) -> Any:
+    # Names that lived here before mmt_nas.merge existed (the README named mmt_nas.table.merge_tables):
+    # resolved on first use, since mmt_nas.merge builds on this module.
+    if name in ("merge_tables", "MergeConflict", "MergeReport"):
+        import mmt_nas.merge
 
-    key: str
-    kept_ms: float
-    other_ms: float
-    kept_n: int
-    other_n: int
-    kept_device: str | None
-    other_device: str | None
-    beyond_noise: bool
-
-    @property
-    def rel_diff(self) -> float:
-        """``|kept - other| / min(kept, other)``; 0 when both are 0."""
-        low = min(self.kept_ms, self.other_ms)
-        return abs(self.kept_ms - self.other_ms) / low if low > 0 else (0.0 if self.kept_ms == self.other_ms else math.inf)
-
-
-@dataclass
-class MergeReport:
-    """What :func:`merge_tables` did.
-
-    Attributes:
-        sources: Entries taken from each input table, in input order.
-        conflicts: Every key found in more than one table, with the rule's choice.
-    """
-
-    sources: list[int] = field(default_factory=list)
-    conflicts: list[MergeConflict] = field(default_factory=list)
-
-    @property
-    def disagreements(self) -> list[MergeConflict]:
-        """The conflicts whose measurements disagree beyond their noise, largest first."""
-        return sorted((c for c in self.conflicts if c.beyond_noise), key=lambda c: -c.rel_diff)
-
-    def summary(self) -> str:
-        """One line."""
-        return (
-            f"{sum(self.sources)} entries from {len(self.sources)} tables; {len(self.conflicts)} keys measured more "
-            f"than once ({len(self.disagreements)} disagree beyond noise)"
-        )
-
-
-def _median_se(stats: LatencyStats) -> float:
-    """Standard error of a median of ``n`` runs (1.2533 σ/√n, the normal approximation)."""
-    return 1.2533 * stats.std_ms / math.sqrt(stats.n)
-
-
-def merge_tables(tables: Iterable[LatencyTable], *, rtol: float = 0.1) -> tuple[LatencyTable, MergeReport]:
-    """Join tables measured on the same kind of device with the same settings, e.g. metering shards.
-
-    Conflict rule: a key measured in several tables keeps the entry with the most timed runs
-    (``latency.n``); on a tie, the one from the earlier table. Every conflict is reported, and
-    flagged ``beyond_noise`` when the medians differ by more than ``rtol`` (relative) and by more
-    than three standard errors of the difference, which run-to-run noise rarely explains.
-
-    Each entry keeps the id of the device it was measured on; the result's ``devices`` lists them all.
-
-    Args:
-        tables: The tables, in priority order for ties.
-        rtol: Relative difference below which two measurements of a key are never flagged.
-
-    Returns:
-        The merged table (``device`` and ``timing`` of the first table) and the report.
-
-    Raises:
-        TableError: No tables; tables measured with other runtime settings; or on another class of
-            device (CPU model, core count, architecture, MNN version): those are never mixed.
-    """
-    tables = list(tables)
-    if not tables:
-        raise TableError("merge_tables needs at least one table, but got none.")
-    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not math.isfinite(rtol) or rtol < 0:
-        raise TableError(f"rtol must be a finite number >= 0, but got rtol={rtol!r}.")
-    base = tables[0]
-    for i, t in enumerate(tables[1:], 1):
-        if t.settings != base.settings:
-            raise TableError(
-                f"table {i} was measured with {t.settings}, but table 0 with {base.settings}. Tables of different "
-                "runtime settings are never merged: meter them again with the same settings."
-            )
-    merged = LatencyTable(base.settings, base.device, base.timing)
-    report = MergeReport()
-    origin: dict[str, int] = {}
-    for i, t in enumerate(tables):
-        try:
-            ids = {did: merged.add_device(info) for did, info in t.devices.items()}
-            own = merged.add_device(t.device) if t.device else None
-        except TableError as exc:
-            raise TableError(f"table {i} cannot be merged with table 0: {exc}") from None
-        for e in t:
-            e = dataclasses.replace(e, device=ids[e.device] if e.device is not None else own)
-            old = merged.get(e.op.key)
-            if old is not None:
-                keep, drop = (e, old) if e.latency.n > old.latency.n else (old, e)
-                diff = abs(keep.latency_ms - drop.latency_ms)
-                noise = 3 * math.hypot(_median_se(keep.latency), _median_se(drop.latency))
-                beyond = diff > noise and diff > rtol * min(keep.latency_ms, drop.latency_ms)
-                report.conflicts.append(MergeConflict(
-                    e.op.key, keep.latency_ms, drop.latency_ms, keep.latency.n, drop.latency.n, keep.device,
-                    drop.device, beyond,
-                ))
-                if keep is old:
-                    continue
-            merged.add(e)
-            origin[e.op.key] = i
-    report.sources = [sum(1 for j in origin.values() if j == i) for i in range(len(tables))]
-    timings = [t.timing for t in tables]
-    if any(t != timings[0] for t in timings):
-        merged.timing = {"merged": [dict(t) for t in timings]}
-    return merged, report
-
-
-def lock_path(path: str | os.PathLike[str]) -> Path:
-    """The lock file of an output file: a hidden sibling, ``.NAME.lock``."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.lock")
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike[str], what: str, hint: str = "") -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if needed) for the block, or refuse at once.
-
-    The operating system releases the lock when the holder exits, however it exits, so a
-    killed process never leaves a stale lock. On systems without ``fcntl`` the block runs unlocked.
-
-    Args:
-        path: The lock file.
-        what: What the lock protects, for the message, e.g. ``"metering into ops/meta_latency.json"``.
-        hint: Another way out for the message, e.g. ``"meter into another table (--output)"``.
-
-    Raises:
-        LockedError: Another process holds the lock.
-    """
-    from mmt_nas.exceptions import LockedError
-
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no advisory locks
-        yield
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
-            raise LockedError(
-                f"another process ({holder or 'unknown'}) is already {what}; two at once would overwrite each "
-                f"other's results. Wait for it to finish{', or ' + hint if hint else ''}. The lock is "
-                f"{str(path)!r} and is released when that process exits.",
-                str(path), holder,
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {_hostname()}".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _hostname() -> str:
-    import platform
-
-    return platform.node() or "this host"
-
-
-def load_ops_meta(ops_dir: str | os.PathLike[str]) -> list[OpRecord]:
-    """Read the op records of an ops folder (``meta.json``).
-
-    Raises:
-        TableError: The file is missing or malformed.
-    """
-    path = Path(ops_dir) / META_FILENAME
-    doc = _read_json(path, "ops metadata")
-    _check_schema(doc, _META_SCHEMA, path, "ops metadata file")
-    ops = doc.get("ops")
-    if not isinstance(ops, list):
-        raise TableError(f"ops metadata {str(path)!r}: 'ops' must be a list.")
-    return [OpRecord.from_dict(o, f"ops[{i}]") for i, o in enumerate(ops)]
-
-
-def save_ops_meta(ops_dir: str | os.PathLike[str], ops: Iterable[OpRecord]) -> None:
-    """Write the op records of an ops folder (``meta.json``), atomically."""
-    doc = {"schema": _META_SCHEMA, "schema_version": SCHEMA_VERSION, "ops": [o.to_dict() for o in ops]}
-    atomic_write_text(Path(ops_dir) / META_FILENAME, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        return getattr(mmt_nas.merge, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

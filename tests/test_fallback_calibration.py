@@ -16,7 +16,7 @@ from mmt_nas.calibration import (
     profile_scope,
     samples_from_profile,
 )
-from mmt_nas.exceptions import MmtNasError, TableError
+from mmt_nas.exceptions import MmtNasError, NotFittedError, OptionError, TableError
 from mmt_nas.fallback import FEATURE_NAMES, LatencyRegressor, compare_regressors, op_family, op_features
 from mmt_nas.predictor import LatencyPredictor
 from mmt_nas.table import LatencyTable
@@ -37,7 +37,7 @@ def test_features_and_families(tiny_ops: Path) -> None:
 def test_regressor_contract_and_json_round_trip(tiny_ops: Path, kind: str) -> None:
     table = LatencyTable.load(tiny_ops)
     reg = LatencyRegressor(kind)
-    with pytest.raises(MmtNasError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         reg.predict(list(table))
     assert reg.fit(table) is reg and reg.n_samples_ == len(table)
     preds = reg.predict(list(table))
@@ -50,11 +50,11 @@ def test_regressor_contract_and_json_round_trip(tiny_ops: Path, kind: str) -> No
 
 def test_regressor_rejects_bad_input(tiny_ops: Path) -> None:
     table = LatencyTable.load(tiny_ops)
-    with pytest.raises(TableError, match="model must be one of"):
+    with pytest.raises(OptionError, match="model must be one of"):
         LatencyRegressor("svm").fit(table)
     with pytest.raises(TableError, match="at least 5"):
         LatencyRegressor().fit(list(table)[:3])
-    with pytest.raises(TableError, match="no parameter"):
+    with pytest.raises(OptionError, match="no parameter"):
         LatencyRegressor().set_params(depth=3)
 
 
@@ -131,7 +131,7 @@ def test_calibration_contract_and_round_trip(tiny_ops: Path, tmp_path: Path) -> 
     with pytest.raises(TableError, match="at least 10"):
         InContextCalibration().fit(_samples(["a"], n=3))
     cal = InContextCalibration(model="forest")
-    with pytest.raises(MmtNasError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         cal.ratio(next(iter(table)), 0.1)
     cal.fit(_samples(["a", "b"]))
     entries = list(table)

@@ -9,7 +9,7 @@ import torch
 from conftest import TINY_SHAPE
 from tinymods import NeedsItem, TinyBlock, TinyNet
 
-from mmt_nas.exceptions import TableError, UnknownOpError
+from mmt_nas.exceptions import OptionError, TableError, UnknownOpError
 from mmt_nas.parser import parse_model, predict_latency, trace_calls
 from mmt_nas.predictor import LatencyPredictor
 from mmt_nas.table import LatencyStats, LatencyTable, OpRecord, RuntimeSettings, TableEntry
@@ -164,7 +164,7 @@ def test_table_measured_with_other_settings_is_refused(tmp_path: Path) -> None:
     table.save(tmp_path / "t.json")
     with pytest.raises(TableError, match="threads=4"):
         predict_latency(TinyNet(), tmp_path / "t.json", TINY_SHAPE, threads=1)
-    with pytest.raises(TableError, match="on_missing"):
+    with pytest.raises(OptionError, match="on_missing"):
         LatencyPredictor(table, on_missing="zero")
 
 

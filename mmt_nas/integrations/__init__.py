@@ -13,32 +13,7 @@ dependency when first used.
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
-from mmt_nas.exceptions import MmtNasError
+from mmt_nas._imports import require
+from mmt_nas.exceptions import MissingExtraError, SearchError
 
 __all__ = ["MissingExtraError", "SearchError", "require"]
-
-
-class MissingExtraError(MmtNasError, ImportError):
-    """An optional dependency of an integration is not installed."""
-
-
-class SearchError(MmtNasError, ValueError):
-    """An integration was given an invalid value (a budget, a weight, a shape, ...)."""
-
-
-def require(module: str, extra: str) -> ModuleType:
-    """Import ``module``, or fail with a message naming the mmt_nas extra that installs it.
-
-    Raises:
-        MissingExtraError: ``module`` cannot be imported.
-    """
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"this part of mmt_nas needs {module!r}, which is not installed ({exc}). "
-            f"Install it with: pip install -c constraints.txt 'mmt-nas[{extra}]'"
-        ) from exc

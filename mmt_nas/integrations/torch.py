@@ -128,7 +128,7 @@ def supernet_layers(
     Raises:
         SearchError: The model has no such module, or one lacks the ``candidates`` attribute.
     """
-    from mmt_nas.parser import trace_calls
+    from mmt_nas.trace import trace_calls
 
     out: list[LayerSpec] = []
     seen: set[int] = set()

@@ -1,0 +1,251 @@
+"""The op vocabulary every module shares: op keys, shapes and the op taxonomy.
+
+Standard library only, so the metering side (``table``, ``meter``) can use it on a device
+without torch.
+
+- Keys: :func:`op_key` builds the lookup key ``Class|repr|1x3x224x224``; :func:`parse_key`
+  reads one back.
+- Shapes: :func:`check_shape` is the one validation of a tensor shape.
+- Taxonomy: :func:`op_family` (conv, dwconv, linear, norm, activation, pool, elementwise,
+  layout, block, other) is what the fallback learns from and reports split by;
+  :func:`op_category` is its coarse view (depthwise and linear layers count as ``conv``, as
+  MNN runs them), and :func:`mnn_category` puts MNN's own op types in the same coarse classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mmt_nas.exceptions import MmtNasError, OpSpaceError
+
+__all__ = [
+    "OpKey",
+    "op_key",
+    "parse_key",
+    "is_shape",
+    "check_shape",
+    "FUNCTIONS",
+    "function_category",
+    "Family",
+    "FAMILIES",
+    "op_family",
+    "Category",
+    "CATEGORIES",
+    "op_category",
+    "family_category",
+    "mnn_category",
+]
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpKey:
+    """The three parts of an op key.
+
+    Attributes:
+        class_name: The op's class name, e.g. ``"Conv2d"`` (``"Functional"`` for tensor functions).
+        repr: The op's ``repr()`` (for functions, their signature such as ``Tensor.add(x, T[1x4])``).
+        input_shape: The shape of its (first) input.
+    """
+
+    class_name: str
+    repr: str
+    input_shape: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return op_key(self.class_name, self.repr, self.input_shape)
+
+
+def op_key(class_name: str, repr_str: str, input_shape: Iterable[int]) -> str:
+    """Return the lookup key of an op: its class, its ``repr()`` and its input shape.
+
+    Args:
+        class_name: The op's class name, e.g. ``"Conv2d"``.
+        repr_str: ``repr(module)``.
+        input_shape: The shape of the op's (first) input tensor.
+
+    Returns:
+        A string such as ``"ReLU|ReLU()|1x64x56x56"``.
+    """
+    return f"{class_name}|{repr_str}|{'x'.join(str(int(d)) for d in input_shape)}"
+
+
+def parse_key(key: Any, *, what: str = "op key") -> OpKey:
+    """Split an op key built by :func:`op_key` into its parts.
+
+    The class is everything before the first ``|``, the shape everything after the last one
+    (a ``repr()`` may itself hold ``|``).
+
+    Raises:
+        OpSpaceError: ``key`` is not of the form ``Class|repr|1x3x224x224``.
+    """
+    class_name, _, rest = key.partition("|") if isinstance(key, str) else ("", "", "")
+    repr_str, bar, dims = rest.rpartition("|")
+    parts = dims.split("x") if dims else []
+    if not class_name or not bar or not all(d.isdigit() and int(d) > 0 for d in parts):
+        raise OpSpaceError(
+            f"op keys look like 'Class|repr|1x3x224x224' (see mmt_nas.vocab.op_key), but {what} is {key!r}. "
+            "Build keys with op_key() or KeyBuilder."
+        )
+    return OpKey(class_name, repr_str, tuple(int(d) for d in parts))
+
+
+# -- shapes ---------------------------------------------------------------------------------
+
+
+def is_shape(value: Any, *, allow_empty: bool = False, sequence: type | tuple[type, ...] = (list, tuple)) -> bool:
+    """Whether ``value`` is a shape: a list (or tuple) of positive integers (not bools)."""
+    return (
+        isinstance(value, sequence)
+        and (allow_empty or len(value) > 0)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
+    )
+
+
+def check_shape(
+    value: Any,
+    what: str = "input_shape",
+    *,
+    error: type[MmtNasError] = OpSpaceError,
+    allow_empty: bool = False,
+) -> tuple[int, ...]:
+    """Return ``value`` as a shape tuple, or raise ``error`` saying what was wrong.
+
+    Args:
+        value: The shape to check.
+        what: Its name, for the message, e.g. ``"input_shape"`` or ``"ops[3].output_shape"``.
+        error: The exception type to raise (the boundary's own: ``OpSpaceError`` for user input,
+            ``TableError`` for a file).
+        allow_empty: Accept ``[]`` (a scalar's shape).
+    """
+    if not is_shape(value, allow_empty=allow_empty):
+        if allow_empty:
+            raise error(f"{what} must be a list of positive integers, but got {value!r}.")
+        raise error(
+            f"{what} must be a non-empty list of positive integers such as [1, 3, 224, 224], but got {value!r}."
+        )
+    return tuple(value)
+
+
+# -- taxonomy ---------------------------------------------------------------------------------
+
+#: Tensor functions the tracer records (others are ignored), by category.
+FUNCTIONS: dict[str, str] = {}
+for _cat, _names in {
+    "elementwise": "add sub mul div true_divide __add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ "
+    "__rtruediv__ clamp clip exp sqrt rsqrt pow neg abs maximum minimum where",
+    "layout": "cat concat stack flatten view reshape transpose permute chunk split squeeze unsqueeze __getitem__ "
+    "pad interpolate expand repeat roll",
+    "activation": "relu relu6 hardtanh sigmoid hardsigmoid hardswish silu gelu tanh softmax log_softmax "
+    "leaky_relu elu mish",
+    "pool": "mean sum amax adaptive_avg_pool2d avg_pool2d max_pool2d adaptive_max_pool2d",
+    "conv": "matmul __matmul__ bmm linear conv2d scaled_dot_product_attention",
+    "norm": "layer_norm batch_norm group_norm normalize",
+}.items():
+    for _n in _names.split():
+        FUNCTIONS[_n] = _cat
+
+
+def function_category(fn: str) -> str:
+    """Category of a canonical function name (``elementwise``, ``layout``, ``activation``, ...)."""
+    return FUNCTIONS.get(fn.rpartition(".")[2], "other")
+
+
+Family = Literal["conv", "dwconv", "linear", "norm", "activation", "pool", "elementwise", "layout", "block", "other"]
+#: Every op family, in the order of the fallback's one-hot features.
+FAMILIES: tuple[Family, ...] = (
+    "conv", "dwconv", "linear", "norm", "activation", "pool", "elementwise", "layout", "block", "other",
+)  # fmt: skip
+
+_CLASSES: dict[Family, str] = {
+    "conv": "Conv1d Conv2d Conv3d ConvTranspose1d ConvTranspose2d ConvTranspose3d",
+    "linear": "Linear",
+    "norm": "BatchNorm1d BatchNorm2d BatchNorm3d LayerNorm GroupNorm",
+    "activation": "ReLU ReLU6 Hardtanh Sigmoid Hardsigmoid Hardswish SiLU GELU Tanh LeakyReLU ELU Softmax Mish",
+    "pool": "MaxPool1d MaxPool2d AvgPool1d AvgPool2d AdaptiveAvgPool1d AdaptiveAvgPool2d AdaptiveMaxPool2d",
+    "layout": "Flatten Identity Dropout Unflatten ChannelShuffle PixelShuffle",
+}
+# Classes only the report's split knew before the taxonomy was one; kept out of the fallback's table
+# above, whose one-hot features a fitted regressor depends on.
+_MORE_CLASSES: dict[Family, str] = {
+    "linear": "Bilinear LazyLinear MultiheadAttention",
+    "norm": "InstanceNorm1d InstanceNorm2d InstanceNorm3d LocalResponseNorm",
+    "activation": "PReLU SELU CELU Softplus Softsign LogSoftmax",
+    "pool": "MaxPool3d AvgPool3d AdaptiveAvgPool3d AdaptiveMaxPool1d AdaptiveMaxPool3d",
+    "layout": "Dropout1d Dropout2d Dropout3d PixelUnshuffle Upsample ZeroPad2d ConstantPad2d ReflectionPad2d",
+}
+_FAMILY_OF_CLASS: dict[str, Family] = {n: fam for fam, names in _CLASSES.items() for n in names.split()}
+_REPORT_FAMILY_OF_CLASS: dict[str, Family] = {
+    **{n: fam for fam, names in _MORE_CLASSES.items() for n in names.split()},
+    **_FAMILY_OF_CLASS,
+}
+
+
+def _function_family(fn: str) -> Family:
+    cat = function_category(fn)
+    if cat == "conv":
+        return "linear"  # matmuls, linear and conv2d calls, attention
+    return cat if cat in FAMILIES else "other"  # type: ignore[return-value]
+
+
+def op_family(
+    class_name: str, args: Mapping[str, Any] | None = None, key: str = "", *, extended: bool = False
+) -> Family:
+    """The family of an op: conv, dwconv, linear, norm, activation, pool, elementwise, layout, block, other.
+
+    Args:
+        class_name: The op's class name (``"Functional"`` for tensor functions).
+        args: Its constructor arguments, if known (tell depthwise convolutions apart; a function's ``fn``).
+        key: Its key (a function's name is read from it).
+        extended: Also know the rarer torch classes (instance norm, PReLU, upsampling, attention, ...).
+            The fallback's features leave it off (its fitted regressors depend on them).
+    """
+    if class_name == "Functional":
+        if key.count("|") >= 2:
+            fn = key.split("|", 2)[1].split("(", 1)[0]
+        else:
+            fn = str((args or {}).get("fn", ""))
+        return _function_family(fn)
+    fam = (_REPORT_FAMILY_OF_CLASS if extended else _FAMILY_OF_CLASS).get(class_name, "block")
+    if fam == "conv" and args:
+        groups, cin = args.get("groups", 1), args.get("in_channels", 1)
+        if isinstance(groups, int) and groups > 1 and groups == cin:
+            return "dwconv"
+    return fam
+
+
+Category = Literal["conv", "norm", "activation", "pool", "elementwise", "layout", "block", "other"]
+#: The coarse categories reports split time by.
+CATEGORIES: tuple[Category, ...] = ("conv", "norm", "activation", "pool", "elementwise", "layout", "block", "other")
+
+
+def family_category(family: Family) -> Category:
+    """The coarse category of a family: depthwise and linear layers are ``conv`` (MNN runs them as such)."""
+    return "conv" if family in ("conv", "dwconv", "linear") else family  # type: ignore[return-value]
+
+
+def op_category(class_name: str, key: str = "") -> Category:
+    """The coarse category of a torch op: conv (convolutions, linear layers, matmuls), norm, activation,
+    pool, layout, elementwise (tensor functions such as additions), block (any other module) or other."""
+    return family_category(op_family(class_name, key=key, extended=True))
+
+
+_MNN_CATEGORIES: dict[Category, str] = {
+    "conv": "Convolution ConvolutionDepthwise Deconvolution DeconvolutionDepthwise MatMul BatchMatMul InnerProduct "
+    "Convolution3D Deconvolution3D",
+    "norm": "BatchNorm Scale LayerNorm GroupNorm InstanceNorm Normalize",
+    "activation": "ReLU ReLU6 PReLU ELU Selu Sigmoid TanH UnaryOp Softmax GELU",
+    "pool": "Pooling Pooling3D AdaptivePooling Reduction",
+    "elementwise": "BinaryOp Eltwise",
+    "layout": "Raster Reshape Permute Transpose Concat Slice StridedSlice Squeeze Unsqueeze ConvertTensor Flatten "
+    "Gather GatherV2 Padding Interp Shape Cast Const",
+}
+_MNN_INDEX: dict[str, Category] = {name: cat for cat, names in _MNN_CATEGORIES.items() for name in names.split()}
+
+
+def mnn_category(op_type: str) -> Category:
+    """The coarse category of an MNN op type: conv, norm, activation, pool, elementwise, layout or other."""
+    return _MNN_INDEX.get(op_type, "other")
