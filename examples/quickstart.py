@@ -16,7 +16,8 @@ from torch import nn
 
 from mmt_nas.converter import generate_ops_list, measure_latency
 from mmt_nas.meter import meter_ops
-from mmt_nas.opspace import dump_space, space_from_model
+from mmt_nas.describe import space_from_model
+from mmt_nas.opspace import dump_space
 from mmt_nas.parser import predict_latency
 
 

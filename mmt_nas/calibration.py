@@ -28,6 +28,7 @@ from mmt_nas._files import atomic_write_text
 from mmt_nas._imports import try_import
 from mmt_nas.exceptions import NotFittedError, OptionError, TableError
 from mmt_nas.fallback import op_features
+from mmt_nas.records import OpRecord
 from mmt_nas.table import Latency, TableEntry
 from mmt_nas.trace import ParsedOp
 
@@ -179,11 +180,12 @@ class InContextCalibration:
         self.models_ = sorted({s.model for s in samples})
         return self
 
-    def ratio(self, entry: TableEntry, alone_ms: float) -> float:
-        """Predicted in-context / alone ratio for a table entry whose time alone is ``alone_ms``."""
+    def ratio(self, entry: TableEntry | OpRecord, alone_ms: float) -> float:
+        """Predicted in-context / alone ratio for an op (a table entry or a record) whose time alone is
+        ``alone_ms``."""
         return self.ratios([(entry, alone_ms)])[0]
 
-    def ratios(self, items: Sequence[tuple[TableEntry, float]]) -> list[float]:
+    def ratios(self, items: Sequence[tuple[TableEntry | OpRecord, float]]) -> list[float]:
         """Batched :meth:`ratio`."""
         if not hasattr(self, "estimator_"):
             raise NotFittedError("this InContextCalibration is not fitted yet; call fit(samples) first.")

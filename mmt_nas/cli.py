@@ -52,7 +52,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_space(a: argparse.Namespace) -> int:
-    from mmt_nas.opspace import dump_space, space_from_model
+    from mmt_nas.describe import space_from_model
+    from mmt_nas.opspace import dump_space
 
     doc = space_from_model(load_model(a.model, a.kwargs), a.input_shape)
     dump_space(doc, a.output)
@@ -89,7 +90,9 @@ def _cmd_meter(a: argparse.Namespace) -> int:
 
 
 def _cmd_merge(a: argparse.Namespace) -> int:
-    from mmt_nas.table import TABLE_FILENAME, LatencyTable, exclusive_lock, lock_path, merge_tables
+    from mmt_nas._files import atomic_write_text, exclusive_lock, lock_path
+    from mmt_nas.merge import merge_tables
+    from mmt_nas.table import TABLE_FILENAME, LatencyTable
 
     def resolve(p: str) -> Path:
         return Path(p) / TABLE_FILENAME if Path(p).is_dir() else Path(p)
@@ -114,8 +117,6 @@ def _cmd_merge(a: argparse.Namespace) -> int:
     if len(worst) > 10:
         print(f"  ... {len(worst) - 10} more disagreements")
     if a.report:
-        from mmt_nas.table import atomic_write_text
-
         doc = {"output": str(out), "inputs": [str(p) for p in inputs], "sources": report.sources,
                "rtol": a.rtol, "conflicts": [dict(vars(c), rel_diff=c.rel_diff) for c in report.conflicts]}
         atomic_write_text(a.report, json.dumps(doc, indent=1, default=str) + "\n")
@@ -137,7 +138,6 @@ def _predictor(a: argparse.Namespace) -> Any:
         from mmt_nas.calibration import InContextCalibration
 
         kwargs["calibration"] = InContextCalibration.load(a.calibration)
-    settings = {k: getattr(a, k, None) for k in ("backend", "threads", "precision")}
     expect = getattr(a, "expect_device", None)
     if expect is not None and expect != "local":
         try:
@@ -147,7 +147,10 @@ def _predictor(a: argparse.Namespace) -> Any:
         if not isinstance(expect, dict):
             raise TableError(f"--expect-device must be 'local' or a mapping such as '{{cpu_model: ...}}', "
                              f"but got {a.expect_device!r}.")
-    return LatencyPredictor(table, **kwargs, **settings, device=expect)
+    return LatencyPredictor(
+        table, **kwargs, backend=getattr(a, "backend", None), threads=getattr(a, "threads", None),
+        precision=getattr(a, "precision", None), device=expect,
+    )
 
 
 def _calibration_args(p: argparse.ArgumentParser) -> None:

@@ -89,8 +89,8 @@ def _onnx_to_mnn(onnx_path: Path, mnn_path: Path, what: str | None = None) -> No
     ``what`` names the exported thing in messages (default: the ONNX file's name).
     """
     what = what or onnx_path.name
-    _tools = require("_tools", "base", "MNN's converter")  # its compiled converter, not its Python tools package
-    with quiet_native_output() as out:
+    with quiet_native_output() as out:  # importing the extension prints a banner from C++, too
+        _tools = require("_tools", "base", "MNN's converter")  # the compiled converter, not its tools package
         ok = _tools.mnnconvert(
             ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path),
              "--bizCode", "mmt_nas"]

@@ -76,7 +76,7 @@ def check_regressor_kind(model: Any) -> RegressorKind:
     """Return ``model`` if it is a :data:`REGRESSOR_KINDS` name, else raise :class:`OptionError`."""
     if model not in REGRESSOR_KINDS:
         raise OptionError(f"model must be one of {REGRESSOR_KINDS}, but got model={model!r}.")
-    return model  # type: ignore[no-any-return]
+    return model
 
 
 def _make(kind: RegressorKind, random_state: int) -> Any:

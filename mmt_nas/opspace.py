@@ -39,6 +39,7 @@ import yaml
 
 from mmt_nas._files import atomic_write_text
 from mmt_nas.exceptions import OpSpaceError
+from mmt_nas.vocab import is_shape
 
 if TYPE_CHECKING:
     import torch
@@ -285,14 +286,6 @@ def load_space(path: str | os.PathLike[str]) -> list[OpSpec]:
     return expand_space(_parse_yaml(text, repr(str(p))), base_dir=p.parent)
 
 
-def _is_shape(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) > 0
-        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
-    )
-
-
 def _elements(shape: list[int]) -> int:
     n = 1
     for d in shape:
@@ -341,7 +334,7 @@ def _check_expanded_size(doc: Any) -> None:
 
 def _accepted_args(cls: type) -> tuple[set[str], bool]:
     try:
-        sig = inspect.signature(cls.__init__)
+        sig = inspect.signature(cls.__init__)  # type: ignore[misc]  # the class's own, as written
     except (TypeError, ValueError):
         return set(), True
     params = list(sig.parameters.values())[1:]
@@ -420,11 +413,11 @@ def _expand_block(
         raise OpSpaceError(
             f"{where}.input_shape is missing. Every op needs its input shapes, e.g. input_shape: [[1, 3, 224, 224]]."
         )
-    if _is_shape(shapes):
+    if is_shape(shapes, sequence=list):
         raise OpSpaceError(
             f"{where}.input_shape must be a list of shapes, but got one shape {_show(shapes)}. Write [{_show(shapes)}]."
         )
-    if not isinstance(shapes, list) or not shapes or not all(_is_shape(s) for s in shapes):
+    if not isinstance(shapes, list) or not shapes or not all(is_shape(s, sequence=list) for s in shapes):
         raise OpSpaceError(
             f"{where}.input_shape must be a non-empty list of shapes of positive integers, "
             f"but got {_show(shapes)}. Write e.g. [[1, 3, 224, 224]]."

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import OptionError, TableError, UnknownOpError
 from mmt_nas.meter import device_info
+from mmt_nas.records import OpRecord
 from mmt_nas.table import TABLE_FILENAME, Latency, LatencyTable, RuntimeSettings, TableEntry, check_latency
 from mmt_nas.trace import Composition, ParsedOp, check_composition, parse_model
 from mmt_nas.vocab import parse_key
@@ -38,7 +39,7 @@ def check_on_missing(on_missing: Any) -> OnMissing:
     """Return ``on_missing`` if it is ``"error"`` or ``"fallback"``, else raise :class:`OptionError`."""
     if on_missing not in ON_MISSING:
         raise OptionError(f"on_missing must be one of {ON_MISSING}, but got on_missing={on_missing!r}.")
-    return on_missing  # type: ignore[no-any-return]
+    return on_missing
 
 
 class OpEstimator(Protocol):
@@ -287,7 +288,7 @@ class LatencyPredictor:
         if self.calibration is None:
             return ratios
         todo = [i for i, (_, group, _, _) in enumerate(parts) if group[0].function is None]
-        items = []
+        items: list[tuple[TableEntry | OpRecord, float]] = []
         for i in todo:
             key, group, ms, _ = parts[i]
             items.append((self.table.get(key) or record_from_parsed(group[0]), ms))

@@ -73,7 +73,7 @@ def check_latency(latency: Any) -> Latency:
     """Return ``latency`` if it is ``"core"`` or ``"wall"``, else raise :class:`OptionError`."""
     if latency not in LATENCIES:
         raise OptionError(f"latency must be 'core' or 'wall', but got latency={latency!r}.")
-    return latency  # type: ignore[no-any-return]
+    return latency
 
 
 def _finite_nonnegative(v: Any) -> bool:

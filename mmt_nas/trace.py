@@ -46,7 +46,7 @@ def check_composition(composition: Any) -> Composition:
     """Return ``composition`` if it is ``"mnn"`` or ``"modules"``, else raise :class:`OptionError`."""
     if composition not in COMPOSITIONS:
         raise OptionError(f"composition must be 'mnn' or 'modules', but got composition={composition!r}.")
-    return composition  # type: ignore[no-any-return]
+    return composition
 
 
 @dataclass(eq=False)
@@ -437,9 +437,11 @@ def _mark_fusions(ops: list[ParsedOp], refs: list[tuple[Any, Any]]) -> list[Pars
                 is_linear = head.function is None and isinstance(head.module, linears)
                 is_add = head.function is not None and head.function.fn in _BINARY
                 if isinstance(op.module, norms) and op.function is None and is_conv and a not in has_bn:
-                    fused_to, _ = a, has_bn.add(a)
+                    fused_to = a
+                    has_bn.add(a)
                 elif (after_conv and (is_conv or is_linear)) or (after_add and is_add):
-                    fused_to, _ = a, has_act.add(a)
+                    fused_to = a
+                    has_act.add(a)
         if fused_to is None:
             anchor.append(i)
             last[i] = i

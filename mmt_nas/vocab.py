@@ -97,11 +97,12 @@ def parse_key(key: Any, *, what: str = "op key") -> OpKey:
 
 
 def is_shape(value: Any, *, allow_empty: bool = False, sequence: type | tuple[type, ...] = (list, tuple)) -> bool:
-    """Whether ``value`` is a shape: a list (or tuple) of positive integers (not bools)."""
-    return (
-        isinstance(value, sequence)
-        and (allow_empty or len(value) > 0)
-        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
+    """Whether ``value`` is a shape: a list (or tuple; ``sequence`` says which) of positive integers (not bools)."""
+    if not isinstance(value, sequence) or not isinstance(value, (list, tuple)):
+        return False
+    dims: list[Any] = list(value)
+    return (allow_empty or len(dims) > 0) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims
     )
 
 
@@ -188,7 +189,10 @@ def _function_family(fn: str) -> Family:
     cat = function_category(fn)
     if cat == "conv":
         return "linear"  # matmuls, linear and conv2d calls, attention
-    return cat if cat in FAMILIES else "other"  # type: ignore[return-value]
+    for family in FAMILIES:
+        if family == cat:
+            return family
+    return "other"
 
 
 def op_family(

@@ -67,7 +67,8 @@ PIPELINE = textwrap.dedent(
     from mmt_nas.fallback import LatencyRegressor
     from mmt_nas.integrations.optuna import LatencyConstraint
     from mmt_nas.meter import meter_ops
-    from mmt_nas.opspace import dump_space, space_from_model
+    from mmt_nas.describe import space_from_model
+    from mmt_nas.opspace import dump_space
     from mmt_nas.parser import predict_latency
     from mmt_nas.predictor import LatencyPredictor
     from mmt_nas.report import Report, evaluate

@@ -25,8 +25,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mmt_nas._imports import require
 from mmt_nas.exceptions import OpSpaceError
-from mmt_nas.table import op_key
+from mmt_nas.opspace import OpSpec
+from mmt_nas.vocab import check_shape, op_key
 
 if TYPE_CHECKING:
     from mmt_nas.predictor import LatencyPredictor, Prediction
@@ -51,17 +53,6 @@ class OpDescription:
     input_shape: tuple[int, ...] = ()
 
 
-def _shape(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not value or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value
-    ):
-        raise OpSpaceError(
-            f"an op description's input_shape must be a non-empty list of positive integers such as "
-            f"[1, 3, 224, 224], but got {value!r}."
-        )
-    return tuple(value)
-
-
 class KeyBuilder:
     """Builds table keys from op descriptions, remembering each op's class name and ``repr()``.
 
@@ -83,10 +74,17 @@ class KeyBuilder:
         """How many distinct ops have been built."""
         return len(self._ops)
 
-    def key(
-        self, module: str, class_name: str, kwargs: Mapping[str, Any] | None, input_shape: Sequence[int]
-    ) -> str:
+    def key(self, module: str, class_name: str, kwargs: Mapping[str, Any] | None, input_shape: Sequence[int]) -> str:
         """The table key of one op.
+
+        Args:
+            module: Importable module path, e.g. ``"torch.nn"``.
+            class_name: The ``nn.Module`` class in it.
+            kwargs: Its constructor keyword arguments (JSON-like values).
+            input_shape: The op's input shape.
+
+        Returns:
+            The key, ``Class|repr|1x3x224x224`` (see :func:`mmt_nas.vocab.op_key`).
 
         Raises:
             OpSpaceError: The class cannot be imported or built with ``kwargs``, or the shape is malformed.
@@ -100,10 +98,18 @@ class KeyBuilder:
             except OpSpaceError:  # e.g. a constructor computing on its tensors: build it for real (or fail clearly)
                 op = self.module(module, class_name, kwargs)
             hit = self._ops[ident] = (getattr(op, "op_class_name", type(op).__name__), repr(op))
-        return op_key(hit[0], hit[1], _shape(input_shape))
+        return op_key(hit[0], hit[1], check_shape(input_shape, "an op description's input_shape", error=OpSpaceError))
 
     def module(self, module: str, class_name: str, kwargs: Mapping[str, Any] | None) -> Any:
         """The op itself, built for real (eval mode) once per ``(module, class, kwargs)``.
+
+        Args:
+            module: Importable module path.
+            class_name: The ``nn.Module`` class in it.
+            kwargs: Its constructor keyword arguments.
+
+        Returns:
+            The built ``nn.Module`` (the same object for the same op).
 
         Raises:
             OpSpaceError: The class cannot be imported or built with ``kwargs``.
@@ -114,7 +120,11 @@ class KeyBuilder:
         return self._modules[ident]
 
     def keys(self, ops: Iterable[OpDescription | tuple[str, str, Mapping[str, Any], Sequence[int]]]) -> list[str]:
-        """Keys of many ops: :class:`OpDescription` values or ``(module, class, kwargs, shape)`` tuples."""
+        """Keys of many ops: :class:`OpDescription` values or ``(module, class, kwargs, shape)`` tuples.
+
+        Raises:
+            OpSpaceError: See :meth:`key`.
+        """
         return [self.key(*_fields(op)) for op in ops]
 
     def predict(
@@ -127,7 +137,15 @@ class KeyBuilder:
         With a fallback predictor, the ops missing from the table are built for real
         (once each) so the fallback can see them.
 
+        Args:
+            predictor: The predictor (its table, and fallback if any).
+            ops: The candidate's ops, as :meth:`keys` takes them.
+
+        Returns:
+            The prediction, as :meth:`~mmt_nas.predictor.LatencyPredictor.predict_keys` returns it.
+
         Raises:
+            OpSpaceError: See :meth:`key`.
             UnknownOpError: Ops are missing from the table and the predictor has no fallback.
         """
         fields = [_fields(op) for op in ops]
@@ -138,8 +156,6 @@ class KeyBuilder:
         return predictor.predict_keys(keys, modules=modules)
 
     def _build(self, module: str, class_name: str, kwargs: Mapping[str, Any] | None) -> Any:
-        from mmt_nas.opspace import OpSpec
-
         kwargs = dict(kwargs or {})
         try:
             return OpSpec(module, class_name, kwargs).build(self.base_dir)
@@ -176,6 +192,5 @@ def _fields(op: OpDescription | tuple[str, str, Mapping[str, Any], Sequence[int]
 
 
 def _meta_device() -> Any:
-    import torch
-
-    return torch.device("meta")
+    """The meta device, as a context manager (torch is imported here, on first use)."""
+    return require("torch", "torch", "KeyBuilder (mmt_nas.integrations.keys)").device("meta")

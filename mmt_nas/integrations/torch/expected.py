@@ -1,4 +1,4 @@
-"""Differentiable latency for gradient-based search (DARTS, ProxylessNAS, FBNet).
+"""The expected latency of a supernet, differentiable in its architecture logits.
 
 A supernet has layers that each choose among candidate ops. With architecture logits
 ``alpha`` of shape ``[layers, candidates]`` the expected latency is
@@ -6,18 +6,9 @@ A supernet has layers that each choose among candidate ops. With architecture lo
     E[LAT] = fixed + sum_l sum_j p_lj * LAT_lj,    p_l = softmax(alpha_l)  (or Gumbel-softmax)
 
 where ``LAT_lj`` is candidate ``j`` of layer ``l`` predicted from the table at that layer's
-input shape, and ``fixed`` is the latency of the ops every architecture shares.
-:class:`ExpectedLatency` computes it as one masked tensor expression (no loop over
-candidates), differentiable in ``alpha``, on whatever device it is moved to::
-
-    layers = supernet_layers(supernet, [1, 3, 32, 32], MixedOp)       # or your own lists
-    expected = ExpectedLatency.from_candidates(predictor, layers, fixed_ms=2.0)
-    ...
-    result = proxyless_add_linear(ce, expected(alpha), target_ms=5.0, lam=0.2)
-    result.loss.backward(); log(result.to_dict())
-
-Candidates are resolved once each: by ``predictor.predict_cached``, keyed like table keys
-(class, ``repr()``, input shape).
+input shape (:func:`resolve_candidates`; :func:`supernet_layers` finds a supernet's layers), and
+``fixed`` is the latency of the ops every architecture shares. :class:`ExpectedLatency` computes
+it as one masked tensor expression (no loop over candidates), on whatever device it is moved to.
 """
 
 from __future__ import annotations
@@ -25,31 +16,26 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from mmt_nas.integrations import SearchError, require
+from mmt_nas._imports import require
+from mmt_nas.exceptions import SearchError
 
 if TYPE_CHECKING:
     from mmt_nas.predictor import LatencyPredictor
 
-require("torch", "torch")  # this module is torch-only: fail here, naming the extra, rather than below
+# This module is torch-only: fail here, naming the extra, rather than below.
+require("torch", "torch", "the differentiable latency (mmt_nas.integrations.torch)")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-__all__ = [
-    "CandidateLatencies",
-    "resolve_candidates",
-    "supernet_layers",
-    "ExpectedLatency",
-    "LatencyLoss",
-    "proxyless_add_linear",
-    "proxyless_mul_log",
-    "fbnet_loss",
-    "hinge_loss",
-]
+from mmt_nas.trace import trace_calls  # noqa: E402 (imports torch: after the check above)
 
+__all__ = ["LayerSpec", "CandidateLatencies", "resolve_candidates", "supernet_layers", "ExpectedLatency"]
+
+#: One searchable layer: its name, its candidates (modules, or latencies in ms) and its input shape.
 LayerSpec = tuple[str, Sequence["nn.Module | float"], Sequence[int]]
 
 
@@ -111,7 +97,7 @@ def supernet_layers(
 ) -> list[LayerSpec]:
     """Find a supernet's mixed ops and their candidates, with each one's input shape.
 
-    The model is run once on meta tensors (see :func:`mmt_nas.parser.trace_calls`) to learn
+    The model is run once on meta tensors (see :func:`mmt_nas.trace.trace_calls`) to learn
     the shapes; a mixed op called several times takes its first call's shape.
 
     Args:
@@ -128,8 +114,6 @@ def supernet_layers(
     Raises:
         SearchError: The model has no such module, or one lacks the ``candidates`` attribute.
     """
-    from mmt_nas.trace import trace_calls
-
     out: list[LayerSpec] = []
     seen: set[int] = set()
     for call in trace_calls(model, input_shape):
@@ -198,7 +182,13 @@ class ExpectedLatency(nn.Module):
     def from_candidates(
         cls, predictor: LatencyPredictor, layers: Iterable[LayerSpec], fixed_ms: float = 0.0
     ) -> ExpectedLatency:
-        """Resolve each layer's candidates with ``predictor`` (see :func:`resolve_candidates`)."""
+        """Resolve each layer's candidates with ``predictor`` (see :func:`resolve_candidates`).
+
+        Args:
+            predictor: The predictor (its table, and fallback if any).
+            layers: ``(layer name, candidates, input shape)`` per layer.
+            fixed_ms: Latency of the ops outside the searchable layers.
+        """
         resolved = resolve_candidates(predictor, layers)
         return cls(resolved.latencies_ms, fixed_ms, resolved.names)
 
@@ -208,6 +198,7 @@ class ExpectedLatency(nn.Module):
         return (int(self.mask.shape[0]), int(self.mask.shape[1]))
 
     def extra_repr(self) -> str:
+        """The module's size and fixed latency, for ``repr()``."""
         return f"layers={self.shape[0]}, max_candidates={self.shape[1]}, fixed_ms={float(self.fixed_ms):.4g}"
 
     def probabilities(self, alpha: torch.Tensor, tau: float | None = None, hard: bool = False) -> torch.Tensor:
@@ -264,126 +255,6 @@ class ExpectedLatency(nn.Module):
         lines = [f"{'layer':24} {'pick':>4} {'p':>6} {'ms':>9}  candidates ms"]
         for i, name in enumerate(self.names):
             cands = " ".join(f"{float(x):.4f}" for x, m in zip(self.latency_ms[i], self.mask[i]) if m)
-            lines.append(
-                f"{name[:24]:24} {pick[i]:4d} {float(p[i, pick[i]]):6.3f} {float(self.latency_ms[i, pick[i]]):9.4f}  {cands}"
-            )
+            ms = float(self.latency_ms[i, pick[i]])
+            lines.append(f"{name[:24]:24} {pick[i]:4d} {float(p[i, pick[i]]):6.3f} {ms:9.4f}  {cands}")
         return "\n".join(lines)
-
-
-# -- latency losses ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LatencyLoss:
-    """A latency-aware loss and its parts, for backpropagation and logging.
-
-    Attributes:
-        loss: The total, to call ``.backward()`` on.
-        task_loss: The task loss it was built from (e.g. cross-entropy).
-        expected_ms: The expected latency it was built from.
-        latency_term: The latency's part: the added term (additive forms) or the factor that
-            multiplies the task loss (multiplicative forms).
-        form: Which loss: ``"add#linear"``, ``"mul#log"``, ``"fbnet"`` or ``"hinge"``.
-    """
-
-    loss: torch.Tensor
-    task_loss: torch.Tensor
-    expected_ms: torch.Tensor
-    latency_term: torch.Tensor
-    form: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain floats for a logger."""
-        return {
-            "form": self.form,
-            "loss": float(self.loss.detach()),
-            "task_loss": float(self.task_loss.detach()),
-            "expected_ms": float(self.expected_ms.detach()),
-            "latency_term": float(self.latency_term.detach()),
-        }
-
-
-def _param(name: str, value: float, *, positive: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        raise SearchError(f"{name} must be a finite number {'>' if positive else '>='} 0, but got {name}={value!r}.")
-    return float(value)
-
-
-def _above_unit(name: str, value: torch.Tensor | float, unit_ms: float) -> None:
-    v = float(value.detach().min()) if isinstance(value, torch.Tensor) else float(value)
-    if not v > unit_ms:
-        raise SearchError(
-            f"the log forms need latencies above one unit (log > 0), but {name}={v:.6g} ms with unit_ms={unit_ms:g}. "
-            f"Pass a smaller unit_ms (e.g. unit_ms=0.001 counts in microseconds)."
-        )
-
-
-def proxyless_add_linear(
-    task_loss: torch.Tensor, expected_ms: torch.Tensor, target_ms: float, *, lam: float = 0.2
-) -> LatencyLoss:
-    """ProxylessNAS ``add#linear``: ``task_loss + λ·(E[LAT] − T)/T``.
-
-    Cai, Zhu & Han, *ProxylessNAS: Direct Neural Architecture Search on Target Task and
-    Hardware* (ICLR 2019), §3.3.1, as in the authors' search code (``lambda`` defaults to 0.2).
-    The term is negative below the target, so it keeps rewarding speed.
-    """
-    target = _param("target_ms", target_ms, positive=True)
-    term = _param("lam", lam) * (expected_ms - target) / target
-    return LatencyLoss(task_loss + term, task_loss, expected_ms, term, "add#linear")
-
-
-def proxyless_mul_log(
-    task_loss: torch.Tensor,
-    expected_ms: torch.Tensor,
-    target_ms: float,
-    *,
-    alpha: float = 1.0,
-    beta: float = 0.6,
-    unit_ms: float = 1.0,
-) -> LatencyLoss:
-    """ProxylessNAS ``mul#log``: ``α·task_loss·(log E[LAT] / log T)^β``.
-
-    From the ProxylessNAS search code (defaults ``alpha=1``, ``beta=0.6``). The logarithms are
-    taken of latencies counted in ``unit_ms`` and must be positive: both ``E[LAT]`` and ``T``
-    must exceed one unit (the paper's mobile latencies are tens of ms; for sub-millisecond
-    models pass ``unit_ms=0.001``). Raises :class:`~mmt_nas.integrations.SearchError` otherwise
-    (this reads the expected latency's value, a device sync on a GPU).
-    """
-    unit = _param("unit_ms", unit_ms, positive=True)
-    target = _param("target_ms", target_ms, positive=True)
-    _above_unit("target_ms", target, unit)
-    _above_unit("E[LAT]", expected_ms, unit)
-    factor = (torch.log(expected_ms / unit) / math.log(target / unit)) ** _param("beta", beta)
-    return LatencyLoss(_param("alpha", alpha) * task_loss * factor, task_loss, expected_ms, factor, "mul#log")
-
-
-def fbnet_loss(
-    task_loss: torch.Tensor, expected_ms: torch.Tensor, *, alpha: float = 0.2, beta: float = 0.6, unit_ms: float = 1.0
-) -> LatencyLoss:
-    """FBNet: ``α·task_loss·(log E[LAT])^β``.
-
-    Wu et al., *FBNet: Hardware-Aware Efficient ConvNet Design via Differentiable Neural
-    Architecture Search* (CVPR 2019), §3.2, written there ``CE(a, w_a)·α·log(LAT(a))^β``
-    with ``α = 0.2, β = 0.6`` and latencies in ms. We read the exponent as applying to the
-    logarithm, ``(log LAT)^β``; some reimplementations read ``log(LAT^β) = β·log LAT``, which
-    makes ``β`` a second constant factor. ``E[LAT]/unit_ms`` must exceed 1 (see
-    :func:`proxyless_mul_log`).
-    """
-    unit = _param("unit_ms", unit_ms, positive=True)
-    _above_unit("E[LAT]", expected_ms, unit)
-    factor = torch.log(expected_ms / unit) ** _param("beta", beta)
-    return LatencyLoss(_param("alpha", alpha) * task_loss * factor, task_loss, expected_ms, factor, "fbnet")
-
-
-def hinge_loss(
-    task_loss: torch.Tensor, expected_ms: torch.Tensor, target_ms: float, *, lam: float = 1.0
-) -> LatencyLoss:
-    """Hinge above a budget: ``task_loss + λ·max(0, E[LAT]/T − 1)``.
-
-    No pressure within budget, linear pressure above it; the differentiable counterpart of
-    :func:`mmt_nas.integrations.optuna.hinge_penalty`.
-    """
-    target = _param("target_ms", target_ms, positive=True)
-    term = _param("lam", lam) * torch.clamp(expected_ms / target - 1.0, min=0.0)
-    return LatencyLoss(task_loss + term, task_loss, expected_ms, term, "hinge")
