@@ -21,7 +21,7 @@ _logger = logging.getLogger("mmt_nas.cli")
 
 def _shape(text: str) -> list[int]:
     try:
-        shape = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
+        shape = [int(p) for p in text.replace("x", ",").split(",")]  # an empty part is an error, not skipped
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a shape such as 1,3,224,224, but got {text!r}") from None
     if not shape or any(d <= 0 for d in shape):
@@ -32,8 +32,15 @@ def _shape(text: str) -> list[int]:
 def load_model(spec: str, kwargs: str | None = None) -> Any:
     """Build a model from the command line's MODULE:CALLABLE and --kwargs (YAML/JSON mapping)."""
     from mmt_nas.opspace import load_model as _load
+    from mmt_nas.opspace import yaml_error_text
 
-    args = yaml.safe_load(kwargs) if kwargs else {}
+    try:
+        args = yaml.safe_load(kwargs) if kwargs else {}
+    except yaml.YAMLError as exc:
+        raise OpSpaceError(
+            f"--kwargs must be a YAML mapping such as '{{num_classes: 10}}', but {kwargs!r} is not valid YAML"
+            f"{yaml_error_text(exc)}."
+        ) from None
     if not isinstance(args, dict):
         raise OpSpaceError(f"--kwargs must be a mapping such as '{{num_classes: 10}}', but got {kwargs!r}.")
     return _load(spec, args)

@@ -39,6 +39,8 @@ __all__ = ["meter_ops", "parse_shard", "in_shard", "time_model", "profile_model"
 _logger = logging.getLogger(__name__)
 JOURNAL_SUFFIX = ".journal"
 _CHECKPOINT_SECONDS = 5.0
+#: Metering stops when this many ops (or all, if fewer) fail before any op was ever metered into the table.
+_FAIL_FAST = 3
 _T = TypeVar("_T")
 
 
@@ -418,6 +420,7 @@ def _meter_locked(
     journal = out.with_name(out.name + JOURNAL_SUFFIX)
     remove_stale_temp_files(out.parent, [out.name])  # what a killed run's atomic writes left behind
     here = device_info()
+    created = not out.exists()
     if out.exists():
         table = LatencyTable.load(out)
         if table.settings != settings:
@@ -450,6 +453,7 @@ def _meter_locked(
     todo = [op for op in ops if op.key not in table and op.file]
     _logger.info("metering %d of %d ops (%d already in the table)", len(todo), len(ops), len(ops) - len(todo))
     last_save = time.monotonic()
+    failures: list[str] = []
     with open_journal(journal) as jf:
         for op in progress(todo, len(todo), "meter", show_progress):
             try:
@@ -457,6 +461,9 @@ def _meter_locked(
                 core = core_ms(profile_model(ops_dir / op.file, min(times, 20), settings=settings)) if profile else None
             except MeteringError as exc:
                 _logger.error("skipping %s: %s", op.key, exc)
+                failures.append(f"{op.key}: {exc}")
+                if len(failures) == min(len(todo), _FAIL_FAST) and len(table) == 0:
+                    break  # nothing has ever run with these settings: they, not the ops, are wrong
                 continue
             entry = TableEntry(op, stats, core, this_device)
             table.add(entry)
@@ -469,6 +476,15 @@ def _meter_locked(
                 last_save = time.monotonic()
     table.save(out)
     journal.unlink(missing_ok=True)
+    if todo and len(table) == 0 and len(failures) == min(len(todo), _FAIL_FAST):
+        if created:
+            out.unlink(missing_ok=True)  # nothing was measured: leave no empty table behind
+        raise MeteringError(
+            f"none of the first {len(failures)} ops could be metered with {settings}, so metering stopped; the "
+            f"first error was: "
+            f"{failures[0][:300]}. Check the backend, threads and precision (is backend={settings.backend!r} "
+            "available on this device?)."
+        )
     missing = [op.key for op in ops if op.key not in table]
     if missing:
         _logger.warning("%d ops could not be metered; see the errors above", len(missing))

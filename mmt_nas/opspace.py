@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from mmt_nas.records import OpRecord
 
 __all__ = [
-    "OpSpec", "load_space", "expand_space", "resolve_class", "load_model", "space_of", "add_block", "to_python",
+    "OpSpec", "load_space", "expand_space", "yaml_error_text", "resolve_class", "load_model", "space_of", "add_block", "to_python",
     "dump_space",
 ]
 
@@ -234,6 +234,14 @@ def _flow_depth_exceeds(text: str, limit: int) -> bool:
     return False
 
 
+def yaml_error_text(exc: yaml.YAMLError) -> str:
+    """Where and what PyYAML's error is, on one line: ``" at line 2, column 1: expected the node content"``."""
+    mark = getattr(exc, "problem_mark", None)
+    line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"{line}: {problem}"
+
+
 def _parse_yaml(text: str, source: str) -> Any:
     if _flow_depth_exceeds(text, _MAX_FLOW_DEPTH):
         raise OpSpaceError(
@@ -249,10 +257,7 @@ def _parse_yaml(text: str, source: str) -> Any:
             "four levels (module, class, argument, list of values); remove the extra nesting."
         ) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise OpSpaceError(f"op space {source} is not valid YAML{line}: {problem}. Fix the syntax there.") from None
+        raise OpSpaceError(f"op space {source} is not valid YAML{yaml_error_text(exc)}. Fix the syntax there.") from None
     except Exception as exc:  # PyYAML's constructors raise plain errors for some values, e.g. `!!int x`, 2001-13-45
         raise OpSpaceError(
             f"op space {source} holds a value YAML cannot read ({type(exc).__name__}: {_show(str(exc))[1:-1]}), "
@@ -493,13 +498,3 @@ def space_of(records: Iterable[OpRecord]) -> dict[str, Any]:
 def dump_space(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write an op-space document as YAML, atomically."""
     atomic_write_text(path, yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=None, width=120))
-
-
-def __getattr__(name: str) -> Any:
-    # Names that lived here before mmt_nas.describe existed (examples imported space_from_model from
-    # here): resolved on first use, since mmt_nas.describe builds on this module.
-    if name in ("space_from_model", "describe_module"):
-        import mmt_nas.describe
-
-        return getattr(mmt_nas.describe, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -222,7 +222,7 @@ class LatencyPredictor:
         leaves, with this predictor's ``composition`` (see :func:`mmt_nas.trace.parse_model`).
 
         :meth:`predict_ops` of the result is :meth:`predict`; trace once and use both when the ops are
-        needed too (as :func:`mmt_nas.evaluate.evaluate` does).
+        needed too (as :func:`mmt_nas.evaluation.evaluate` does).
 
         Raises:
             OpSpaceError: The shape is malformed, or the model fails to run on it.

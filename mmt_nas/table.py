@@ -536,10 +536,17 @@ class LatencyTable:
 
 
 def __getattr__(name: str) -> Any:
-    # Names that lived here before mmt_nas.merge existed (the README named mmt_nas.table.merge_tables):
-    # resolved on first use, since mmt_nas.merge builds on this module.
+    # Deprecated homes of names that moved to mmt_nas.merge (which builds on this module, so they are
+    # resolved on first use, with a warning, rather than imported here).
     if name in ("merge_tables", "MergeConflict", "MergeReport"):
+        import warnings
+
         import mmt_nas.merge
 
+        warnings.warn(
+            f"{__name__}.{name} moved to mmt_nas.merge.{name}; import it from there (or from mmt_nas).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return getattr(mmt_nas.merge, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

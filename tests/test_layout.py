@@ -18,8 +18,6 @@ MOVED = [
     ("mmt_nas.table", "op_key", "mmt_nas.vocab"),
     ("mmt_nas.table", "OpRecord", "mmt_nas.records"),
     ("mmt_nas.table", "load_ops_meta", "mmt_nas.records"),
-    ("mmt_nas.opspace", "space_from_model", "mmt_nas.describe"),
-    ("mmt_nas.opspace", "describe_module", "mmt_nas.describe"),
     ("mmt_nas.parser", "parse_model", "mmt_nas.trace"),
     ("mmt_nas.parser", "trace_calls", "mmt_nas.trace"),
     ("mmt_nas.parser", "ParsedOp", "mmt_nas.trace"),
@@ -40,14 +38,14 @@ def test_a_moved_name_imports_from_its_old_module_as_the_same_object(old: str, n
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
-def test_an_unknown_name_is_still_an_attribute_error() -> None:
-    import mmt_nas.opspace
+def test_the_old_home_of_merge_tables_warns_and_unknown_names_are_attribute_errors() -> None:
+    import mmt_nas.merge
     import mmt_nas.table
 
+    with pytest.warns(DeprecationWarning, match=r"mmt_nas.table.merge_tables moved to mmt_nas.merge.merge_tables"):
+        assert mmt_nas.table.merge_tables is mmt_nas.merge.merge_tables
     with pytest.raises(AttributeError, match="no_such_name"):
         mmt_nas.table.no_such_name  # noqa: B018
-    with pytest.raises(AttributeError, match="no_such_name"):
-        mmt_nas.opspace.no_such_name  # noqa: B018
 
 
 def test_errors_are_one_family_and_their_builtins() -> None:
