@@ -48,13 +48,43 @@ def generic_space(channels: list[int], sizes: list[int]) -> dict[str, Any]:
     """A generic op space on a grid of channel counts and feature-map sizes (not fitted to any model)."""
     shapes = [[1, c, s, s] for c in channels for s in sizes]
     per_channel = [[[1, c, s, s] for s in sizes] for c in channels]
-    conv = [{"in_channels": [c], "out_channels": channels, "kernel_size": [1], "stride": [1, 2], "bias": [False],
-             "input_shape": sh} for c, sh in zip(channels, per_channel)]
-    conv += [{"in_channels": [c], "out_channels": channels, "kernel_size": [3], "stride": [1, 2], "padding": [1],
-              "bias": [False], "input_shape": sh} for c, sh in zip(channels, per_channel)]
-    dw = [{"in_channels": [c], "out_channels": [c], "groups": [c], "kernel_size": [k], "stride": [1, 2],
-           "padding": [k // 2], "bias": [False], "input_shape": sh}
-          for c, sh in zip(channels, per_channel) for k in (3, 5, 7)]
+    conv = [
+        {
+            "in_channels": [c],
+            "out_channels": channels,
+            "kernel_size": [1],
+            "stride": [1, 2],
+            "bias": [False],
+            "input_shape": sh,
+        }
+        for c, sh in zip(channels, per_channel)
+    ]
+    conv += [
+        {
+            "in_channels": [c],
+            "out_channels": channels,
+            "kernel_size": [3],
+            "stride": [1, 2],
+            "padding": [1],
+            "bias": [False],
+            "input_shape": sh,
+        }
+        for c, sh in zip(channels, per_channel)
+    ]
+    dw = [
+        {
+            "in_channels": [c],
+            "out_channels": [c],
+            "groups": [c],
+            "kernel_size": [k],
+            "stride": [1, 2],
+            "padding": [k // 2],
+            "bias": [False],
+            "input_shape": sh,
+        }
+        for c, sh in zip(channels, per_channel)
+        for k in (3, 5, 7)
+    ]
     add = [{"fn": ["Tensor.add"], "args": [[{"input": True}, {"tensor": sh}]], "input_shape": [sh]} for sh in shapes]
     return {
         "torch.nn": {
@@ -116,14 +146,17 @@ def fmt(v: Any, spec: str = ".1f", unit: str = "%") -> str:
 
 
 def metrics_table(variants: dict[str, dict[str, Any]]) -> str:
-    lines = ["| prediction | models (failed) | within ±10% | within ±5% | MAPE | RMSPE | bias | Kendall τ | Spearman ρ |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| prediction | models (failed) | within ±10% | within ±5% | MAPE | RMSPE | bias | Kendall τ | Spearman ρ |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for label, m in variants.items():
         lines.append(
             f"| {label} | {m.get('n', 0)} ({m['n_failed']}) | {fmt(m.get('within_10_pct'))} | "
             f"{fmt(m.get('within_5_pct'))} | {fmt(m.get('mape_pct'))} | {fmt(m.get('rmspe_pct'))} | "
             f"{fmt(m.get('mean_signed_error_pct'), '+.1f')} | {fmt(m.get('kendall_tau'), '.3f', '')} | "
-            f"{fmt(m.get('spearman_rho'), '.3f', '')} |")
+            f"{fmt(m.get('spearman_rho'), '.3f', '')} |"
+        )
     return "\n".join(lines)
 
 
@@ -137,9 +170,17 @@ def build_table(space: dict[str, Any], folder: Path, times: int) -> tuple[Latenc
 
 def save_measurements(path: Path, results: list[ModelResult]) -> None:
     """Keep the expensive part (measurements and per-op profiles) for --reuse-measurements."""
-    doc = {r.name: {"input_shape": list(r.input_shape), "measured_ms": r.measured_ms,
-                    "run_medians_ms": r.run_medians_ms, "within_run_cv": r.within_run_cv, "error": r.error,
-                    "profile": [[p.name, p.type, p.latency_ms] for p in r.profile]} for r in results}
+    doc = {
+        r.name: {
+            "input_shape": list(r.input_shape),
+            "measured_ms": r.measured_ms,
+            "run_medians_ms": r.run_medians_ms,
+            "within_run_cv": r.within_run_cv,
+            "error": r.error,
+            "profile": [[p.name, p.type, p.latency_ms] for p in r.profile],
+        }
+        for r in results
+    }
     atomic_write_text(path, json.dumps(doc))
 
 
@@ -149,16 +190,14 @@ def load_measurements(path: Path, predictor: LatencyPredictor, models: Models) -
     results = []
     for name, model, shape in models:
         d = doc[name]
-        r = ModelResult(name, tuple(shape), d["measured_ms"], d["run_medians_ms"], d["within_run_cv"],
-                        error=d["error"])
+        r = ModelResult(name, tuple(shape), d["measured_ms"], d["run_medians_ms"], d["within_run_cv"], error=d["error"])
         r.profile = [OpProfile(*p) for p in d["profile"]]
         try:
             pred = predictor.predict(model, shape)
             r.predicted_ms, r.prediction = float(pred), pred.to_dict()
             r.by_category = _category_split(pred, r.profile)
             ops = parse_model(model, shape, known=predictor.table.__contains__)
-            r.samples = samples_from_profile(name, ops, r.profile, predictor.table, predictor.latency,
-                                             r.measured_ms)
+            r.samples = samples_from_profile(name, ops, r.profile, predictor.table, predictor.latency, r.measured_ms)
         except Exception as exc:  # reported as a failed prediction
             r.error = f"predict: {exc}"
         results.append(r)
@@ -172,8 +211,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="measurements per model")
     ap.add_argument("--work-dir", default=None, help="default: benchmarks/work/accuracy[-quick]")
     ap.add_argument("--results", default=str(RESULTS), help="results file to update")
-    ap.add_argument("--reuse-measurements", action="store_true",
-                    help="reuse the models' measurements and profiles saved in the work dir by an earlier run")
+    ap.add_argument(
+        "--reuse-measurements",
+        action="store_true",
+        help="reuse the models' measurements and profiles saved in the work dir by an earlier run",
+    )
     args = ap.parse_args()
     times = args.times or (20 if args.quick else 100)
     repeats = args.repeats or (2 if args.quick else 3)
@@ -198,25 +240,40 @@ def main() -> None:
     if args.reuse_measurements and saved.exists():
         results = load_measurements(saved, LatencyPredictor(table), models)
     else:
-        results = evaluate(LatencyPredictor(table), models, times=times, repeats=repeats,
-                           profile_times=5 if args.quick else 10, on_result=show)
+        results = evaluate(
+            LatencyPredictor(table),
+            models,
+            times=times,
+            repeats=repeats,
+            profile_times=5 if args.quick else 10,
+            on_result=show,
+        )
         save_measurements(saved, results)
     t_eval = time.perf_counter() - t0
     measured = {r.name: r.measured_ms for r in results if r.measured_ms is not None}
     calibrated = cv_predictions(results, models, lambda cal: LatencyPredictor(table, calibration=cal))
     intable = {
-        "sum of modules alone (the MMT tool's way)":
-            score(predict_all(LatencyPredictor(table, composition="modules", latency="wall"), models), measured),
-        "+ fusion and tensor functions":
-            score(predict_all(LatencyPredictor(table, latency="wall"), models), measured),
+        "sum of modules alone (the MMT tool's way)": score(
+            predict_all(LatencyPredictor(table, composition="modules", latency="wall"), models), measured
+        ),
+        "+ fusion and tensor functions": score(predict_all(LatencyPredictor(table, latency="wall"), models), measured),
         "+ each op's own time (core)": score(predict_all(LatencyPredictor(table), models), measured),
         "+ in-context calibration (5-fold CV)": score(calibrated, measured),
     }
     for r in results:  # the written report shows the final, calibrated predictions
         if r.name in calibrated:
             r.predicted_ms, r.prediction = float(calibrated[r.name]), calibrated[r.name].to_dict()
-    report = Report(results, table, {"scenario": "in-table", "times": times, "repeats": repeats,
-                                     "quick": args.quick, "calibration": "5-fold cross-validation by architecture"})
+    report = Report(
+        results,
+        table,
+        {
+            "scenario": "in-table",
+            "times": times,
+            "repeats": repeats,
+            "quick": args.quick,
+            "calibration": "5-fold cross-validation by architecture",
+        },
+    )
     report.write(work / "report-intable")
     m = report.metrics
 
@@ -233,10 +290,13 @@ def main() -> None:
     best = min(regressors, key=lambda k: regressors[k]["mape_pct"])
     fallback = LatencyRegressor(best).fit(gtable)
     plain = predict_all(LatencyPredictor(gtable, on_missing="fallback", fallback=fallback), models)
-    held_cal = cv_predictions(results, models, lambda cal: LatencyPredictor(
-        gtable, on_missing="fallback", fallback=fallback, calibration=cal))
-    heldout = {"generic table + fallback": score(plain, measured),
-               "+ in-context calibration (5-fold CV)": score(held_cal, measured)}
+    held_cal = cv_predictions(
+        results, models, lambda cal: LatencyPredictor(gtable, on_missing="fallback", fallback=fallback, calibration=cal)
+    )
+    heldout = {
+        "generic table + fallback": score(plain, measured),
+        "+ in-context calibration (5-fold CV)": score(held_cal, measured),
+    }
     fb_share = [p.source_ms("fallback") / float(p) for p in held_cal.values() if float(p) > 0]
 
     intable_md, heldout_md = metrics_table(intable), metrics_table(heldout)
@@ -248,15 +308,17 @@ def main() -> None:
     cats = report.category_totals()
     cat_rows = "\n".join(
         f"| {c} | {v['predicted_ms']:.1f} | {v['in_context_ms']:.1f} | {v['predicted_ms'] - v['in_context_ms']:+.1f} |"
-        for c, v in sorted(cats.items(), key=lambda kv: -abs(kv[1]["predicted_ms"] - kv[1]["in_context_ms"])))
+        for c, v in sorted(cats.items(), key=lambda kv: -abs(kv[1]["predicted_ms"] - kv[1]["in_context_ms"]))
+    )
     worst = sorted((r for r in results if r.ok), key=lambda r: -abs(r.error_pct or 0))[:5]
     reg_text = ", ".join(f"{k} MAPE {v['mape_pct']:.1f}%" for k, v in regressors.items())
-    body = f"""## Accuracy{' (quick mode)' if args.quick else ''} (`benchmarks/accuracy.py{' --quick' if args.quick else ''}`)
+    quick = " --quick" if args.quick else ""
+    body = f"""## Accuracy{" (quick mode)" if args.quick else ""} (`benchmarks/accuracy.py{quick}`)
 
 Machine: {machine_line()}. MNN CPU backend, 1 thread, high precision. {len(models)} models from
 `examples/zoo/nas_zoo.py`; each op timed {times} times; each model measured {repeats}x{times} runs end to end
-(median of the medians). Measurement noise: within-run CV {fmt(m.get('mean_within_run_cv_pct'))}, run-to-run CV
-{fmt(m.get('mean_run_to_run_cv_pct'))}. Took {total / 60:.1f} min (in-table ops {t_table:.0f} s; measure, profile and
+(median of the medians). Measurement noise: within-run CV {fmt(m.get("mean_within_run_cv_pct"))}, run-to-run CV
+{fmt(m.get("mean_run_to_run_cv_pct"))}. Took {total / 60:.1f} min (in-table ops {t_table:.0f} s; measure, profile and
 predict {t_eval:.0f} s; generic table {t_generic:.0f} s).
 
 The calibration is fitted on MNN's per-op profiles of the other folds' models only: 5 folds by architecture
@@ -273,7 +335,7 @@ per-op profile of each whole model, by op type):
 | --- | --- | --- | --- |
 {cat_rows}
 
-Worst models: {', '.join(f'{r.name} {r.error_pct:+.1f}%' for r in worst)}.
+Worst models: {", ".join(f"{r.name} {r.error_pct:+.1f}%" for r in worst)}.
 
 ### (b) Held-out: a generic op space ({len(gtable)} ops; channels {channels}, sizes {sizes}) + fallback
 

@@ -71,8 +71,15 @@ def run_side(package_root: Path, r18: Path, mbv2: Path, n_archs: int) -> dict[st
         f"MBV2_TABLE = {str(mbv2)!r}\nN_ARCHS = {n_archs}\n" + _WORKER
     )
     env = dict(os.environ, PYTHONPATH=str(package_root))
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=package_root, capture_output=True, text=True,
-                         timeout=600, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=package_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     if out.returncode != 0:
         raise SystemExit(f"the worker for {package_root} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -112,13 +119,17 @@ def main() -> None:
         return statistics.median(xs), min(xs), max(xs)
 
     rows = []
-    for key, name, unit, scale in [("r18_ms", "ResNet-18: `predict` (new model)", "ms", 1.0),
-                                   ("mbv2_ms", "MBV2-space: `predict` (new model)", "ms", 1.0),
-                                   ("import_s", "`import mmt_nas.predictor` (fresh process)", "ms", 1e3)]:
+    for key, name, unit, scale in [
+        ("r18_ms", "ResNet-18: `predict` (new model)", "ms", 1.0),
+        ("mbv2_ms", "MBV2-space: `predict` (new model)", "ms", 1.0),
+        ("import_s", "`import mmt_nas.predictor` (fresh process)", "ms", 1e3),
+    ]:
         o, n, r = med("old", key), med("new", key), ratio(key)
-        rows.append(f"| {name} | {o[0] * scale:.2f} {unit} ({o[1] * scale:.2f}-{o[2] * scale:.2f}) | "
-                    f"{n[0] * scale:.2f} {unit} ({n[1] * scale:.2f}-{n[2] * scale:.2f}) | "
-                    f"{r[0]:.3f} ({r[1]:.3f}-{r[2]:.3f}) |")
+        rows.append(
+            f"| {name} | {o[0] * scale:.2f} {unit} ({o[1] * scale:.2f}-{o[2] * scale:.2f}) | "
+            f"{n[0] * scale:.2f} {unit} ({n[1] * scale:.2f}-{n[2] * scale:.2f}) | "
+            f"{r[0]:.3f} ({r[1]:.3f}-{r[2]:.3f}) |"
+        )
     body = (
         f"## Prediction speed, two checkouts alternated (`benchmarks/layout_ab.py`)\n\nMachine: {machine_line()}. "
         f"{args.label}: {args.rounds} rounds, each one fresh process per checkout, in turns (A B, B A, ...), on "

@@ -86,8 +86,10 @@ def main() -> None:
         export_to_mnn(torch.nn.ReLU(), [1, 8], work / "trivial.mnn")
         export_to_mnn(torch.nn.ReLU(), [1, 32, 28, 28], work / "relu.mnn")
         settings = RuntimeSettings()
-        for name, path, shape in (("ReLU 1x8 (trivial)", work / "trivial.mnn", [1, 8]),
-                                  ("ReLU 1x32x28x28", work / "relu.mnn", [1, 32, 28, 28])):
+        for name, path, shape in (
+            ("ReLU 1x8 (trivial)", work / "trivial.mnn", [1, 8]),
+            ("ReLU 1x32x28x28", work / "relu.mnn", [1, 32, 28, 28]),
+        ):
             ours = time_model(path, 2000, settings=settings).median_ms
             theirs = module_api_ms(path, shape, 2000)
             rows.append((f"{name}: runSession per run, us (our method)", f"{ours * 1e3:.2f}"))
@@ -105,8 +107,12 @@ def main() -> None:
             t0 = time.perf_counter()
             predict_latency(model, work / "r18", [1, 3, 224, 224])
             walls.append(time.perf_counter() - t0)
-        rows.append(("predict_latency on ResNet-18, table loaded, median ms (target < 20)",
-                     f"{statistics.median(walls) * 1e3:.1f}"))
+        rows.append(
+            (
+                "predict_latency on ResNet-18, table loaded, median ms (target < 20)",
+                f"{statistics.median(walls) * 1e3:.1f}",
+            )
+        )
 
     width = max(len(k) for k, _ in rows)
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)

@@ -78,8 +78,14 @@ def resnet18_rows(work: Path, n_measure: int) -> dict[str, float]:
     predictor.predict_cached(model, shape, config="resnet18")
     rep_config = timed(lambda: predictor.predict_cached(model, shape, config="resnet18"), 2000)
     measure = statistics.median(measure_seconds(model, shape) for _ in range(n_measure))
-    return {"new": new, "new_modules": new_modules, "rep_repr": rep_repr, "rep_config": rep_config, "measure": measure,
-            "latency_ms": float(predictor.predict(model, shape))}
+    return {
+        "new": new,
+        "new_modules": new_modules,
+        "rep_repr": rep_repr,
+        "rep_config": rep_config,
+        "measure": measure,
+        "latency_ms": float(predictor.predict(model, shape)),
+    }
 
 
 def mbv2_rows(work: Path, n_samples: int, n_measure: int) -> dict[str, float]:
@@ -109,11 +115,18 @@ def mbv2_rows(work: Path, n_samples: int, n_measure: int) -> dict[str, float]:
         predictor.predict_cached(model, shape, config=config)
         reps_config.append(timed(lambda: predictor.predict_cached(model, shape, config=config), 200))
     measure = statistics.median(measure_seconds(m, shape) for m in models[:n_measure])
-    return {"new": statistics.median(news), "new_modules": statistics.median(news_modules),
-            "describe": statistics.median(describes),
-            "rep_repr": statistics.median(reps_repr), "rep_config": statistics.median(reps_config),
-            "measure": measure, "build": build, "table_s": table_s, "blocks": len(predictor.table),
-            "latency_ms": statistics.median(float(predictor.predict_cached(m, shape)) for m in models)}
+    return {
+        "new": statistics.median(news),
+        "new_modules": statistics.median(news_modules),
+        "describe": statistics.median(describes),
+        "rep_repr": statistics.median(reps_repr),
+        "rep_config": statistics.median(reps_config),
+        "measure": measure,
+        "build": build,
+        "table_s": table_s,
+        "blocks": len(predictor.table),
+        "latency_ms": statistics.median(float(predictor.predict_cached(m, shape)) for m in models),
+    }
 
 
 def main() -> None:
@@ -131,17 +144,28 @@ def main() -> None:
     rows = [
         ("model latency (predicted, median)", f"{r18['latency_ms']:.2f} ms", f"{mb['latency_ms']:.2f} ms"),
         ("new model: `predict` (meta trace + lookups), median (target <= 5 ms)", us(r18["new"]), us(mb["new"])),
-        ("new model, `composition=\"modules\"` (module sum, no fusion marking)", us(r18["new_modules"]),
-         us(mb["new_modules"])),
+        (
+            'new model, `composition="modules"` (module sum, no fusion marking)',
+            us(r18["new_modules"]),
+            us(mb["new_modules"]),
+        ),
         ("new architecture from its description, no model built: `KeyBuilder.predict`", "-", us(mb["describe"])),
-        ("repeated model: `predict_cached`, keyed by `repr(model)` (target <= 50 us)", us(r18["rep_repr"]),
-         us(mb["rep_repr"])),
-        ("repeated model: `predict_cached(config=...)` (target <= 50 us)", us(r18["rep_config"]),
-         us(mb["rep_config"])),
-        ("measuring it with MNN instead: export + convert + 100 timed runs", f"{r18['measure']:.2f} s",
-         f"{mb['measure']:.2f} s"),
-        ("measuring / new-model prediction (target >= 100x)", f"{r18['measure'] / r18['new']:.0f}x",
-         f"{mb['measure'] / mb['new']:.0f}x"),
+        (
+            "repeated model: `predict_cached`, keyed by `repr(model)` (target <= 50 us)",
+            us(r18["rep_repr"]),
+            us(mb["rep_repr"]),
+        ),
+        ("repeated model: `predict_cached(config=...)` (target <= 50 us)", us(r18["rep_config"]), us(mb["rep_config"])),
+        (
+            "measuring it with MNN instead: export + convert + 100 timed runs",
+            f"{r18['measure']:.2f} s",
+            f"{mb['measure']:.2f} s",
+        ),
+        (
+            "measuring / new-model prediction (target >= 100x)",
+            f"{r18['measure'] / r18['new']:.0f}x",
+            f"{mb['measure'] / mb['new']:.0f}x",
+        ),
         ("measuring / description prediction", "-", f"{mb['measure'] / mb['describe']:.0f}x"),
         ("for scale: building the nn.Module (CPU, random init)", "-", us(mb["build"])),
     ]
@@ -161,7 +185,8 @@ def main() -> None:
         "A new model's prediction is dominated by tracing it (forward hooks on every module, a meta-tensor "
         "forward through every module, including the insides of blocks the table holds whole, with every "
         "tensor function passing through the parser's Python `TorchFunctionMode`, for either composition); "
-        "the lookups themselves take tens of microseconds. A search that knows its candidates' descriptions skips the model entirely. The "
+        "the lookups themselves take tens of microseconds. A search that knows its candidates' descriptions "
+        "skips the model entirely. The "
         "repeated-model cache keyed by `repr(model)` pays for that `repr()`: about 20 us here, where blocks have "
         "short reprs, but about 0.9 ms for a MobileNetV2 of plain `torch.nn` layers (`examples/zoo`), whose "
         "repr lists every layer; keyed by the search's own `config` it is a dictionary lookup.\n",

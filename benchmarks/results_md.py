@@ -8,7 +8,10 @@ import platform
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-_HEADER = "# Benchmark results\n\nEach section is rewritten by the script named in it; numbers are from the machine named there.\n"
+_HEADER = (
+    "# Benchmark results\n\nEach section is rewritten by the script named in it; numbers are from the machine "
+    "named there.\n"
+)
 
 
 def machine_line() -> str:
@@ -30,7 +33,7 @@ def update_section(name: str, body: str, path: Path = RESULTS) -> None:
     text = path.read_text() if path.exists() else _HEADER
     block = f"{start}\n{body.rstrip()}\n{end}"
     if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     tmp = path.with_suffix(".tmp")

@@ -52,8 +52,22 @@ def meter_shards_concurrently(ops: Path, times: int, n: int) -> tuple[list[Laten
     """Run ``mmt-nas meter --shard i/n`` for every i at once, as separate processes."""
     t0 = time.perf_counter()
     procs = [
-        subprocess.Popen([sys.executable, "-m", "mmt_nas.cli", "meter", str(ops), "--times", str(times), "--shard",
-                          f"{i}/{n}", "-o", str(ops / f"conc-{i}.json")], stdout=subprocess.DEVNULL)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mmt_nas.cli",
+                "meter",
+                str(ops),
+                "--times",
+                str(times),
+                "--shard",
+                f"{i}/{n}",
+                "-o",
+                str(ops / f"conc-{i}.json"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         for i in range(1, n + 1)
     ]
     for p in procs:
@@ -101,7 +115,7 @@ def main() -> None:
 
     n = len(ref)
     rows = []
-    for name, (table, seconds, note) in runs.items():
+    for name, (table, seconds, _note) in runs.items():
         assert set(table.keys()) == set(ref.keys()), name
         med, p90, share = compare(ref, table) if table is not ref else (0.0, 0.0, 0.0)
         rows.append(f"| {name} | {seconds:.1f} | {med:.1%} | {p90:.1%} | {share:.0%} |")

@@ -26,9 +26,8 @@ if str(HERE) not in sys.path:
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
 from nas_space import SPACES, ConvBNAct, Head, MBBlock, Space, accuracy, build_table, digits, train  # noqa: E402
+from torch import nn  # noqa: E402
 
 from mmt_nas.converter import measure_latency  # noqa: E402
 from mmt_nas.integrations.torch import ExpectedLatency, proxyless_add_linear, supernet_layers  # noqa: E402
@@ -78,8 +77,9 @@ class Supernet(nn.Module):
         return {"depths": list(DEPTHS), "kernels": [k for k, _ in picks], "expansions": [e for _, e in picks]}
 
 
-def search(data: tuple[torch.Tensor, ...], expected: ExpectedLatency, target_ms: float, lam: float,
-           epochs: int, seed: int) -> tuple[Supernet, float]:
+def search(
+    data: tuple[torch.Tensor, ...], expected: ExpectedLatency, target_ms: float, lam: float, epochs: int, seed: int
+) -> tuple[Supernet, float]:
     """First-order DARTS: alternate a weight step (train batch) and an alpha step (validation batch)."""
     torch.manual_seed(seed)
     net = Supernet(SPACE, DEPTHS)
@@ -113,13 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     ops = build_table(SPACE, args.work_dir / "table", times=10 if args.quick else 30)
     predictor = LatencyPredictor(ops)
     probe = Supernet(SPACE, DEPTHS)
-    fixed = float(predictor.predict(probe.stem, probe.stem_shape)) + float(predictor.predict(probe.head, probe.head_shape))
+    fixed = float(predictor.predict(probe.stem, probe.stem_shape)) + float(
+        predictor.predict(probe.head, probe.head_shape)
+    )
     expected = ExpectedLatency.from_candidates(predictor, supernet_layers(probe, SPACE.input_shape, MixedOp), fixed)
     fastest = expected.latency_of(expected.fastest())
     slowest = expected.latency_of(expected.latency_ms.masked_fill(~expected.mask, -1).argmax(dim=-1).tolist())
     target = (fastest + slowest) / 2
-    print(f"latency table: {len(predictor.table)} blocks ({time.perf_counter() - t0:.0f} s). Architectures of the "
-          f"supernet: {fastest:.4f} .. {slowest:.4f} ms predicted; target T = {target:.4f} ms")
+    print(
+        f"latency table: {len(predictor.table)} blocks ({time.perf_counter() - t0:.0f} s). Architectures of the "
+        f"supernet: {fastest:.4f} .. {slowest:.4f} ms predicted; target T = {target:.4f} ms"
+    )
 
     data = digits(SPACE.resolution, seed=args.seed)
     rows = []
@@ -135,18 +139,26 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((label, lam, arch, e_lat, predicted, measured, supernet_acc, acc))
         print(f"\n{label} (λ={lam}): final logits\n{expected.describe(net.alpha.detach())}")
 
-    print(f"\n{'strength':8} {'λ':>5}  {'kernels':16} {'expansions':16} {'E[LAT]':>8} {'predicted':>9} "
-          f"{'measured':>9} {'supernet acc':>12} {'retrained acc':>13}")
+    print(
+        f"\n{'strength':8} {'λ':>5}  {'kernels':16} {'expansions':16} {'E[LAT]':>8} {'predicted':>9} "
+        f"{'measured':>9} {'supernet acc':>12} {'retrained acc':>13}"
+    )
     for label, lam, arch, e_lat, pred, meas, sacc, acc in rows:
-        print(f"{label:8} {lam:5g}  {str(arch['kernels']):16} {str(arch['expansions']):16} {e_lat:8.4f} "
-              f"{pred:9.4f} {meas:9.4f} {sacc:12.3f} {acc:13.3f}")
-    print("(latencies in ms; predicted = table sum of the derived architecture's blocks; measured = the whole "
-          "network exported to MNN and timed)")
+        print(
+            f"{label:8} {lam:5g}  {str(arch['kernels']):16} {str(arch['expansions']):16} {e_lat:8.4f} "
+            f"{pred:9.4f} {meas:9.4f} {sacc:12.3f} {acc:13.3f}"
+        )
+    print(
+        "(latencies in ms; predicted = table sum of the derived architecture's blocks; measured = the whole "
+        "network exported to MNN and timed)"
+    )
     (_, _, _, _, p_weak, m_weak, _, _), (_, _, _, _, p_strong, m_strong, _, _) = rows
     faster = p_strong < p_weak
-    print(f"\nstronger latency loss -> {'faster' if faster else 'NOT faster'} architecture: predicted "
-          f"{p_strong:.4f} vs {p_weak:.4f} ms ({p_strong / p_weak - 1:+.0%}), measured {m_strong:.4f} vs "
-          f"{m_weak:.4f} ms ({m_strong / m_weak - 1:+.0%})")
+    print(
+        f"\nstronger latency loss -> {'faster' if faster else 'NOT faster'} architecture: predicted "
+        f"{p_strong:.4f} vs {p_weak:.4f} ms ({p_strong / p_weak - 1:+.0%}), measured {m_strong:.4f} vs "
+        f"{m_weak:.4f} ms ({m_strong / m_weak - 1:+.0%})"
+    )
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0 if faster else 1
 

@@ -52,10 +52,14 @@ class MBBlock(nn.Module):
         self.cin, self.cout, self.stride, self.expansion, self.kernel = cin, cout, stride, expansion, kernel
         hidden = cin * expansion
         self.body = nn.Sequential(
-            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(cin, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
             nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden), nn.ReLU6(),
-            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
         self.residual = stride == 1 and cin == cout
 
@@ -64,7 +68,9 @@ class MBBlock(nn.Module):
         return x + out if self.residual else out
 
     def __repr__(self) -> str:
-        return f"MBBlock({self.cin}, {self.cout}, stride={self.stride}, expansion={self.expansion}, kernel={self.kernel})"
+        return (
+            f"MBBlock({self.cin}, {self.cout}, stride={self.stride}, expansion={self.expansion}, kernel={self.kernel})"
+        )
 
 
 class Head(nn.Module):
@@ -158,8 +164,11 @@ class Space:
         """A random architecture: ``{"depths", "kernels", "expansions"}`` (one kernel/expansion per block)."""
         depths = [rng.choice(d) for _, _, d in self.stages]
         n = sum(depths)
-        return {"depths": depths, "kernels": [rng.choice(self.kernels) for _ in range(n)],
-                "expansions": [rng.choice(self.expansions) for _ in range(n)]}
+        return {
+            "depths": depths,
+            "kernels": [rng.choice(self.kernels) for _ in range(n)],
+            "expansions": [rng.choice(self.expansions) for _ in range(n)],
+        }
 
     def suggest(self, trial: Any) -> dict[str, list[int]]:
         """An architecture from an Optuna trial (fixed-size: every slot is sampled; depths pick the used ones)."""
@@ -176,13 +185,31 @@ class Space:
 
     def describe(self, arch: Mapping[str, Sequence[int]]) -> list[tuple[str, str, dict[str, int], tuple[int, ...]]]:
         """The architecture's blocks as op descriptions ``(module, class, kwargs, input_shape)``."""
-        out = [(MODULE, "ConvBNAct", {"cin": self.in_channels, "cout": self.stem, "kernel": 3,
-                                       "stride": self.stem_stride}, tuple(self.input_shape))]
+        out = [
+            (
+                MODULE,
+                "ConvBNAct",
+                {"cin": self.in_channels, "cout": self.stem, "kernel": 3, "stride": self.stem_stride},
+                tuple(self.input_shape),
+            )
+        ]
         for p, k, e in zip(self.positions(arch["depths"]), arch["kernels"], arch["expansions"]):
-            out.append((MODULE, "MBBlock", {"cin": p.cin, "cout": p.cout, "stride": p.stride, "expansion": e,
-                                            "kernel": k}, p.input_shape))
-        out.append((MODULE, "Head", {"cin": self.stages[-1][0], "hidden": self.head,
-                                     "num_classes": self.num_classes}, self._head_shape()))
+            out.append(
+                (
+                    MODULE,
+                    "MBBlock",
+                    {"cin": p.cin, "cout": p.cout, "stride": p.stride, "expansion": e, "kernel": k},
+                    p.input_shape,
+                )
+            )
+        out.append(
+            (
+                MODULE,
+                "Head",
+                {"cin": self.stages[-1][0], "hidden": self.head, "num_classes": self.num_classes},
+                self._head_shape(),
+            )
+        )
         return out
 
     def build(self, arch: Mapping[str, Sequence[int]]) -> SearchNet:
@@ -195,30 +222,52 @@ class Space:
         mb = []
         for p in self.positions([max(d) for _, _, d in self.stages]):
             if p.index <= 1:  # a stage's first block, and the one shape all its later blocks share
-                mb.append({"cin": [p.cin], "cout": [p.cout], "stride": [p.stride], "expansion": list(self.expansions),
-                           "kernel": list(self.kernels), "input_shape": [list(p.input_shape)]})
+                mb.append(
+                    {
+                        "cin": [p.cin],
+                        "cout": [p.cout],
+                        "stride": [p.stride],
+                        "expansion": list(self.expansions),
+                        "kernel": list(self.kernels),
+                        "input_shape": [list(p.input_shape)],
+                    }
+                )
         stem, *_, head = self.describe(self.sample(random.Random(0)))
-        return {MODULE: {
-            "ConvBNAct": {k: [v] for k, v in stem[2].items()} | {"input_shape": [list(stem[3])]},
-            "MBBlock": mb,
-            "Head": {k: [v] for k, v in head[2].items()} | {"input_shape": [list(head[3])]},
-        }}
+        return {
+            MODULE: {
+                "ConvBNAct": {k: [v] for k, v in stem[2].items()} | {"input_shape": [list(stem[3])]},
+                "MBBlock": mb,
+                "Head": {k: [v] for k, v in head[2].items()} | {"input_shape": [list(head[3])]},
+            }
+        }
 
 
 SPACES = {
     "digits": Space(),
     # MobileNetV2's layout at 224x224 with kernel, expansion and depth searched per stage
     "mobilenetv2": Space(
-        in_channels=3, resolution=224, stem=32, stem_stride=2,
-        stages=((16, 1, (1,)), (24, 2, (2, 3, 4)), (32, 2, (2, 3, 4)), (64, 2, (2, 3, 4)), (96, 1, (2, 3, 4)),
-                (160, 2, (2, 3, 4)), (320, 1, (1,))),
-        head=1280, num_classes=1000,
+        in_channels=3,
+        resolution=224,
+        stem=32,
+        stem_stride=2,
+        stages=(
+            (16, 1, (1,)),
+            (24, 2, (2, 3, 4)),
+            (32, 2, (2, 3, 4)),
+            (64, 2, (2, 3, 4)),
+            (96, 1, (2, 3, 4)),
+            (160, 2, (2, 3, 4)),
+            (320, 1, (1,)),
+        ),
+        head=1280,
+        num_classes=1000,
     ),
 }
 
 
-def build_net(depths: Sequence[int], kernels: Sequence[int], expansions: Sequence[int],
-              space: str = "digits") -> SearchNet:
+def build_net(
+    depths: Sequence[int], kernels: Sequence[int], expansions: Sequence[int], space: str = "digits"
+) -> SearchNet:
     """Build a network of a named space: the ``file.py:callable`` a model list for ``mmt-nas report`` names."""
     return SPACES[space].build({"depths": list(depths), "kernels": list(kernels), "expansions": list(expansions)})
 

@@ -41,7 +41,6 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))  # nas_space, also for the op space's imports
 
 import optuna  # noqa: E402
-
 from nas_space import SPACES, build_table, digits, train  # noqa: E402
 
 from mmt_nas.integrations.keys import KeyBuilder  # noqa: E402
@@ -88,11 +87,19 @@ def plot(study: optuna.Study, budget_ms: float, path: Path) -> None:
         pts = [t for t in done if (t.constraints.get("latency_ms", 0) <= 0) == feasible]
         ax.scatter([t.values[1] for t in pts], [t.values[0] for t in pts], c=color, s=22, label=label)
     if front:
-        ax.step([t.values[1] for t in front], [t.values[0] for t in front], where="post", c="tab:red",
-                label="Pareto front")
+        ax.step(
+            [t.values[1] for t in front], [t.values[0] for t in front], where="post", c="tab:red", label="Pareto front"
+        )
     if pruned:
-        ax.scatter([t.user_attrs["predicted_latency_ms"] for t in pruned], [0.03] * len(pruned), marker="|",
-                   c="gray", s=120, label="pruned before training", transform=ax.get_xaxis_transform())
+        ax.scatter(
+            [t.user_attrs["predicted_latency_ms"] for t in pruned],
+            [0.03] * len(pruned),
+            marker="|",
+            c="gray",
+            s=120,
+            label="pruned before training",
+            transform=ax.get_xaxis_transform(),
+        )
     ax.axvline(budget_ms, ls="--", c="k", lw=1, label=f"budget {budget_ms:.3f} ms")
     ax.set_xlabel("predicted latency (ms, MNN CPU, this machine)")
     ax.set_ylabel("validation accuracy (digits)")
@@ -106,17 +113,21 @@ def summarize(study: optuna.Study, budget: float, work: Path, ops: Path | None) 
     """Print the whole study's feasible Pareto front; write the plot, the search log and the front's model list."""
     trials = study.get_trials(deepcopy=False)  # every worker's trials, not only this process's
     states = [t.state.name for t in trials]
-    print(f"\n{len(trials)} trials: {states.count('COMPLETE')} trained, "
-          f"{states.count('PRUNED')} pruned before training (predicted > 1.25 x budget)"
-          + (f", {states.count('FAIL')} failed" if "FAIL" in states else "")
-          + (f", {states.count('RUNNING')} still running" if "RUNNING" in states else ""))
+    print(
+        f"\n{len(trials)} trials: {states.count('COMPLETE')} trained, "
+        f"{states.count('PRUNED')} pruned before training (predicted > 1.25 x budget)"
+        + (f", {states.count('FAIL')} failed" if "FAIL" in states else "")
+        + (f", {states.count('RUNNING')} still running" if "RUNNING" in states else "")
+    )
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     print("\nfeasible Pareto front (accuracy vs predicted latency):")
     print(f"{'trial':>5} {'accuracy':>9} {'pred ms':>9}  depths  kernels  expansions")
     for t in front:
         arch = SPACE.suggest(optuna.trial.FixedTrial(t.params))
-        print(f"{t.number:5d} {t.values[0]:9.3f} {t.values[1]:9.4f}  {arch['depths']}  {arch['kernels']}  "
-              f"{arch['expansions']}")
+        print(
+            f"{t.number:5d} {t.values[0]:9.3f} {t.values[1]:9.4f}  {arch['depths']}  {arch['kernels']}  "
+            f"{arch['expansions']}"
+        )
 
     def to_model(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return f"{HERE / 'nas_space.py'}:build_net", SPACE.suggest(optuna.trial.FixedTrial(params))
@@ -131,27 +142,41 @@ def summarize(study: optuna.Study, budget: float, work: Path, ops: Path | None) 
     if front:
         table = ops if ops is not None else work / "table" / "ops"
         table = table if table.exists() else "WORKERS_WORK_DIR/table/ops"  # type: ignore[assignment]
-        print(f"measure the front:  mmt-nas report --table {table} --models {work / 'pareto_models.yaml'} "
-              f"--out {work / 'report'}")
+        print(
+            f"measure the front:  mmt-nas report --table {table} --models {work / 'pareto_models.yaml'} "
+            f"--out {work / 'report'}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few trials, one epoch each (smoke test)")
-    ap.add_argument("--trials", type=int, default=None,
-                    help="number of trials (default 30; quick: 5); with --storage, the study's total")
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="number of trials (default 30; quick: 5); with --storage, the study's total",
+    )
     ap.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default 3; quick: 1)")
     ap.add_argument("--sampler", choices=("tpe", "nsga2", "gp"), default="tpe")
     ap.add_argument("--work-dir", type=Path, default=Path("optuna_search_work"))
-    ap.add_argument("--seed", type=int, default=0,
-                    help="seed of the data split, the budget's sample and the sampler (with --storage the sampler "
-                         "of each worker is seeded afresh, so workers explore different trials)")
-    ap.add_argument("--storage", default=None,
-                    help="database URL of a study shared by many workers, e.g. postgresql://USER@HOST/DB or "
-                         "sqlite:///search.db (default: in memory, this process only)")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data split, the budget's sample and the sampler (with --storage the sampler "
+        "of each worker is seeded afresh, so workers explore different trials)",
+    )
+    ap.add_argument(
+        "--storage",
+        default=None,
+        help="database URL of a study shared by many workers, e.g. postgresql://USER@HOST/DB or "
+        "sqlite:///search.db (default: in memory, this process only)",
+    )
     ap.add_argument("--study-name", default="optuna_search", help="the shared study's name (with --storage)")
-    ap.add_argument("--collect", action="store_true",
-                    help="run no trial: print and write the results of the study in --storage")
+    ap.add_argument(
+        "--collect", action="store_true", help="run no trial: print and write the results of the study in --storage"
+    )
     args = ap.parse_args(argv)
     if args.collect and args.storage is None:
         ap.error("--collect reads a shared study: give its --storage URL")
@@ -179,18 +204,23 @@ def main(argv: list[str] | None = None) -> int:
     builder, rng = KeyBuilder(), random.Random(args.seed)
     sampled = sorted(float(builder.predict(predictor, SPACE.describe(SPACE.sample(rng)))) for _ in range(500))
     budget = sampled[len(sampled) // 2]
-    print(f"500 random architectures, predicted from their descriptions: {sampled[0]:.4f} .. {sampled[-1]:.4f} ms; "
-          f"budget = median = {budget:.4f} ms")
+    print(
+        f"500 random architectures, predicted from their descriptions: {sampled[0]:.4f} .. {sampled[-1]:.4f} ms; "
+        f"budget = median = {budget:.4f} ms"
+    )
 
     sampler = make_sampler(args.sampler, args.seed if args.storage is None else None)
-    study = create_study(args.storage, study_name=args.study_name if args.storage else None,
-                         directions=DIRECTIONS, sampler=sampler)
+    study = create_study(
+        args.storage, study_name=args.study_name if args.storage else None, directions=DIRECTIONS, sampler=sampler
+    )
     if args.storage is not None:
         if BUDGET_ATTR not in study.user_attrs:
             study.set_user_attr(BUDGET_ATTR, budget)
         budget = float(study.user_attrs[BUDGET_ATTR])
-        print(f"study {args.study_name!r} in {args.storage.split('@')[-1]}: budget {budget:.4f} ms, "
-              f"{len(study.trials)} trials so far")
+        print(
+            f"study {args.study_name!r} in {args.storage.split('@')[-1]}: budget {budget:.4f} ms, "
+            f"{len(study.trials)} trials so far"
+        )
 
     constraint = LatencyConstraint(predictor, budget, prune_factor=1.25)
     data = digits(SPACE.resolution, seed=args.seed)

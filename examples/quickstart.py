@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from mmt_nas.converter import generate_ops_list, measure_latency
-from mmt_nas.meter import meter_ops
 from mmt_nas.describe import space_from_model
+from mmt_nas.meter import meter_ops
 from mmt_nas.opspace import dump_space
 from mmt_nas.parser import predict_latency
 
@@ -26,14 +26,24 @@ def small_mobilenet(width: int = 16) -> nn.Module:
 
     def dw_sep(cin: int, cout: int, stride: int) -> list[nn.Module]:
         return [
-            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU6(),
-            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6(),
+            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+            nn.BatchNorm2d(cin),
+            nn.ReLU6(),
+            nn.Conv2d(cin, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU6(),
         ]
 
     return nn.Sequential(
-        nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU6(),
-        *dw_sep(width, 2 * width, 1), *dw_sep(2 * width, 4 * width, 2), *dw_sep(4 * width, 4 * width, 1),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, 10),
+        nn.Conv2d(3, width, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU6(),
+        *dw_sep(width, 2 * width, 1),
+        *dw_sep(2 * width, 4 * width, 2),
+        *dw_sep(4 * width, 4 * width, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, 10),
     )
 
 
@@ -46,14 +56,14 @@ def main() -> None:
     shape = [1, 3, 64, 64]
     model = small_mobilenet().eval()
 
-    dump_space(space_from_model(model, shape), work / "ops.yaml")           # 1. the op space, in YAML
-    result = generate_ops_list(work / "ops.yaml", work / "ops")              # 2. every op -> .mnn
+    dump_space(space_from_model(model, shape), work / "ops.yaml")  # 1. the op space, in YAML
+    result = generate_ops_list(work / "ops.yaml", work / "ops")  # 2. every op -> .mnn
     print("generate:", result.summary())
-    table = meter_ops(work / "ops", times=args.times)                        # 3. time them with MNN
+    table = meter_ops(work / "ops", times=args.times)  # 3. time them with MNN
     print(f"meter: {len(table)} ops on {table.device['cpu_model']}")
-    pred = predict_latency(model, work / "ops", shape)                       # 4. predict the model
+    pred = predict_latency(model, work / "ops", shape)  # 4. predict the model
     print(pred.explain())
-    measured = measure_latency(model, shape, times=args.times)               # 5. the truth, end to end
+    measured = measure_latency(model, shape, times=args.times)  # 5. the truth, end to end
     error = (float(pred) - measured.median_ms) / measured.median_ms
     print(f"predicted {float(pred):.3f} ms, measured {measured.median_ms:.3f} ms, error {error:+.1%}")
 

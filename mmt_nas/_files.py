@@ -184,7 +184,6 @@ def _files_open_by_any_process() -> set[str]:
     return found
 
 
-
 def lock_path(path: str | os.PathLike[str]) -> Path:
     """The lock file of an output file: a hidden sibling, ``.NAME.lock``."""
     path = Path(path)
@@ -223,7 +222,8 @@ def exclusive_lock(path: str | os.PathLike[str], what: str, hint: str = "") -> I
                 f"another process ({holder or 'unknown'}) is already {what}; two at once would overwrite each "
                 f"other's results. Wait for it to finish{', or ' + hint if hint else ''}. The lock is "
                 f"{str(path)!r} and is released when that process exits.",
-                str(path), holder,
+                str(path),
+                holder,
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {_hostname()}".encode(), 0)
@@ -240,7 +240,6 @@ def _hostname() -> str:
     return platform.node() or "this host"
 
 
-
 def read_json(path: Path, what: str) -> Any:
     """Read a JSON document mmt_nas wrote, or raise :class:`TableError` saying what is wrong with the file."""
     try:
@@ -251,7 +250,7 @@ def read_json(path: Path, what: str) -> Any:
         raise TableError(f"cannot read {what} {str(path)!r}: {exc}.") from exc
     except UnicodeDecodeError as exc:
         raise TableError(
-            f"{what} {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+            f"{what} {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset "
             f"{exc.start}), so it is not a JSON file mmt_nas wrote. It may be corrupt or another kind of file; "
             "regenerate it, or restore it from a copy."
         ) from exc
@@ -303,4 +302,3 @@ def read_json(path: Path, what: str) -> Any:
         elif isinstance(value, list):
             todo.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(value))))
     return doc
-

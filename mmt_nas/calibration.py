@@ -22,6 +22,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mmt_nas._files import atomic_write_text
@@ -39,7 +40,15 @@ if TYPE_CHECKING:
 CalibrationKind = Literal["boosting", "forest"]
 CALIBRATION_KINDS: tuple[CalibrationKind, ...] = ("boosting", "forest")
 
-__all__ = ["CalibrationKind", "CALIBRATION_KINDS", "CalibrationSample", "InContextCalibration", "profile_scope", "samples_from_profile", "cross_fitted"]
+__all__ = [
+    "CalibrationKind",
+    "CALIBRATION_KINDS",
+    "CalibrationSample",
+    "InContextCalibration",
+    "profile_scope",
+    "samples_from_profile",
+    "cross_fitted",
+]
 
 _SCHEMA = "mmt_nas/calibration"
 
@@ -64,8 +73,13 @@ class CalibrationSample:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
-        return {"model": self.model, "key": self.key, "features": list(self.features), "alone_ms": self.alone_ms,
-                "in_context_ms": self.in_context_ms}
+        return {
+            "model": self.model,
+            "key": self.key,
+            "features": list(self.features),
+            "alone_ms": self.alone_ms,
+            "in_context_ms": self.in_context_ms,
+        }
 
 
 def profile_scope(op_name: str) -> str | None:
@@ -162,19 +176,26 @@ class InContextCalibration:
         """
         samples = list(samples)
         if len(samples) < 10:
-            raise TableError(f"calibration needs at least 10 in-context op samples, but got {len(samples)}. "
-                             "Profile more models (mmt_nas.report.evaluate collects them).")
+            raise TableError(
+                f"calibration needs at least 10 in-context op samples, but got {len(samples)}. "
+                "Profile more models (mmt_nas.report.evaluate collects them)."
+            )
         if self.model not in CALIBRATION_KINDS:
             raise OptionError(f"model must be 'boosting' or 'forest', but got model={self.model!r}.")
         with try_import("fallback", "the in-context calibration") as imported:
             from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
         imported.check()
-        est = (HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, min_samples_leaf=10,
-                                             random_state=self.random_state)
-               if self.model == "boosting" else
-               RandomForestRegressor(n_estimators=200, min_samples_leaf=3, random_state=self.random_state, n_jobs=1))
-        est.fit([self._x(s.features, s.alone_ms) for s in samples],
-                [math.log(s.in_context_ms / s.alone_ms) for s in samples])
+        est = (
+            HistGradientBoostingRegressor(
+                max_iter=200, learning_rate=0.05, min_samples_leaf=10, random_state=self.random_state
+            )
+            if self.model == "boosting"
+            else RandomForestRegressor(n_estimators=200, min_samples_leaf=3, random_state=self.random_state, n_jobs=1)
+        )
+        est.fit(
+            [self._x(s.features, s.alone_ms) for s in samples],
+            [math.log(s.in_context_ms / s.alone_ms) for s in samples],
+        )
         self.estimator_ = est
         self.samples_ = samples
         self.models_ = sorted({s.model for s in samples})
@@ -199,8 +220,13 @@ class InContextCalibration:
         """Write the parameters and training samples as JSON (loading refits the estimator; never a pickle)."""
         if not hasattr(self, "samples_"):
             raise NotFittedError("this InContextCalibration is not fitted yet; fit it before saving it.")
-        doc = {"schema": _SCHEMA, "schema_version": 1, "params": self.get_params(),
-               "models": self.models_, "samples": [s.to_dict() for s in self.samples_]}
+        doc = {
+            "schema": _SCHEMA,
+            "schema_version": 1,
+            "params": self.get_params(),
+            "models": self.models_,
+            "samples": [s.to_dict() for s in self.samples_],
+        }
         atomic_write_text(path, json.dumps(doc, allow_nan=False) + "\n")
 
     @classmethod
@@ -211,13 +237,15 @@ class InContextCalibration:
             TableError: The file is missing or not a calibration.
         """
         try:
-            doc = json.loads(open(path, encoding="utf-8").read())
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise TableError(f"cannot read the calibration {str(path)!r}: {exc}.") from None
         if not isinstance(doc, dict) or doc.get("schema") != _SCHEMA:
             raise TableError(f"{str(path)!r} is not an mmt_nas calibration file.")
-        samples = [CalibrationSample(s["model"], s["key"], tuple(s["features"]), s["alone_ms"], s["in_context_ms"])
-                   for s in doc.get("samples", [])]
+        samples = [
+            CalibrationSample(s["model"], s["key"], tuple(s["features"]), s["alone_ms"], s["in_context_ms"])
+            for s in doc.get("samples", [])
+        ]
         return cls(**doc.get("params", {})).fit(samples)
 
 

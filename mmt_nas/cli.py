@@ -88,8 +88,15 @@ def _cmd_meter(a: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     table = meter_ops(
-        a.ops_dir, a.times, warmup=a.warmup, backend=a.backend, threads=a.threads, precision=a.precision,
-        show_progress=a.verbose or None, shard=a.shard, output=a.output,
+        a.ops_dir,
+        a.times,
+        warmup=a.warmup,
+        backend=a.backend,
+        threads=a.threads,
+        precision=a.precision,
+        show_progress=a.verbose or None,
+        shard=a.shard,
+        output=a.output,
     )
     part = f" (shard {a.shard})" if a.shard else ""
     print(f"{len(table)} ops in the table{part} ({time.perf_counter() - t0:.1f} s); {table.settings}")
@@ -119,13 +126,20 @@ def _cmd_merge(a: argparse.Namespace) -> int:
         print(f"  {n:6d} from {p}")
     worst = report.disagreements
     for c in worst[:10]:
-        print(f"  disagree {c.rel_diff:+.0%}: kept {c.kept_ms:.4f} ms (n={c.kept_n}, {c.kept_device}) over "
-              f"{c.other_ms:.4f} ms (n={c.other_n}, {c.other_device}): {c.key}")
+        print(
+            f"  disagree {c.rel_diff:+.0%}: kept {c.kept_ms:.4f} ms (n={c.kept_n}, {c.kept_device}) over "
+            f"{c.other_ms:.4f} ms (n={c.other_n}, {c.other_device}): {c.key}"
+        )
     if len(worst) > 10:
         print(f"  ... {len(worst) - 10} more disagreements")
     if a.report:
-        doc = {"output": str(out), "inputs": [str(p) for p in inputs], "sources": report.sources,
-               "rtol": a.rtol, "conflicts": [dict(vars(c), rel_diff=c.rel_diff) for c in report.conflicts]}
+        doc = {
+            "output": str(out),
+            "inputs": [str(p) for p in inputs],
+            "sources": report.sources,
+            "rtol": a.rtol,
+            "conflicts": [dict(vars(c), rel_diff=c.rel_diff) for c in report.conflicts],
+        }
         atomic_write_text(a.report, json.dumps(doc, indent=1, default=str) + "\n")
         print(f"wrote {a.report}")
     return 0
@@ -152,19 +166,32 @@ def _predictor(a: argparse.Namespace) -> Any:
         except yaml.YAMLError:
             expect = None
         if not isinstance(expect, dict):
-            raise TableError(f"--expect-device must be 'local' or a mapping such as '{{cpu_model: ...}}', "
-                             f"but got {a.expect_device!r}.")
+            raise TableError(
+                f"--expect-device must be 'local' or a mapping such as '{{cpu_model: ...}}', "
+                f"but got {a.expect_device!r}."
+            )
     return LatencyPredictor(
-        table, **kwargs, backend=getattr(a, "backend", None), threads=getattr(a, "threads", None),
-        precision=getattr(a, "precision", None), device=expect,
+        table,
+        **kwargs,
+        backend=getattr(a, "backend", None),
+        threads=getattr(a, "threads", None),
+        precision=getattr(a, "precision", None),
+        device=expect,
     )
 
 
 def _calibration_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fallback", action="store_true", help="estimate ops missing from the table with the "
-                   "regression fallback (fitted on the table) instead of refusing them")
-    p.add_argument("--calibration", default=None, help="apply an in-context calibration (mmt-nas report "
-                   "--fit-calibration writes one)")
+    p.add_argument(
+        "--fallback",
+        action="store_true",
+        help="estimate ops missing from the table with the "
+        "regression fallback (fitted on the table) instead of refusing them",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="apply an in-context calibration (mmt-nas report --fit-calibration writes one)",
+    )
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
@@ -179,10 +206,19 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 def _cmd_measure(a: argparse.Namespace) -> int:
     from mmt_nas.converter import measure_latency
 
-    stats = measure_latency(load_model(a.model, a.kwargs), a.input_shape, a.times,
-                            backend=a.backend, threads=a.threads, precision=a.precision)
-    print(json.dumps({"latency_ms": stats.to_dict()}) if a.json else
-          f"median {stats.median_ms:.3f} ms (mean {stats.mean_ms:.3f}, std {stats.std_ms:.3f}, n={stats.n})")
+    stats = measure_latency(
+        load_model(a.model, a.kwargs),
+        a.input_shape,
+        a.times,
+        backend=a.backend,
+        threads=a.threads,
+        precision=a.precision,
+    )
+    print(
+        json.dumps({"latency_ms": stats.to_dict()})
+        if a.json
+        else f"median {stats.median_ms:.3f} ms (mean {stats.mean_ms:.3f}, std {stats.std_ms:.3f}, n={stats.n})"
+    )
     return 0
 
 
@@ -197,31 +233,50 @@ def _cmd_report(a: argparse.Namespace) -> int:
         try:
             journal.unlink(missing_ok=True)
         except OSError as exc:
-            raise MeteringError(f"--fresh cannot remove the measurement journal {str(journal)!r}: {exc}. Remove it "
-                                "by hand.") from None
+            raise MeteringError(
+                f"--fresh cannot remove the measurement journal {str(journal)!r}: {exc}. Remove it by hand."
+            ) from None
     elif journal.is_file():
-        print(f"continuing an interrupted report: measurements journaled in {journal} are reused where the model "
-              "and settings match (--fresh measures everything again)")
+        print(
+            f"continuing an interrupted report: measurements journaled in {journal} are reused where the model "
+            "and settings match (--fresh measures everything again)"
+        )
 
     def show(r: Any) -> None:
         err = "" if r.error_pct is None else f" error {r.error_pct:+.1f}%"
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        print(f"  {r.name}: measured {fmt(r.measured_ms)} ms, predicted {fmt(r.predicted_ms)} ms{err}"
-              + (" (measurement reused)" if r.reused else "")
-              + (f"  [{r.error.splitlines()[0][:120]}]" if r.error else ""), flush=True)
+        print(
+            f"  {r.name}: measured {fmt(r.measured_ms)} ms, predicted {fmt(r.predicted_ms)} ms{err}"
+            + (" (measurement reused)" if r.reused else "")
+            + (f"  [{r.error.splitlines()[0][:120]}]" if r.error else ""),
+            flush=True,
+        )
 
-    results = evaluate(predictor, [(s.name, s, s.input_shape) for s in specs], times=a.times, repeats=a.repeats,
-                       profile_times=a.profile_times, on_result=show, journal=journal)
-    report = Report(results, predictor.table, {"times": a.times, "repeats": a.repeats, "models": str(a.models),
-                                               "table": str(a.table)})
+    results = evaluate(
+        predictor,
+        [(s.name, s, s.input_shape) for s in specs],
+        times=a.times,
+        repeats=a.repeats,
+        profile_times=a.profile_times,
+        on_result=show,
+        journal=journal,
+    )
+    report = Report(
+        results,
+        predictor.table,
+        {"times": a.times, "repeats": a.repeats, "models": str(a.models), "table": str(a.table)},
+    )
     paths = report.write(a.out, plots=not a.no_plots)
     journal.unlink(missing_ok=True)  # the report holds every measurement now
     m = report.metrics
+
     def pct(key: str, spec: str = ".1f") -> str:
         return "-" if m.get(key) is None else format(m[key], spec)
 
-    print(f"{m['n_models']} models ({m['n_failed']} failed): within ±10% {pct('within_10_pct')}%, "
-          f"MAPE {pct('mape_pct')}%, Kendall tau {pct('kendall_tau', '.3f')}")
+    print(
+        f"{m['n_models']} models ({m['n_failed']} failed): within ±10% {pct('within_10_pct')}%, "
+        f"MAPE {pct('mape_pct')}%, Kendall tau {pct('kendall_tau', '.3f')}"
+    )
     reused = sum(r.reused for r in results)
     if reused:
         print(f"{reused} of {len(results)} models' measurements reused from the interrupted run")
@@ -231,8 +286,10 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
         cal = InContextCalibration().fit([smp for r in results for smp in r.samples])
         cal.save(a.fit_calibration)
-        print(f"wrote {a.fit_calibration}: calibration fitted on {len(cal.samples_)} ops of {len(cal.models_)} "
-              "models; score it only on other models")
+        print(
+            f"wrote {a.fit_calibration}: calibration fitted on {len(cal.samples_)} ops of {len(cal.models_)} "
+            "models; score it only on other models"
+        )
     return 0
 
 
@@ -246,9 +303,11 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     ready, skipped = prepare_ops(load_space(a.candidates), Path(a.candidates).parent)
     chosen = propose_samples(table, [r for r, _ in ready], a.budget)
     dump_space(space_of(chosen), a.output)
-    print(f"{len(ready)} candidate ops ({len(skipped)} invalid skipped), {sum(r.key in table for r, _ in ready)} "
-          f"already measured; wrote the {len(chosen)} the fallback is least sure of to {a.output}. "
-          f"Next: mmt-nas generate {a.output} OPS_DIR && mmt-nas meter OPS_DIR")
+    print(
+        f"{len(ready)} candidate ops ({len(skipped)} invalid skipped), {sum(r.key in table for r, _ in ready)} "
+        f"already measured; wrote the {len(chosen)} the fallback is least sure of to {a.output}. "
+        f"Next: mmt-nas generate {a.output} OPS_DIR && mmt-nas meter OPS_DIR"
+    )
     return 0
 
 
@@ -277,28 +336,36 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     result = generate_ops_list(example / "ops.yaml", ops_dir, show_progress=a.verbose or None)
     print(f"[1/4] generate ({time.perf_counter() - t0:.0f} s): {result.summary()}")
     table = meter_ops(ops_dir, a.times, show_progress=a.verbose or None)
-    print(f"[2/4] meter    ({time.perf_counter() - t0:.0f} s): {len(table)} ops, {a.times} runs each, "
-          f"{table.settings.backend}, {table.settings.threads} thread(s), {table.device.get('cpu_model')}")
+    print(
+        f"[2/4] meter    ({time.perf_counter() - t0:.0f} s): {len(table)} ops, {a.times} runs each, "
+        f"{table.settings.backend}, {table.settings.threads} thread(s), {table.device.get('cpu_model')}"
+    )
     model = load_model(f"{example / 'resnet18.py'}:ResNet18")
     pred = predict_latency(model, ops_dir, shape)
     print(f"[3/4] predict  ({time.perf_counter() - t0:.0f} s): {float(pred):.2f} ms")
     print("\n".join("      " + line for line in pred.explain().splitlines()))
     measured = measure_latency(model, shape, a.times)
     err = (float(pred) - measured.median_ms) / measured.median_ms
-    print(f"[4/4] measure  ({time.perf_counter() - t0:.0f} s): {measured.median_ms:.2f} ms end to end "
-          f"(std {measured.std_ms:.2f} ms over {measured.n} runs)")
+    print(
+        f"[4/4] measure  ({time.perf_counter() - t0:.0f} s): {measured.median_ms:.2f} ms end to end "
+        f"(std {measured.std_ms:.2f} ms over {measured.n} runs)"
+    )
     print(f"\nprediction {float(pred):.2f} ms vs measured {measured.median_ms:.2f} ms: error {err:+.1%}")
-    print("The prediction counts what MNN runs (Conv+BN+ReLU fused, tensor functions such as flatten "
-          "included) from each op's own time measured alone; ops inside a whole model can still run slower or "
-          "faster than alone (caches). One model proves little either way: see benchmarks/RESULTS.md and "
-          "`mmt-nas report`.")
+    print(
+        "The prediction counts what MNN runs (Conv+BN+ReLU fused, tensor functions such as flatten "
+        "included) from each op's own time measured alone; ops inside a whole model can still run slower or "
+        "faster than alone (caches). One model proves little either way: see benchmarks/RESULTS.md and "
+        "`mmt-nas report`."
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mmt-nas``."""
-    parser = argparse.ArgumentParser(prog="mmt-nas", description="Operator latency tables and model latency "
-                                     "prediction with MNN, for neural architecture search.")
+    parser = argparse.ArgumentParser(
+        prog="mmt-nas",
+        description="Operator latency tables and model latency prediction with MNN, for neural architecture search.",
+    )
     parser.add_argument("--version", action="version", version=f"mmt-nas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -324,19 +391,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ops_dir")
     p.add_argument("--times", type=int, default=100, help="timed runs per op (default: 100)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: auto)")
-    p.add_argument("--shard", default=None, metavar="I/N", help="meter only the I-th of N shares of the ops "
-                   "(by a hash of each key, the same on every machine); the table goes to "
-                   "meta_latency.shard-I-of-N.json unless --output is given; join shards with mmt-nas merge")
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="meter only the I-th of N shares of the ops "
+        "(by a hash of each key, the same on every machine); the table goes to "
+        "meta_latency.shard-I-of-N.json unless --output is given; join shards with mmt-nas merge",
+    )
     p.add_argument("-o", "--output", default=None, help="table file to write (default: OPS_DIR/meta_latency.json)")
     _runtime_args(p)
     p.set_defaults(func=_cmd_meter)
 
     p = sub.add_parser("merge", help="join latency tables of the same device and settings (e.g. metering shards)")
-    p.add_argument("tables", nargs="+", help="tables (or ops folders) to join; on a conflict the entry with more "
-                   "timed runs wins, then the earlier table")
+    p.add_argument(
+        "tables",
+        nargs="+",
+        help="tables (or ops folders) to join; on a conflict the entry with more "
+        "timed runs wins, then the earlier table",
+    )
     p.add_argument("-o", "--output", required=True, help="the merged table (may be one of the inputs)")
-    p.add_argument("--rtol", type=float, default=0.1, help="report conflicts that differ by more than this "
-                   "relative amount and beyond their noise (default: 0.1)")
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=0.1,
+        help="report conflicts that differ by more than this relative amount and beyond their noise (default: 0.1)",
+    )
     p.add_argument("--report", default=None, metavar="FILE", help="also write every conflict as JSON")
     p.set_defaults(func=_cmd_merge)
 
@@ -348,8 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--precision", default=None)
-    p.add_argument("--expect-device", default=None, metavar="SPEC", help="refuse a table measured on another "
-                   "device: 'local' (this machine) or a mapping such as '{cpu_model: Cortex-A76, cpu_count: 4}'")
+    p.add_argument(
+        "--expect-device",
+        default=None,
+        metavar="SPEC",
+        help="refuse a table measured on another "
+        "device: 'local' (this machine) or a mapping such as '{cpu_model: Cortex-A76, cpu_count: 4}'",
+    )
     _calibration_args(p)
     p.set_defaults(func=_cmd_predict)
 
@@ -361,10 +446,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="measurements per model")
     p.add_argument("--profile-times", type=int, default=10, help="runs of the per-op profile (0: none)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots and HTML")
-    p.add_argument("--fresh", action="store_true", help="measure every model again, ignoring the measurements "
-                   "an interrupted run journaled in the output folder (by default they are reused)")
-    p.add_argument("--fit-calibration", default=None, metavar="FILE",
-                   help="also fit an in-context calibration on these models' profiles and write it to FILE")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="measure every model again, ignoring the measurements "
+        "an interrupted run journaled in the output folder (by default they are reused)",
+    )
+    p.add_argument(
+        "--fit-calibration",
+        default=None,
+        metavar="FILE",
+        help="also fit an in-context calibration on these models' profiles and write it to FILE",
+    )
     _calibration_args(p)
     p.set_defaults(func=_cmd_report)
 
@@ -387,8 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mmt-nas``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except MmtNasError as exc:

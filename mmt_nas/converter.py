@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmt_nas._files import exclusive_lock, lock_path, remove_stale_temp_files
+from mmt_nas._imports import require
 from mmt_nas.exceptions import ExportError, MeteringError, OpSpaceError, TableError
 from mmt_nas.meter import progress, quiet_native_output, time_model
 from mmt_nas.ops import SameInputs, required_inputs
 from mmt_nas.opspace import OpSpec, load_space
-from mmt_nas._files import exclusive_lock, lock_path, remove_stale_temp_files
-from mmt_nas._imports import require
 from mmt_nas.records import OpRecord, load_ops_meta, save_ops_meta
 from mmt_nas.table import LatencyStats, RuntimeSettings
 from mmt_nas.trace import eval_mode, shape_of
@@ -34,7 +34,12 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "GenerateResult", "SkippedOp", "export_to_mnn", "generate_ops_list", "measure_latency", "prepare_ops",
+    "GenerateResult",
+    "SkippedOp",
+    "export_to_mnn",
+    "generate_ops_list",
+    "measure_latency",
+    "prepare_ops",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -92,8 +97,17 @@ def _onnx_to_mnn(onnx_path: Path, mnn_path: Path, what: str | None = None) -> No
     with quiet_native_output() as out:  # importing the extension prints a banner from C++, too
         _tools = require("_tools", "base", "MNN's converter")  # the compiled converter, not its tools package
         ok = _tools.mnnconvert(
-            ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path),
-             "--bizCode", "mmt_nas"]
+            [
+                "mnnconvert",
+                "-f",
+                "ONNX",
+                "--modelFile",
+                str(onnx_path),
+                "--MNNModel",
+                str(mnn_path),
+                "--bizCode",
+                "mmt_nas",
+            ]
         )
     if not ok or not mnn_path.is_file() or mnn_path.stat().st_size == 0:
         log = " ".join((out[0] if out else "").split())
@@ -159,9 +173,7 @@ def export_to_mnn(
             staged.unlink(missing_ok=True)
 
 
-def _flops_and_output(
-    module: torch.nn.Module, shape: tuple[int, ...]
-) -> tuple[int, tuple[int, ...] | None, bool]:
+def _flops_and_output(module: torch.nn.Module, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...] | None, bool]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -171,9 +183,7 @@ def _flops_and_output(
     return int(counter.get_total_flops()), shape_of(out), isinstance(out, torch.Tensor)
 
 
-def prepare_ops(
-    specs: Sequence[OpSpec], base_dir: Path
-) -> tuple[list[tuple[OpRecord, Any]], list[SkippedOp]]:
+def prepare_ops(specs: Sequence[OpSpec], base_dir: Path) -> tuple[list[tuple[OpRecord, Any]], list[SkippedOp]]:
     """Build and dry-run every op of a space, without exporting anything.
 
     Args:
@@ -282,7 +292,9 @@ def generate_ops_list(
             f"({first}). Check that each op's arguments fit its input shapes."
         )
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(lock_path(out / "meta.json"), f"generating ops into {str(out)!r}", "generate into another folder"):
+    with exclusive_lock(
+        lock_path(out / "meta.json"), f"generating ops into {str(out)!r}", "generate into another folder"
+    ):
         return _generate_locked(out, ready, skipped, keep_onnx, show_progress)
 
 

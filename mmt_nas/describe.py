@@ -109,8 +109,13 @@ def space_from_model(
         seen.add(op.key)
         if op.function is not None:
             kwargs = {"kwargs": op.function.kwargs} if op.function.kwargs else {}
-            add_block(doc, "mmt_nas.ops", "Functional", {"fn": op.function.fn, "args": op.function.args, **kwargs},
-                      op.input_shape)
+            add_block(
+                doc,
+                "mmt_nas.ops",
+                "Functional",
+                {"fn": op.function.fn, "args": op.function.args, **kwargs},
+                op.input_shape,
+            )
             continue
         cls = type(op.module)
         path = _module_path(cls)
@@ -155,8 +160,9 @@ def _record_from_parsed(op: ParsedOp) -> OpRecord:
     from torch.utils.flop_counter import FlopCounterMode
 
     if op.function is not None:
-        return OpRecord(op.key, "Functional", "mmt_nas.ops", {"fn": op.function.fn}, op.input_shape,
-                        op.output_shape, 0, 0)
+        return OpRecord(
+            op.key, "Functional", "mmt_nas.ops", {"fn": op.function.fn}, op.input_shape, op.output_shape, 0, 0
+        )
     module = op.module
     args = describe_module(module) or {}
     flops = 0
@@ -166,5 +172,13 @@ def _record_from_parsed(op: ParsedOp) -> OpRecord:
         flops = int(counter.get_total_flops())
     except Exception:  # an op that cannot run alone keeps 0 FLOPs; the other features remain
         pass
-    return OpRecord(op.key, op.class_name, type(module).__module__, args, op.input_shape, op.output_shape, flops,
-                    sum(p.numel() for p in module.parameters()))
+    return OpRecord(
+        op.key,
+        op.class_name,
+        type(module).__module__,
+        args,
+        op.input_shape,
+        op.output_shape,
+        flops,
+        sum(p.numel() for p in module.parameters()),
+    )

@@ -23,8 +23,16 @@ from mmt_nas.trace import ParsedOp
 from mmt_nas.vocab import FAMILIES, op_family
 
 __all__ = [
-    "FAMILIES", "op_family", "op_features", "FEATURE_NAMES", "RegressorKind", "REGRESSOR_KINDS", "LatencyRegressor",
-    "compare_regressors", "record_from_parsed", "propose_samples",
+    "FAMILIES",
+    "op_family",
+    "op_features",
+    "FEATURE_NAMES",
+    "RegressorKind",
+    "REGRESSOR_KINDS",
+    "LatencyRegressor",
+    "compare_regressors",
+    "record_from_parsed",
+    "propose_samples",
 ]
 
 #: The regression models :class:`LatencyRegressor` can fit.
@@ -32,8 +40,18 @@ RegressorKind = Literal["forest", "boosting", "linear"]
 REGRESSOR_KINDS: tuple[RegressorKind, ...] = ("forest", "boosting", "linear")
 
 FEATURE_NAMES = (
-    "log_flops", "log_params", "log_in", "log_out", "log_traffic", "kernel", "stride", "groups_frac",
-    "log_cin", "log_cout", "log_hw", "arith_intensity",
+    "log_flops",
+    "log_params",
+    "log_in",
+    "log_out",
+    "log_traffic",
+    "kernel",
+    "stride",
+    "groups_frac",
+    "log_cin",
+    "log_cout",
+    "log_hw",
+    "arith_intensity",
 ) + tuple(f"is_{f}" for f in FAMILIES)
 
 
@@ -138,8 +156,10 @@ class LatencyRegressor:
         check_latency(self.latency)
         entries = list(table)
         if len(entries) < 5:
-            raise TableError(f"the fallback needs at least 5 measured ops to learn from, but the table has "
-                             f"{len(entries)}. Meter more ops first.")
+            raise TableError(
+                f"the fallback needs at least 5 measured ops to learn from, but the table has "
+                f"{len(entries)}. Meter more ops first."
+            )
         self.estimator_ = _make(kind, self.random_state)
         self.estimator_.fit([op_features(e) for e in entries], [self._target(e) for e in entries])
         self.n_samples_ = len(entries)
@@ -190,8 +210,10 @@ def compare_regressors(
             for e, p in zip(test, reg.predict(test)):
                 truth = math.exp(reg._target(e))
                 errors.append(abs(p - truth) / truth)
-        out[kind] = {"mape_pct": 100 * sum(errors) / len(errors),
-                     "within_10_pct": 100 * sum(e <= 0.1 for e in errors) / len(errors)}
+        out[kind] = {
+            "mape_pct": 100 * sum(errors) / len(errors),
+            "within_10_pct": 100 * sum(e <= 0.1 for e in errors) / len(errors),
+        }
     return out
 
 

@@ -42,7 +42,9 @@ class MergeConflict:
     def rel_diff(self) -> float:
         """``|kept - other| / min(kept, other)``; 0 when both are 0."""
         low = min(self.kept_ms, self.other_ms)
-        return abs(self.kept_ms - self.other_ms) / low if low > 0 else (0.0 if self.kept_ms == self.other_ms else math.inf)
+        return (
+            abs(self.kept_ms - self.other_ms) / low if low > 0 else (0.0 if self.kept_ms == self.other_ms else math.inf)
+        )
 
 
 @dataclass
@@ -125,10 +127,18 @@ def merge_tables(tables: Iterable[LatencyTable], *, rtol: float = 0.1) -> tuple[
                 diff = abs(keep.latency_ms - drop.latency_ms)
                 noise = 3 * math.hypot(_median_se(keep.latency), _median_se(drop.latency))
                 beyond = diff > noise and diff > rtol * min(keep.latency_ms, drop.latency_ms)
-                report.conflicts.append(MergeConflict(
-                    e.op.key, keep.latency_ms, drop.latency_ms, keep.latency.n, drop.latency.n, keep.device,
-                    drop.device, beyond,
-                ))
+                report.conflicts.append(
+                    MergeConflict(
+                        e.op.key,
+                        keep.latency_ms,
+                        drop.latency_ms,
+                        keep.latency.n,
+                        drop.latency.n,
+                        keep.device,
+                        drop.device,
+                        beyond,
+                    )
+                )
                 if keep is old:
                     continue
             merged.add(e)
@@ -138,4 +148,3 @@ def merge_tables(tables: Iterable[LatencyTable], *, rtol: float = 0.1) -> tuple[
     if any(t != timings[0] for t in timings):
         merged.timing = {"merged": [dict(t) for t in timings]}
     return merged, report
-

@@ -34,7 +34,16 @@ from mmt_nas.exceptions import MeteringError, TableError
 from mmt_nas.records import TABLE_FILENAME, load_ops_meta
 from mmt_nas.table import LatencyStats, LatencyTable, RuntimeSettings, TableEntry
 
-__all__ = ["meter_ops", "parse_shard", "in_shard", "time_model", "profile_model", "OpProfile", "device_info", "JOURNAL_SUFFIX"]
+__all__ = [
+    "meter_ops",
+    "parse_shard",
+    "in_shard",
+    "time_model",
+    "profile_model",
+    "OpProfile",
+    "device_info",
+    "JOURNAL_SUFFIX",
+]
 
 _logger = logging.getLogger(__name__)
 JOURNAL_SUFFIX = ".journal"
@@ -318,10 +327,14 @@ def parse_shard(shard: Any) -> tuple[int, int]:
         except ValueError:
             shard = None
         if shard is None:
-            raise MeteringError(f"a shard is written i/n, e.g. 2/4 for the second of four, but got {head + sep + tail!r}.")
+            raise MeteringError(
+                f"a shard is written i/n, e.g. 2/4 for the second of four, but got {head + sep + tail!r}."
+            )
     ok = (
-        isinstance(shard, (tuple, list)) and len(shard) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in shard) and 1 <= shard[0] <= shard[1]
+        isinstance(shard, (tuple, list))
+        and len(shard) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+        and 1 <= shard[0] <= shard[1]
     )
     if not ok:
         raise MeteringError(f"shard must be (i, n) with 1 <= i <= n, e.g. (2, 4), but got shard={shard!r}.")
@@ -402,8 +415,9 @@ def meter_ops(
         out = ops_dir / f"{Path(TABLE_FILENAME).stem}.shard-{part[0]}-of-{part[1]}.json"
     else:
         out = ops_dir / TABLE_FILENAME
-    with exclusive_lock(lock_path(out), f"metering into {str(out)!r}",
-                        "meter into another table (--shard i/n, or --output)"):
+    with exclusive_lock(
+        lock_path(out), f"metering into {str(out)!r}", "meter into another table (--shard i/n, or --output)"
+    ):
         return _meter_locked(ops_dir, ops, out, times, warmup, settings, show_progress, profile)
 
 
@@ -433,8 +447,12 @@ def _meter_locked(
         if journal.exists():  # a run saves its table before journaling, so this one belongs to a deleted table
             stale = journal.with_name(f"{journal.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
             os.replace(journal, stale)
-            _logger.warning("%s has no table next to it (deleted?), so its entries may be of other settings: "
-                            "moved it to %s instead of using it", journal, stale)
+            _logger.warning(
+                "%s has no table next to it (deleted?), so its entries may be of other settings: "
+                "moved it to %s instead of using it",
+                journal,
+                stale,
+            )
     try:
         this_device = table.add_device(here)
     except TableError as exc:
@@ -445,8 +463,11 @@ def _meter_locked(
     table.save(out)  # the device is on disk before any journal line names it
     for entry in _read_journal(journal):
         if entry.device is not None and entry.device not in table.devices:
-            _logger.warning("journal line for %s names an unknown device %r; attributing it to this device",
-                            entry.op.key, entry.device)
+            _logger.warning(
+                "journal line for %s names an unknown device %r; attributing it to this device",
+                entry.op.key,
+                entry.device,
+            )
             entry = dataclasses.replace(entry, device=this_device)
         table.add(entry)
 

@@ -28,7 +28,13 @@ from mmt_nas.exceptions import OpSpaceError
 from mmt_nas.vocab import FUNCTIONS, function_category
 
 __all__ = [
-    "Functional", "SameInputs", "FUNCTIONS", "function_category", "canonical_name", "encode_args", "signature",
+    "Functional",
+    "SameInputs",
+    "FUNCTIONS",
+    "function_category",
+    "canonical_name",
+    "encode_args",
+    "signature",
     "required_inputs",
 ]
 

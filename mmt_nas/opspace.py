@@ -47,7 +47,15 @@ if TYPE_CHECKING:
     from mmt_nas.records import OpRecord
 
 __all__ = [
-    "OpSpec", "load_space", "expand_space", "yaml_error_text", "resolve_class", "load_model", "space_of", "add_block", "to_python",
+    "OpSpec",
+    "load_space",
+    "expand_space",
+    "yaml_error_text",
+    "resolve_class",
+    "load_model",
+    "space_of",
+    "add_block",
+    "to_python",
     "dump_space",
 ]
 
@@ -142,9 +150,7 @@ def resolve_class(module: str, class_name: str, base_dir: str | os.PathLike[str]
         ) from exc
     cls = getattr(mod, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        found = sorted(
-            n for n, v in vars(mod).items() if isinstance(v, type) and issubclass(v, torch.nn.Module)
-        )
+        found = sorted(n for n, v in vars(mod).items() if isinstance(v, type) and issubclass(v, torch.nn.Module))
         hint = f" Its nn.Module classes include: {', '.join(found[:12])}." if found else ""
         what = "is not an nn.Module class" if cls is not None else "does not exist"
         raise OpSpaceError(f"{module}.{class_name} {what}.{hint} Check the class name in the op space.")
@@ -257,7 +263,9 @@ def _parse_yaml(text: str, source: str) -> Any:
             "four levels (module, class, argument, list of values); remove the extra nesting."
         ) from exc
     except yaml.YAMLError as exc:
-        raise OpSpaceError(f"op space {source} is not valid YAML{yaml_error_text(exc)}. Fix the syntax there.") from None
+        raise OpSpaceError(
+            f"op space {source} is not valid YAML{yaml_error_text(exc)}. Fix the syntax there."
+        ) from None
     except Exception as exc:  # PyYAML's constructors raise plain errors for some values, e.g. `!!int x`, 2001-13-45
         raise OpSpaceError(
             f"op space {source} holds a value YAML cannot read ({type(exc).__name__}: {_show(str(exc))[1:-1]}), "
@@ -285,7 +293,7 @@ def load_space(path: str | os.PathLike[str]) -> list[OpSpec]:
         raise OpSpaceError(f"cannot read the op space {str(p)!r}: {exc.strerror or exc}. Check the path.") from None
     except UnicodeDecodeError as exc:
         raise OpSpaceError(
-            f"op space {str(p)!r} is not UTF-8 text: byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+            f"op space {str(p)!r} is not UTF-8 text: byte {exc.object[exc.start : exc.start + 1]!r} at offset "
             f"{exc.start} cannot be decoded ({exc.reason}). Save the YAML file as UTF-8."
         ) from exc
     return expand_space(_parse_yaml(text, repr(str(p))), base_dir=p.parent)
@@ -317,7 +325,7 @@ def _check_expanded_size(doc: Any) -> None:
             )
         active.add(id(v))
         total = 1
-        for item in (v.items() if isinstance(v, dict) else v):
+        for item in v.items() if isinstance(v, dict) else v:
             total += sum(size(i) for i in item) if isinstance(v, dict) else size(item)
             if total > MAX_VALUES:
                 raise OpSpaceError(
@@ -400,7 +408,9 @@ def expand_space(doc: Any, base_dir: str | os.PathLike[str] | None = None) -> li
                 block_specs = _expand_block(module, class_name, where, block, accepted, open_kw, MAX_OPS - total)
                 total += len(block_specs)
                 for spec in block_specs:
-                    specs.setdefault((spec.class_name, spec.module, repr(sorted(spec.args.items())), spec.input_shape), spec)
+                    specs.setdefault(
+                        (spec.class_name, spec.module, repr(sorted(spec.args.items())), spec.input_shape), spec
+                    )
     return list(specs.values())
 
 
@@ -453,7 +463,8 @@ def _expand_block(
             )
         if not isinstance(values, list) or not values:
             raise OpSpaceError(
-                f"{where}.{name} must be a non-empty list of values, but got {_show(values)}. Write {name}: [{_show(values)}]."
+                f"{where}.{name} must be a non-empty list of values, but got {_show(values)}. "
+                f"Write {name}: [{_show(values)}]."
             )
         arg_lists[name] = values
     names = list(arg_lists)

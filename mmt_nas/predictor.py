@@ -24,8 +24,15 @@ if TYPE_CHECKING:
     from mmt_nas.calibration import InContextCalibration
 
 __all__ = [
-    "OnMissing", "ON_MISSING", "check_on_missing", "Source", "OpContribution", "Prediction", "LatencyPredictor",
-    "OpEstimator", "load_table_cached",
+    "OnMissing",
+    "ON_MISSING",
+    "check_on_missing",
+    "Source",
+    "OpContribution",
+    "Prediction",
+    "LatencyPredictor",
+    "OpEstimator",
+    "load_table_cached",
 ]
 
 #: What the predictor does with an op that is not in the table: raise (``"error"``) or ask its fallback.
@@ -114,9 +121,7 @@ class Prediction(float):
         lines.append(f"{'source':8} {'count':>5} {'ms each':>9} {'ms total':>9} {'share':>6}  key")
         for o in sorted(self.ops, key=lambda o: -o.total_ms):
             key = o.key if len(o.key) <= 100 else o.key[:97] + "..."
-            lines.append(
-                f"{o.source:8} {o.count:5d} {o.latency_ms:9.4f} {o.total_ms:9.4f} {o.share:6.1%}  {key}"
-            )
+            lines.append(f"{o.source:8} {o.count:5d} {o.latency_ms:9.4f} {o.total_ms:9.4f} {o.share:6.1%}  {key}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -228,7 +233,10 @@ class LatencyPredictor:
             OpSpaceError: The shape is malformed, or the model fails to run on it.
         """
         return parse_model(
-            model, input_shape, known=self.table.__contains__, composition=self.composition,
+            model,
+            input_shape,
+            known=self.table.__contains__,
+            composition=self.composition,
             known_output=self._known_output,
         )
 

@@ -38,11 +38,15 @@ def check_schema(doc: Any, schema: str, path: Path, what: str) -> None:
     """Raise :class:`TableError` unless ``doc`` is a ``schema`` document of a version this mmt_nas reads."""
     if not isinstance(doc, dict) or doc.get("schema") != schema:
         got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        hint = {
-            META_SCHEMA: " It is an ops folder's meta.json (the list of generated ops), not its latency table "
-                          "(meta_latency.json, written by `mmt-nas meter`).",
-            TABLE_SCHEMA: " It is a latency table (meta_latency.json), not an ops folder's meta.json.",
-        }.get(got, "") if isinstance(got, str) else ""
+        hint = (
+            {
+                META_SCHEMA: " It is an ops folder's meta.json (the list of generated ops), not its latency table "
+                "(meta_latency.json, written by `mmt-nas meter`).",
+                TABLE_SCHEMA: " It is a latency table (meta_latency.json), not an ops folder's meta.json.",
+            }.get(got, "")
+            if isinstance(got, str)
+            else ""
+        )
         raise TableError(
             f"{str(path)!r} is not a {what}: expected schema {schema!r}, but got {str(got)[:100]!r}.{hint}"
         )
@@ -56,12 +60,10 @@ def check_schema(doc: Any, schema: str, path: Path, what: str) -> None:
         )
 
 
-
 def _optional_bool(value: Any, where: str) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise TableError(f"{where} must be true, false or null, but got {value!r}.")
     return value
-
 
 
 @dataclass(frozen=True)
@@ -126,13 +128,14 @@ class OpRecord:
             module=d["module"],
             args=args,
             input_shape=check_shape(d.get("input_shape"), f"{where}.input_shape", error=TableError, allow_empty=True),
-            output_shape=None if out is None else check_shape(out, f"{where}.output_shape", error=TableError, allow_empty=True),
+            output_shape=None
+            if out is None
+            else check_shape(out, f"{where}.output_shape", error=TableError, allow_empty=True),
             flops=d.get("flops", 0),
             params=d.get("params", 0),
             file=file,
             single_output=_optional_bool(d.get("single_output"), f"{where}.single_output"),
         )
-
 
 
 def load_ops_meta(ops_dir: str | os.PathLike[str]) -> list[OpRecord]:

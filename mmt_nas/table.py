@@ -186,9 +186,7 @@ class RuntimeSettings:
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise TableError(f"threads must be an integer >= 1, but got threads={self.threads!r}.")
         if self.precision not in ("high", "normal", "low"):
-            raise TableError(
-                f"precision must be one of 'high', 'normal', 'low', but got precision={self.precision!r}."
-            )
+            raise TableError(f"precision must be one of 'high', 'normal', 'low', but got precision={self.precision!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -257,8 +255,12 @@ class TableEntry:
         """Inverse of :meth:`to_dict`."""
         op = OpRecord.from_dict(d, where)
         try:
-            return cls(op, LatencyStats.from_dict(d.get("latency_ms"), f"{where}.latency_ms"), d.get("core_ms"),
-                       d.get("device"))
+            return cls(
+                op,
+                LatencyStats.from_dict(d.get("latency_ms"), f"{where}.latency_ms"),
+                d.get("core_ms"),
+                d.get("device"),
+            )
         except TableError as exc:
             msg = str(exc)
             raise TableError(msg if msg.startswith(where) else f"{where}: {msg}") from None
@@ -283,7 +285,6 @@ def device_id(device: Mapping[str, Any]) -> str:
 
 def _describe_class(device: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in device_class(device).items())
-
 
 
 class LatencyTable:
@@ -506,7 +507,11 @@ class LatencyTable:
                     )
                 _logger.warning(
                     "latency table %r lists the key %r twice (entries[%d] and entries[%d]) with the same "
-                    "measurement; using it once", path, entry.op.key, first[entry.op.key], i,
+                    "measurement; using it once",
+                    path,
+                    entry.op.key,
+                    first[entry.op.key],
+                    i,
                 )
                 continue
             first[entry.op.key] = i
@@ -532,7 +537,6 @@ class LatencyTable:
         if device is not None:
             table.check_device(device)
         return table
-
 
 
 def __getattr__(name: str) -> Any:

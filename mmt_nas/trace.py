@@ -246,9 +246,11 @@ def trace_calls(
                         return out
                     parent = stack[-1]
                     ref = _first_tensor(out)
-                    parent.children.append(FunctionCall(
-                        f"{parent.name}:{fn}", fn, enc_args, enc_kwargs, shape_of(x) or (), shape_of(ref), x, ref
-                    ))
+                    parent.children.append(
+                        FunctionCall(
+                            f"{parent.name}:{fn}", fn, enc_args, enc_kwargs, shape_of(x) or (), shape_of(ref), x, ref
+                        )
+                    )
             return out
 
     handles = []
@@ -280,11 +282,41 @@ def _shape_preserving_types() -> tuple[type, ...]:
     """torch's own layers whose output has their input's shape (exact types, not subclasses)."""
     from torch import nn
 
-    names = (
-        "BatchNorm1d BatchNorm2d BatchNorm3d LayerNorm GroupNorm InstanceNorm1d InstanceNorm2d InstanceNorm3d "
-        "ReLU ReLU6 LeakyReLU ELU SELU CELU GELU SiLU Mish Hardswish Hardsigmoid Hardtanh Sigmoid Tanh Softplus "
-        "Softsign Tanhshrink Softmax LogSoftmax Dropout Dropout1d Dropout2d Dropout3d AlphaDropout Identity"
-    ).split()
+    names = [
+        "BatchNorm1d",
+        "BatchNorm2d",
+        "BatchNorm3d",
+        "LayerNorm",
+        "GroupNorm",
+        "InstanceNorm1d",
+        "InstanceNorm2d",
+        "InstanceNorm3d",
+        "ReLU",
+        "ReLU6",
+        "LeakyReLU",
+        "ELU",
+        "SELU",
+        "CELU",
+        "GELU",
+        "SiLU",
+        "Mish",
+        "Hardswish",
+        "Hardsigmoid",
+        "Hardtanh",
+        "Sigmoid",
+        "Tanh",
+        "Softplus",
+        "Softsign",
+        "Tanhshrink",
+        "Softmax",
+        "LogSoftmax",
+        "Dropout",
+        "Dropout1d",
+        "Dropout2d",
+        "Dropout3d",
+        "AlphaDropout",
+        "Identity",
+    ]
     return tuple(getattr(nn, n) for n in names if hasattr(nn, n))
 
 
@@ -356,8 +388,24 @@ def _known_stub(
     return stub
 
 
-_BROADCASTING = {"add", "sub", "mul", "div", "true_divide", "__add__", "__radd__", "__sub__", "__rsub__",
-                 "__mul__", "__rmul__", "__truediv__", "__rtruediv__", "__iadd__", "__isub__", "__imul__"}
+_BROADCASTING = {
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "true_divide",
+    "__add__",
+    "__radd__",
+    "__sub__",
+    "__rsub__",
+    "__mul__",
+    "__rmul__",
+    "__truediv__",
+    "__rtruediv__",
+    "__iadd__",
+    "__isub__",
+    "__imul__",
+}
 
 
 def _meta_broadcast(func: Any, args: Any, kwargs: Any) -> Any:
@@ -391,8 +439,7 @@ def _fusion_rules() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...
     return (nn.Conv1d, nn.Conv2d, nn.Conv3d), (nn.Linear,), (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-_BINARY = {"Tensor.add", "torch.add", "Tensor.__add__", "Tensor.__radd__", "Tensor.sub", "torch.sub",
-           "Tensor.__sub__"}
+_BINARY = {"Tensor.add", "torch.add", "Tensor.__add__", "Tensor.__radd__", "Tensor.sub", "torch.sub", "Tensor.__sub__"}
 _RELU_FUNCTIONS = {"F.relu", "torch.relu", "Tensor.relu"}
 
 
@@ -491,8 +538,16 @@ def parse_model(
     def visit(call: ModuleCall | FunctionCall) -> None:
         if isinstance(call, FunctionCall):
             if functions:
-                ops.append(ParsedOp(call.key(), "Functional", call.name, call.input_shape, call.output_shape,
-                                    function=FunctionSpec(call.fn, call.args, call.kwargs)))
+                ops.append(
+                    ParsedOp(
+                        call.key(),
+                        "Functional",
+                        call.name,
+                        call.input_shape,
+                        call.output_shape,
+                        function=FunctionSpec(call.fn, call.args, call.kwargs),
+                    )
+                )
                 refs.append((call.input_ref, call.output_ref))
             return
         modules = [c for c in call.children if isinstance(c, ModuleCall)]

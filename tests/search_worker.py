@@ -28,9 +28,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from torch import nn  # noqa: E402
-
 from tinymods import TinyBlock  # noqa: E402
+from torch import nn  # noqa: E402
 
 SHAPE = [1, 3, 16, 16]
 DIRECTIONS = ["maximize", "minimize"]
@@ -69,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     while args.start_after is not None and not args.start_after.exists():  # imports done, wait for the test's go
         time.sleep(0.05)
     study = create_study(
-        args.storage, study_name=args.study, directions=DIRECTIONS,
+        args.storage,
+        study_name=args.study,
+        directions=DIRECTIONS,
         sampler=optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=3),
-        heartbeat_interval=args.heartbeat, grace_period=args.grace,
+        heartbeat_interval=args.heartbeat,
+        grace_period=args.grace,
     )
     for blocks in args.enqueue:  # run by whichever worker asks next
         study.enqueue_trial({"blocks": blocks})

@@ -80,13 +80,13 @@ def keys_of_space(path: Path) -> set[str]:
 
 
 def test_space_writes_the_op_space_of_a_model(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capfd, "space", TINY_NET, "--input-shape", SHAPE, "--kwargs", "{width: 4}", "-o",
-                         tmp_path / "s.yaml")
+    code, out, err = run(
+        capfd, "space", TINY_NET, "--input-shape", SHAPE, "--kwargs", "{width: 4}", "-o", tmp_path / "s.yaml"
+    )
     assert code == 0, err
     specs = load_space(tmp_path / "s.yaml")
     # TinyNet: stem conv, block conv, the block's residual add, pool, flatten, fc (its ReLUs fuse into the convs)
-    assert Counter(s.class_name for s in specs) == {"Conv2d": 2, "Functional": 2, "AdaptiveAvgPool2d": 1,
-                                                     "Linear": 1}
+    assert Counter(s.class_name for s in specs) == {"Conv2d": 2, "Functional": 2, "AdaptiveAvgPool2d": 1, "Linear": 1}
     assert out.strip() == f"wrote {tmp_path / 's.yaml'}: 6 ops"
     linear = next(s for s in specs if s.class_name == "Linear")
     assert linear.args["in_features"] == 4 and linear.input_shape == (1, 4)  # --kwargs reached the model
@@ -94,12 +94,15 @@ def test_space_writes_the_op_space_of_a_model(tmp_path: Path, capfd: pytest.Capt
 
 
 def test_generate_writes_meta_json_and_mnn_files(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    yaml_path = write_space(tmp_path, (
-        "torch.nn:\n"
-        "  Conv2d: {in_channels: [3, 8], out_channels: [8], kernel_size: [1], input_shape: [[1, 3, 8, 8]]}\n"
-        "  Linear: {in_features: [8], out_features: [4, 6], input_shape: [[1, 8]]}\n"
-        "  ReLU: {no_params: true, input_shape: [[1, 8]]}\n"
-    ))
+    yaml_path = write_space(
+        tmp_path,
+        (
+            "torch.nn:\n"
+            "  Conv2d: {in_channels: [3, 8], out_channels: [8], kernel_size: [1], input_shape: [[1, 3, 8, 8]]}\n"
+            "  Linear: {in_features: [8], out_features: [4, 6], input_shape: [[1, 8]]}\n"
+            "  ReLU: {no_params: true, input_shape: [[1, 8]]}\n"
+        ),
+    )
     code, out, err = run(capfd, "generate", yaml_path, tmp_path / "ops")
     assert code == 0, err
     assert "4 exported" in out and "1 invalid combinations skipped" in out  # in_channels 8 on a 3-channel input
@@ -135,8 +138,15 @@ def test_meter_shards_and_merge_gives_their_union(tiny_ops_copy: Path, capfd: py
     first, second = (set(s.keys()) for s in shards)
     assert first and second and not first & second and first | second == meta_keys(tiny_ops_copy)
     merged_path = tiny_ops_copy.parent / "merged.json"
-    code, out, err = run(capfd, "merge", *(tiny_ops_copy / f"meta_latency.shard-{i}-of-2.json" for i in (1, 2)),
-                         "-o", merged_path, "--report", tiny_ops_copy.parent / "merge.json")
+    code, out, err = run(
+        capfd,
+        "merge",
+        *(tiny_ops_copy / f"meta_latency.shard-{i}-of-2.json" for i in (1, 2)),
+        "-o",
+        merged_path,
+        "--report",
+        tiny_ops_copy.parent / "merge.json",
+    )
     assert code == 0, err
     merged = LatencyTable.load(merged_path)
     assert set(merged.keys()) == first | second
@@ -172,21 +182,25 @@ def test_measure_json_in_a_real_process(tmp_path: Path) -> None:
 
 
 def test_measure_prints_the_median(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capfd, "measure", TINY_NET, "--input-shape", SHAPE, "--kwargs", "{width: 4}", "--times",
-                         "3")
+    code, out, err = run(capfd, "measure", TINY_NET, "--input-shape", SHAPE, "--kwargs", "{width: 4}", "--times", "3")
     assert code == 0, err
     assert out.startswith("median ") and out.rstrip().endswith("n=3)")
     assert float(out.split()[1]) > 0
 
 
-def test_sample_proposes_ops_not_in_the_table(tiny_ops: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
-                                              ) -> None:
-    candidates = write_space(tmp_path, (
-        "torch.nn:\n"
-        "  Conv2d: {in_channels: [8], out_channels: [8, 12, 16], kernel_size: [3], padding: [1], "
-        "input_shape: [[1, 8, 16, 16]]}\n"
-        "  Linear: {in_features: [8], out_features: [4, 6], input_shape: [[1, 8]]}\n"
-    ), "candidates.yaml")
+def test_sample_proposes_ops_not_in_the_table(
+    tiny_ops: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    candidates = write_space(
+        tmp_path,
+        (
+            "torch.nn:\n"
+            "  Conv2d: {in_channels: [8], out_channels: [8, 12, 16], kernel_size: [3], padding: [1], "
+            "input_shape: [[1, 8, 16, 16]]}\n"
+            "  Linear: {in_features: [8], out_features: [4, 6], input_shape: [[1, 8]]}\n"
+        ),
+        "candidates.yaml",
+    )
     table = LatencyTable.load(tiny_ops)
     cand_keys = keys_of_space(candidates)
     new = {k for k in cand_keys if k not in table}
@@ -197,17 +211,34 @@ def test_sample_proposes_ops_not_in_the_table(tiny_ops: Path, tmp_path: Path, ca
     assert len(chosen) == 2 and chosen <= new
     assert "5 candidate ops" in out and "2 already measured" in out
     # a budget above what is left: every candidate not measured yet, and only those
-    code, out, err = run(capfd, "sample", candidates, "--table", tiny_ops, "--budget", "10", "-o",
-                         tmp_path / "all.yaml")
+    code, out, err = run(
+        capfd, "sample", candidates, "--table", tiny_ops, "--budget", "10", "-o", tmp_path / "all.yaml"
+    )
     assert code == 0, err
     assert keys_of_space(tmp_path / "all.yaml") == new
 
 
 def test_report_writes_json_and_markdown(tiny_ops: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "models.yaml").write_text(
-        f"models:\n  - {{name: tiny, model: '{TINY_NET}', input_shape: {TINY_SHAPE}}}\n")
-    code, out, err = run(capfd, "report", "--table", tiny_ops, "--models", tmp_path / "models.yaml", "--out",
-                         tmp_path / "rep", "--times", "3", "--repeats", "1", "--profile-times", "2", "--no-plots")
+        f"models:\n  - {{name: tiny, model: '{TINY_NET}', input_shape: {TINY_SHAPE}}}\n"
+    )
+    code, out, err = run(
+        capfd,
+        "report",
+        "--table",
+        tiny_ops,
+        "--models",
+        tmp_path / "models.yaml",
+        "--out",
+        tmp_path / "rep",
+        "--times",
+        "3",
+        "--repeats",
+        "1",
+        "--profile-times",
+        "2",
+        "--no-plots",
+    )
     assert code == 0, err
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
     (model,) = doc["models"]
@@ -239,21 +270,44 @@ def test_demo(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
 # @NET its TinyNet.
 
 BAD = [
-    ("space-shape-letters", "space @NET --input-shape 1,a,16,16 -o @TMP/s.yaml",
-     ["argument --input-shape", "'1,a,16,16'"], True),
+    (
+        "space-shape-letters",
+        "space @NET --input-shape 1,a,16,16 -o @TMP/s.yaml",
+        ["argument --input-shape", "'1,a,16,16'"],
+        True,
+    ),
     ("space-shape-zero", "space @NET --input-shape 1,0,16,16", ["positive sizes", "'1,0,16,16'"], True),
-    ("space-no-module", "space nowhere_xyz:Model --input-shape 1,3,16,16 -o @TMP/s.yaml",
-     ["cannot import 'nowhere_xyz'", "No module named"], False),
-    ("space-no-callable", "space @MODS:NoSuchNet --input-shape 1,3,16,16 -o @TMP/s.yaml",
-     ["no attribute 'NoSuchNet'"], False),
-    ("space-kwargs-list", "space @NET --input-shape 1,3,16,16 --kwargs [1] -o @TMP/s.yaml",
-     ["--kwargs must be a mapping", "'[1]'"], False),
-    ("space-wrong-shape", "space @NET --input-shape 1,4,16,16 -o @TMP/s.yaml",
-     ["failed to run on input_shape=[1, 4, 16, 16]"], False),
-    ("generate-missing-yaml", "generate @TMP/missing.yaml @TMP/ops", ["cannot read the op space", "missing.yaml"],
-     False),
-    ("generate-invalid-yaml", "generate @TMP/broken.yaml @TMP/ops", ["broken.yaml", "not valid YAML at line 3"],
-     False),
+    (
+        "space-no-module",
+        "space nowhere_xyz:Model --input-shape 1,3,16,16 -o @TMP/s.yaml",
+        ["cannot import 'nowhere_xyz'", "No module named"],
+        False,
+    ),
+    (
+        "space-no-callable",
+        "space @MODS:NoSuchNet --input-shape 1,3,16,16 -o @TMP/s.yaml",
+        ["no attribute 'NoSuchNet'"],
+        False,
+    ),
+    (
+        "space-kwargs-list",
+        "space @NET --input-shape 1,3,16,16 --kwargs [1] -o @TMP/s.yaml",
+        ["--kwargs must be a mapping", "'[1]'"],
+        False,
+    ),
+    (
+        "space-wrong-shape",
+        "space @NET --input-shape 1,4,16,16 -o @TMP/s.yaml",
+        ["failed to run on input_shape=[1, 4, 16, 16]"],
+        False,
+    ),
+    (
+        "generate-missing-yaml",
+        "generate @TMP/missing.yaml @TMP/ops",
+        ["cannot read the op space", "missing.yaml"],
+        False,
+    ),
+    ("generate-invalid-yaml", "generate @TMP/broken.yaml @TMP/ops", ["broken.yaml", "not valid YAML at line 3"], False),
     ("generate-no-valid-op", "generate @TMP/novalid.yaml @TMP/ops", ["yields no valid op", "in_channels"], False),
     ("generate-no-out-dir", "generate @TMP/novalid.yaml", ["the following arguments are required: out_dir"], True),
     ("meter-missing-folder", "meter @TMP/no_such_ops --times 3", ["cannot meter", "no_such_ops"], False),
@@ -267,50 +321,113 @@ BAD = [
     ("merge-missing-input", "merge @TMP/nothere.json -o @TMP/m.json", ["not found", "nothere.json"], False),
     ("merge-negative-rtol", "merge @OPS -o @TMP/m.json --rtol -1", ["rtol", "-1"], False),
     ("predict-shape-malformed", "predict @NET --input-shape 1,3,16,1b --table @OPS", ["'1,3,16,1b'"], True),
-    ("predict-missing-table", "predict @NET --input-shape 1,3,16,16 --table @TMP/nodir", ["not found", "nodir"],
-     False),
+    ("predict-missing-table", "predict @NET --input-shape 1,3,16,16 --table @TMP/nodir", ["not found", "nodir"], False),
     ("predict-no-module", "predict nowhere_xyz:Model --input-shape 1,3,16,16 --table @OPS", ["'nowhere_xyz'"], False),
-    ("predict-no-colon", "predict nowhere_xyz --input-shape 1,3,16,16 --table @OPS",
-     ["module:callable", "'nowhere_xyz'"], False),
-    ("predict-bad-kwarg", "predict @NET --input-shape 1,3,16,16 --table @OPS --kwargs '{depth: 3}'", ["'depth'"],
-     False),
+    (
+        "predict-no-colon",
+        "predict nowhere_xyz --input-shape 1,3,16,16 --table @OPS",
+        ["module:callable", "'nowhere_xyz'"],
+        False,
+    ),
+    (
+        "predict-bad-kwarg",
+        "predict @NET --input-shape 1,3,16,16 --table @OPS --kwargs '{depth: 3}'",
+        ["'depth'"],
+        False,
+    ),
     ("predict-other-threads", "predict @NET --input-shape 1,3,16,16 --table @OPS --threads 2", ["threads=2"], False),
-    ("predict-bad-expect-device", "predict @NET --input-shape 1,3,16,16 --table @OPS --expect-device '[1'",
-     ["--expect-device", "'[1'"], False),
-    ("predict-other-device", "predict @NET --input-shape 1,3,16,16 --table @OPS --expect-device '{cpu_model: Zz-9}'",
-     ["another device", "'Zz-9'"], False),
-    ("predict-missing-calibration", "predict @NET --input-shape 1,3,16,16 --table @OPS --calibration @TMP/c.json",
-     ["calibration", "c.json"], False),
-    ("predict-truncated-table", "predict @NET --input-shape 1,3,16,16 --table @TMP/truncated.json",
-     ["truncated.json", "truncated"], False),
+    (
+        "predict-bad-expect-device",
+        "predict @NET --input-shape 1,3,16,16 --table @OPS --expect-device '[1'",
+        ["--expect-device", "'[1'"],
+        False,
+    ),
+    (
+        "predict-other-device",
+        "predict @NET --input-shape 1,3,16,16 --table @OPS --expect-device '{cpu_model: Zz-9}'",
+        ["another device", "'Zz-9'"],
+        False,
+    ),
+    (
+        "predict-missing-calibration",
+        "predict @NET --input-shape 1,3,16,16 --table @OPS --calibration @TMP/c.json",
+        ["calibration", "c.json"],
+        False,
+    ),
+    (
+        "predict-truncated-table",
+        "predict @NET --input-shape 1,3,16,16 --table @TMP/truncated.json",
+        ["truncated.json", "truncated"],
+        False,
+    ),
     ("measure-times-0", "measure @NET --input-shape 1,3,16,16 --times 0", ["times=0"], False),
     ("measure-threads-0", "measure @NET --input-shape 1,3,16,16 --times 3 --threads 0", ["threads=0"], False),
     ("measure-no-shape", "measure @NET --times 3", ["the following arguments are required: --input-shape"], True),
-    ("measure-not-exportable", "measure @MODS:NotExportable --input-shape 1,4,4 --times 3",
-     ["could not export NotExportable"], False),
+    (
+        "measure-not-exportable",
+        "measure @MODS:NotExportable --input-shape 1,4,4 --times 3",
+        ["could not export NotExportable"],
+        False,
+    ),
     ("sample-budget-0", "sample @TMP/candidates.yaml --table @OPS --budget 0 -o @TMP/n.yaml", ["budget=0"], False),
-    ("sample-missing-candidates", "sample @TMP/missing.yaml --table @OPS -o @TMP/n.yaml",
-     ["cannot read the op space", "missing.yaml"], False),
-    ("sample-missing-table", "sample @TMP/candidates.yaml --table @TMP/nodir -o @TMP/n.yaml", ["not found", "nodir"],
-     False),
+    (
+        "sample-missing-candidates",
+        "sample @TMP/missing.yaml --table @OPS -o @TMP/n.yaml",
+        ["cannot read the op space", "missing.yaml"],
+        False,
+    ),
+    (
+        "sample-missing-table",
+        "sample @TMP/candidates.yaml --table @TMP/nodir -o @TMP/n.yaml",
+        ["not found", "nodir"],
+        False,
+    ),
     ("sample-budget-text", "sample @TMP/candidates.yaml --table @OPS --budget all", ["--budget", "'all'"], True),
-    ("report-empty-models", "report --table @OPS --models @TMP/empty_models.yaml --out @TMP/rep",
-     ["empty_models.yaml", "non-empty list under 'models:'"], False),
-    ("report-model-without-shape", "report --table @OPS --models @TMP/shapeless_models.yaml --out @TMP/rep",
-     ["models[0].input_shape"], False),
-    ("report-missing-models", "report --table @OPS --models @TMP/nomodels.yaml --out @TMP/rep",
-     ["cannot read the model list", "nomodels.yaml"], False),
-    ("report-missing-table", "report --table @TMP/nodir --models @TMP/models.yaml --out @TMP/rep",
-     ["not found", "nodir"], False),
-    ("demo-missing-example", "demo --example-dir @TMP/no_example --work-dir @TMP/demo",
-     ["cannot read the op space", "no_example"], False),
+    (
+        "report-empty-models",
+        "report --table @OPS --models @TMP/empty_models.yaml --out @TMP/rep",
+        ["empty_models.yaml", "non-empty list under 'models:'"],
+        False,
+    ),
+    (
+        "report-model-without-shape",
+        "report --table @OPS --models @TMP/shapeless_models.yaml --out @TMP/rep",
+        ["models[0].input_shape"],
+        False,
+    ),
+    (
+        "report-missing-models",
+        "report --table @OPS --models @TMP/nomodels.yaml --out @TMP/rep",
+        ["cannot read the model list", "nomodels.yaml"],
+        False,
+    ),
+    (
+        "report-missing-table",
+        "report --table @TMP/nodir --models @TMP/models.yaml --out @TMP/rep",
+        ["not found", "nodir"],
+        False,
+    ),
+    (
+        "demo-missing-example",
+        "demo --example-dir @TMP/no_example --work-dir @TMP/demo",
+        ["cannot read the op space", "no_example"],
+        False,
+    ),
     ("demo-times-text", "demo --times x --work-dir @TMP/demo", ["argument --times", "'x'"], True),
     ("no-command", "", ["the following arguments are required: command"], True),
 ]
 #: one refusal per subcommand, also run as a real process
-IN_A_PROCESS = ["space-no-module", "generate-missing-yaml", "meter-shard-text", "merge-over-an-existing-output",
-                "predict-missing-table", "measure-times-0", "sample-budget-0", "report-empty-models",
-                "demo-missing-example"]
+IN_A_PROCESS = [
+    "space-no-module",
+    "generate-missing-yaml",
+    "meter-shard-text",
+    "merge-over-an-existing-output",
+    "predict-missing-table",
+    "measure-times-0",
+    "sample-budget-0",
+    "report-empty-models",
+    "demo-missing-example",
+]
 
 
 @pytest.fixture()
@@ -319,10 +436,12 @@ def bad_files(tmp_path: Path) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     (work / "broken.yaml").write_text("torch.nn:\n  ReLU: [\n")
-    (work / "novalid.yaml").write_text("torch.nn:\n  Conv2d: {in_channels: [8], out_channels: [8], kernel_size: [3], "
-                                       "input_shape: [[1, 3, 8, 8]]}\n")
-    (work / "candidates.yaml").write_text("torch.nn:\n  Linear: {in_features: [8], out_features: [5], "
-                                          "input_shape: [[1, 8]]}\n")
+    (work / "novalid.yaml").write_text(
+        "torch.nn:\n  Conv2d: {in_channels: [8], out_channels: [8], kernel_size: [3], input_shape: [[1, 3, 8, 8]]}\n"
+    )
+    (work / "candidates.yaml").write_text(
+        "torch.nn:\n  Linear: {in_features: [8], out_features: [5], input_shape: [[1, 8]]}\n"
+    )
     (work / "existing.json").write_text("{}\n")
     (work / "truncated.json").write_text('{"schema": "mmt_nas/latency-table", "entries": [\n')
     (work / "empty_models.yaml").write_text("models: []\n")
@@ -348,8 +467,9 @@ def command_line(case: str, work: Path, request: pytest.FixtureRequest) -> tuple
 
 
 @pytest.mark.parametrize("case", [c[0] for c in BAD])
-def test_bad_input_is_refused_in_one_line(case: str, bad_files: Path, request: pytest.FixtureRequest,
-                                         capfd: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_refused_in_one_line(
+    case: str, bad_files: Path, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
+) -> None:
     argv, command, fragments, usage = command_line(case, bad_files, request)
     before = sorted(p.name for p in request.getfixturevalue("tiny_ops").iterdir())
     code, _, err = run(capfd, *argv)
@@ -360,8 +480,9 @@ def test_bad_input_is_refused_in_one_line(case: str, bad_files: Path, request: p
 
 
 @pytest.mark.parametrize("case", IN_A_PROCESS)
-def test_bad_input_is_refused_in_one_line_by_a_real_process(case: str, bad_files: Path,
-                                                           request: pytest.FixtureRequest) -> None:
+def test_bad_input_is_refused_in_one_line_by_a_real_process(
+    case: str, bad_files: Path, request: pytest.FixtureRequest
+) -> None:
     argv, command, fragments, usage = command_line(case, bad_files, request)
     proc = run_process(*argv, cwd=bad_files)
     line = error_line(proc.returncode, proc.stderr, command, usage=usage)
@@ -369,8 +490,9 @@ def test_bad_input_is_refused_in_one_line_by_a_real_process(case: str, bad_files
         assert fragment in line, f"{fragment!r} not in {line!r}"
 
 
-def test_merge_of_tables_with_other_settings_is_refused(tiny_ops: Path, tiny_ops_copy: Path,
-                                                        capfd: pytest.CaptureFixture[str]) -> None:
+def test_merge_of_tables_with_other_settings_is_refused(
+    tiny_ops: Path, tiny_ops_copy: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     other = tiny_ops_copy / "threads2.json"
     code, _, err = run(capfd, "meter", tiny_ops_copy, "--times", "3", "--threads", "2", "-o", other)
     assert code == 0, err
@@ -383,8 +505,9 @@ def test_merge_of_tables_with_other_settings_is_refused(tiny_ops: Path, tiny_ops
 
 def test_predict_of_ops_missing_from_the_table_lists_them(tiny_ops: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """Refused with status 2; the first line says what is wrong, then one line per missing op (and its closest)."""
-    code, _, err = run(capfd, "predict", TINY_NET, "--kwargs", "{width: 16}", "--input-shape", SHAPE, "--table",
-                       tiny_ops)
+    code, _, err = run(
+        capfd, "predict", TINY_NET, "--kwargs", "{width: 16}", "--input-shape", SHAPE, "--table", tiny_ops
+    )
     assert code == 2 and "Traceback" not in err
     first, *rest = err.rstrip("\n").splitlines()
     assert first.startswith("mmt-nas predict: error: 6 op(s) of the model are not in the latency table")
@@ -396,10 +519,14 @@ def test_predict_of_ops_missing_from_the_table_lists_them(tiny_ops: Path, capfd:
 
 
 @pytest.mark.parametrize("command", ["space", "predict", "measure"])
-def test_malformed_kwargs_are_refused_in_one_line(command: str, tiny_ops: Path, tmp_path: Path,
-                                                 capfd: pytest.CaptureFixture[str]) -> None:
-    extra = {"space": ["-o", str(tmp_path / "s.yaml")], "predict": ["--table", str(tiny_ops)],
-             "measure": ["--times", "3"]}[command]
+def test_malformed_kwargs_are_refused_in_one_line(
+    command: str, tiny_ops: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    extra = {
+        "space": ["-o", str(tmp_path / "s.yaml")],
+        "predict": ["--table", str(tiny_ops)],
+        "measure": ["--times", "3"],
+    }[command]
     code, _, err = run(capfd, command, TINY_NET, "--input-shape", SHAPE, "--kwargs", "{width: ", *extra)
     assert "--kwargs" in error_line(code, err, command)
 
@@ -409,21 +536,23 @@ def test_input_shape_with_an_empty_part_is_refused(tiny_ops: Path, capfd: pytest
     assert "'1,3,,16'" in error_line(code, err, "predict", usage=True)
 
 
-def test_report_with_a_models_file_that_is_not_yaml(tiny_ops: Path, tmp_path: Path,
-                                                    capfd: pytest.CaptureFixture[str]) -> None:
+def test_report_with_a_models_file_that_is_not_yaml(
+    tiny_ops: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "models.yaml").write_text("models: [\n")
-    code, _, err = run(capfd, "report", "--table", tiny_ops, "--models", tmp_path / "models.yaml", "--out",
-                       tmp_path / "rep")
+    code, _, err = run(
+        capfd, "report", "--table", tiny_ops, "--models", tmp_path / "models.yaml", "--out", tmp_path / "rep"
+    )
     assert "not valid YAML" in error_line(code, err, "report")
 
 
 def test_meter_on_a_backend_that_does_not_exist(tiny_ops_copy: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capfd, "meter", tiny_ops_copy, "--times", "3", "--backend", "NOPE", "-o",
-                       tiny_ops_copy / "nope.json")
+    code, _, err = run(
+        capfd, "meter", tiny_ops_copy, "--times", "3", "--backend", "NOPE", "-o", tiny_ops_copy / "nope.json"
+    )
     lines = err.strip().splitlines()
     assert code == 2, err
     # each op's failure is logged (at most three, then metering stops), the last line says why it stopped
     assert lines[-1].startswith("mmt-nas meter: error: none of the first 3 ops") and "NOPE" in lines[-1], err
     assert sum("skipping" in line for line in lines) == 3, err
     assert not (tiny_ops_copy / "nope.json").exists()  # no empty table left behind
-

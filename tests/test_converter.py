@@ -21,7 +21,9 @@ def test_tiny_space_generates_valid_ops_and_skips_misfits(tiny_ops: Path) -> Non
     assert sorted((o.args["in_channels"], o.input_shape[1]) for o in by_class["Conv2d"]) == [(3, 3), (8, 8)]
     assert set(by_class) == {"Conv2d", "ReLU", "AdaptiveAvgPool2d", "Linear", "TinyBlock", "Functional"}
     assert sorted(o.key for o in by_class["Functional"]) == [
-        "Functional|Tensor.add(x, T[1x8x16x16])|1x8x16x16", "Functional|torch.flatten(x, 1)|1x8x1x1"]
+        "Functional|Tensor.add(x, T[1x8x16x16])|1x8x16x16",
+        "Functional|torch.flatten(x, 1)|1x8x1x1",
+    ]
     for op in ops:
         assert (tiny_ops / op.file).stat().st_size > 0
         assert op.key == op_key(op.class_name, op.key.split("|")[1], op.input_shape)
@@ -70,8 +72,11 @@ def test_identical_repr_for_different_arguments_is_refused(tmp_path: Path) -> No
 
 
 def test_failed_export_is_reported_and_the_rest_proceed(tmp_path: Path) -> None:
-    path = write_space(tmp_path, "tinymods:\n  NotExportable: {no_params: true, input_shape: [[1, 4, 4]]}\n"
-                                 "torch.nn:\n  ReLU: {no_params: true, input_shape: [[1, 4]]}\n")
+    path = write_space(
+        tmp_path,
+        "tinymods:\n  NotExportable: {no_params: true, input_shape: [[1, 4, 4]]}\n"
+        "torch.nn:\n  ReLU: {no_params: true, input_shape: [[1, 4]]}\n",
+    )
     result = generate_ops_list(path, tmp_path / "ops")
     assert [k.split("|")[0] for k, _ in result.failed] == ["NotExportable"]
     assert "fft" in result.failed[0][1]
@@ -79,8 +84,10 @@ def test_failed_export_is_reported_and_the_rest_proceed(tmp_path: Path) -> None:
 
 
 def test_space_with_no_valid_op_is_an_error(tmp_path: Path) -> None:
-    path = write_space(tmp_path, "torch.nn:\n  Conv2d: {in_channels: [3], out_channels: [4], kernel_size: [3], "
-                                 "input_shape: [[1, 5, 8, 8]]}\n")
+    path = write_space(
+        tmp_path,
+        "torch.nn:\n  Conv2d: {in_channels: [3], out_channels: [4], kernel_size: [3], input_shape: [[1, 5, 8, 8]]}\n",
+    )
     with pytest.raises(OpSpaceError, match="yields no valid op"):
         generate_ops_list(path, tmp_path / "ops")
 

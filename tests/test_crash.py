@@ -141,8 +141,12 @@ def test_generate_killed_at_several_points_continues(tmp_path: Path) -> None:
     out = tmp_path / "ops"
     rng = random.Random(RNG_SEED)
     # stop points: as soon as anything appears, then after a random number of further exported ops
-    plan = [(signal.SIGKILL, 0), (signal.SIGKILL, rng.randint(4, 7)), (signal.SIGINT, rng.randint(3, 6)),
-            (signal.SIGKILL, rng.randint(4, 7))]
+    plan = [
+        (signal.SIGKILL, 0),
+        (signal.SIGKILL, rng.randint(4, 7)),
+        (signal.SIGINT, rng.randint(3, 6)),
+        (signal.SIGKILL, rng.randint(4, 7)),
+    ]
     seen_temps: set[str] = set()
     for i, (sig, new_ops) in enumerate(plan):
         before = _check_ops_folder(out, files, temps_allowed=True)
@@ -170,8 +174,13 @@ def test_generate_killed_at_several_points_continues(tmp_path: Path) -> None:
 
     stale, live, held = _plant_temps(out, "meta.json")
     present = _check_ops_folder(out, files, temps_allowed=True)
-    done = subprocess.run([sys.executable, "-m", "mmt_nas.cli", "generate", str(space), str(out)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "mmt_nas.cli", "generate", str(space), str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     # the ops exported before the stops (recorded in meta.json or not) are reported as present, not redone
     assert f"{len(expected) - len(present)} exported, {len(present)} already present" in done.stdout
@@ -196,8 +205,11 @@ def meter_ops_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
 
     base = tmp_path_factory.mktemp("meter")
     shapes = ", ".join(f"[1, 8, {s}, {s}]" for s in range(14, 28))
-    space = write_space(base, f"torch.nn:\n  Conv2d: {{in_channels: [8], out_channels: [8, 16], kernel_size: [3], "
-                              f"padding: [1], input_shape: [{shapes}]}}\n")
+    space = write_space(
+        base,
+        f"torch.nn:\n  Conv2d: {{in_channels: [8], out_channels: [8, 16], kernel_size: [3], "
+        f"padding: [1], input_shape: [{shapes}]}}\n",
+    )
     out = base / "ops"
     generate_ops_list(space, out)
     runs_ms = [time_model(out / op.file, 200).median_ms for op in load_ops_meta(out)]
@@ -293,8 +305,9 @@ def test_meter_killed_at_several_points_continues(meter_ops_dir: tuple[Path, int
             _check_interrupted(proc, tmp_path, f"meter{i}", "meter")
     assert len(measured) < len(keys)
 
-    done = subprocess.run([sys.executable, "-m", "mmt_nas.cli", *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "mmt_nas.cli", *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     table = LatencyTable.load(table_file)
     assert set(table.keys()) == keys  # what an uninterrupted run gives
@@ -312,8 +325,13 @@ def test_meter_rerun_removes_stale_temporaries(meter_ops_dir: tuple[Path, int], 
     shutil.copytree(meter_ops_dir[0], ops)
     stale, live, held = _plant_temps(ops, "meta_latency.json")
     try:
-        done = subprocess.run([sys.executable, "-m", "mmt_nas.cli", "meter", str(ops), "--times", "5"],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "mmt_nas.cli", "meter", str(ops), "--times", "5"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr
         assert _temps(ops) == live
     finally:
@@ -368,17 +386,35 @@ def _check_report_folder(rep: Path, snapshot: dict[str, bytes], temps_allowed: b
 
 
 def test_report_killed_at_several_points_continues(tiny_ops: Path, tmp_path: Path) -> None:
-    from mmt_nas.predictor import LatencyPredictor
-    from mmt_nas.report import JOURNAL_FILENAME
     from tinymods import TinyNet
 
-    (tmp_path / "models.yaml").write_text("models:\n" + "".join(
-        f"  - {{name: {n}, model: '{HERE / 'tinymods.py'}:TinyNet', kwargs: {json.dumps(kw)}, input_shape: {s}}}\n"
-        for n, kw, s, _ in REPORT_MODELS))
+    from mmt_nas.predictor import LatencyPredictor
+    from mmt_nas.report import JOURNAL_FILENAME
+
+    (tmp_path / "models.yaml").write_text(
+        "models:\n"
+        + "".join(
+            f"  - {{name: {n}, model: '{HERE / 'tinymods.py'}:TinyNet', kwargs: {json.dumps(kw)}, input_shape: {s}}}\n"
+            for n, kw, s, _ in REPORT_MODELS
+        )
+    )
     rep = tmp_path / "rep"
     journal = rep / JOURNAL_FILENAME
-    args = ["report", "--table", str(tiny_ops), "--models", "models.yaml", "--out", str(rep), "--times", "5",
-            "--repeats", "2", "--profile-times", "3"]
+    args = [
+        "report",
+        "--table",
+        str(tiny_ops),
+        "--models",
+        "models.yaml",
+        "--out",
+        str(rep),
+        "--times",
+        "5",
+        "--repeats",
+        "2",
+        "--profile-times",
+        "3",
+    ]
     rng = random.Random(RNG_SEED)
 
     def journaled() -> int:
@@ -407,8 +443,9 @@ def test_report_killed_at_several_points_continues(tiny_ops: Path, tmp_path: Pat
         measured = now
 
     stale, live, held = _plant_temps(rep, "report.json")
-    done = subprocess.run([sys.executable, "-m", "mmt_nas.cli", *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "mmt_nas.cli", *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     assert _temps(rep) == live, "the rerun must remove the temporaries of dead writers, and only those"
     held.close()

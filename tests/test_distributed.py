@@ -81,8 +81,10 @@ def postgres_url() -> Iterator[str]:
     """The URL of a database on a PostgreSQL server of its own, for this module's tests."""
     bindir = _postgres_bindir()
     if bindir is None:
-        _skip("no PostgreSQL binaries (initdb, pg_ctl, postgres) found via pg_config, /usr/lib/postgresql/*/bin "
-              "or PATH; install the postgresql package (.ci/run does)")
+        _skip(
+            "no PostgreSQL binaries (initdb, pg_ctl, postgres) found via pg_config, /usr/lib/postgresql/*/bin "
+            "or PATH; install the postgresql package (.ci/run does)"
+        )
     as_user: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         if shutil.which("runuser") is None:
@@ -104,15 +106,27 @@ def postgres_url() -> Iterator[str]:
 
     started = False
     try:
-        out = run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                  "--locale=C", "--no-sync")
+        out = run(
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
         assert out.returncode == 0, f"initdb failed: {out.stdout}\n{out.stderr}"
         for _ in range(3):  # another process may take the free port between our check and the start
             port = _free_port()
-            options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off "
-                       "-c synchronous_commit=off -c max_connections=60")
-            out = run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options,
-                      "start")
+            options = (
+                f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off "
+                "-c synchronous_commit=off -c max_connections=60"
+            )
+            out = run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options, "start")
             if out.returncode == 0:
                 started = True
                 break
@@ -152,9 +166,26 @@ def _budget(latencies: list[float]) -> float:
 
 def _worker(storage: str, study: str, table: Path, budget: float, trials: int, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(WORKER), "--storage", storage, "--study", study, "--table", str(table),
-         "--budget", repr(budget), "--trials", str(trials), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=HERE,
+        [
+            sys.executable,
+            str(WORKER),
+            "--storage",
+            storage,
+            "--study",
+            study,
+            "--table",
+            str(table),
+            "--budget",
+            repr(budget),
+            "--trials",
+            str(trials),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        cwd=HERE,
     )
 
 
@@ -219,8 +250,22 @@ def test_a_killed_workers_trial_fails_and_is_retried(
     log_path.parent.mkdir()
     beat, go = ("--heartbeat", str(HEARTBEAT), "--grace", str(GRACE)), tmp_path / "go"
     doomed = _worker(storage, "crash", tiny_ops, budget, 1, "--block-marker", str(marker), *beat)
-    survivor = _worker(storage, "crash", tiny_ops, budget, wanted + 5, "--seed", "7", "--until-complete", str(wanted),
-                       "--log", str(log_path), "--start-after", str(go), *beat)  # imports meanwhile, then waits
+    survivor = _worker(
+        storage,
+        "crash",
+        tiny_ops,
+        budget,
+        wanted + 5,
+        "--seed",
+        "7",
+        "--until-complete",
+        str(wanted),
+        "--log",
+        str(log_path),
+        "--start-after",
+        str(go),
+        *beat,
+    )  # imports meanwhile, then waits
     while not marker.exists():  # its trial 0 is running, its prediction stored
         assert doomed.poll() is None, doomed.communicate()[1]
         time.sleep(0.1)
@@ -284,17 +329,29 @@ def test_sqlite_storage_has_the_heartbeat_and_joins_an_existing_study(tmp_path: 
     ("kwargs", "error", "match"),
     [
         ({"storage": "postgres://u:hunter2@h/db"}, SearchError, r"Write 'postgresql://'"),
-        ({"storage": "redis://h"}, SearchError,
-         r"must be a database URL starting with sqlite://.*got storage='redis://h'"),
-        ({"storage": "sqlite:///x.db", "heartbeat_interval": 5, "grace_period": 5}, SearchError,
-         r"grace_period must be more than heartbeat_interval.*grace_period=5.*Use at least grace_period=10"),
-        ({"storage": "sqlite:///x.db", "heartbeat_interval": 0.5}, SearchError,
-         r"heartbeat_interval must be a whole number of seconds >= 1.*0.5"),
+        (
+            {"storage": "redis://h"},
+            SearchError,
+            r"must be a database URL starting with sqlite://.*got storage='redis://h'",
+        ),
+        (
+            {"storage": "sqlite:///x.db", "heartbeat_interval": 5, "grace_period": 5},
+            SearchError,
+            r"grace_period must be more than heartbeat_interval.*grace_period=5.*Use at least grace_period=10",
+        ),
+        (
+            {"storage": "sqlite:///x.db", "heartbeat_interval": 0.5},
+            SearchError,
+            r"heartbeat_interval must be a whole number of seconds >= 1.*0.5",
+        ),
         ({"storage": "sqlite:///x.db", "retries": -1}, SearchError, r"retries must be an integer >= 0.*-1"),
         ({"storage": "mysql://u@h/db"}, MissingExtraError, r"driver 'MySQLdb'.*pip install mysqlclient"),
         ({"storage": "postgresql+pg8000://u@h/db"}, MissingExtraError, r"driver 'pg8000'.*pip install pg8000"),
-        ({"storage": "postgresql://u:hunter2@127.0.0.1:1/db"}, SearchError,
-         r"could not open the study storage 'postgresql\+psycopg2://u:\*\*\*@127.0.0.1:1/db'.*server is running"),
+        (
+            {"storage": "postgresql://u:hunter2@127.0.0.1:1/db"},
+            SearchError,
+            r"could not open the study storage 'postgresql\+psycopg2://u:\*\*\*@127.0.0.1:1/db'.*server is running",
+        ),
     ],
 )
 def test_storage_errors_state_the_rule_and_the_fix(

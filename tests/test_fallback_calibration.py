@@ -16,7 +16,7 @@ from mmt_nas.calibration import (
     profile_scope,
     samples_from_profile,
 )
-from mmt_nas.exceptions import MmtNasError, NotFittedError, OptionError, TableError
+from mmt_nas.exceptions import NotFittedError, OptionError, TableError
 from mmt_nas.fallback import FEATURE_NAMES, LatencyRegressor, compare_regressors, op_family, op_features
 from mmt_nas.predictor import LatencyPredictor
 from mmt_nas.table import LatencyTable
@@ -66,8 +66,11 @@ def test_forest_learns_a_size_trend(tiny_ops: Path, tmp_path: Path) -> None:
     from mmt_nas.meter import meter_ops
 
     sizes = ", ".join(f"[1, 16, {s}, {s}]" for s in (8, 12, 16, 20, 24, 32, 40, 48))
-    path = write_space(tmp_path, f"torch.nn:\n  Conv2d: {{in_channels: [16], out_channels: [16, 32], kernel_size: [3], "
-                                 f"padding: [1], input_shape: [{sizes}]}}\n")
+    path = write_space(
+        tmp_path,
+        f"torch.nn:\n  Conv2d: {{in_channels: [16], out_channels: [16, 32], kernel_size: [3], "
+        f"padding: [1], input_shape: [{sizes}]}}\n",
+    )
     generate_ops_list(path, tmp_path / "ops")
     table = meter_ops(tmp_path / "ops", times=20)
     reg = LatencyRegressor("forest").fit(table)
@@ -180,17 +183,36 @@ def test_adaptive_sampling_proposes_unmeasured_uncertain_ops(tiny_ops: Path, tmp
     from mmt_nas.opspace import load_space
 
     table = LatencyTable.load(tiny_ops)
-    path = write_space(tmp_path, "torch.nn:\n  Conv2d: {in_channels: [8], out_channels: [8, 16, 64], kernel_size: [1, 3], "
-                                 "padding: [1], input_shape: [[1, 8, 16, 16], [1, 8, 64, 64]]}\n"
-                                 "  ReLU: {no_params: true, input_shape: [[1, 8, 16, 16], [1, 64, 64, 64]]}\n")
+    path = write_space(
+        tmp_path,
+        "torch.nn:\n  Conv2d: {in_channels: [8], out_channels: [8, 16, 64], kernel_size: [1, 3], "
+        "padding: [1], input_shape: [[1, 8, 16, 16], [1, 8, 64, 64]]}\n"
+        "  ReLU: {no_params: true, input_shape: [[1, 8, 16, 16], [1, 64, 64, 64]]}\n",
+    )
     ready, _ = prepare_ops(load_space(path), tmp_path)
     chosen = propose_samples(table, [r for r, _ in ready], 4)
     assert len(chosen) == 4 and not any(c.key in table for c in chosen)
     assert len({c.key for c in chosen}) == 4
     with pytest.raises(TableError, match="budget"):
         propose_samples(table, [r for r, _ in ready], 0)
-    out = subprocess.run([sys.executable, "-m", "mmt_nas.cli", "sample", str(path), "--table", str(tiny_ops),
-                          "--budget", "3", "-o", str(tmp_path / "next.yaml")], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmt_nas.cli",
+            "sample",
+            str(path),
+            "--table",
+            str(tiny_ops),
+            "--budget",
+            "3",
+            "-o",
+            str(tmp_path / "next.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert len(load_space(tmp_path / "next.yaml")) == 3

@@ -44,8 +44,12 @@ from mmt_nas.table import (
     save_ops_meta,
 )
 
-FUZZ = settings(max_examples=1000, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=1000,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 
 # -- safety: the only modules an op space under test may import ------------------------------------------
 
@@ -67,7 +71,8 @@ def only_safe_imports(check_modules: bool = True) -> Iterator[list[str]]:
 
     def guarded(name: str, package: str | None = None) -> types.ModuleType:
         if name in SAFE_MODULES or (
-            isinstance(name, str) and name.startswith(MISSING_PREFIX)
+            isinstance(name, str)
+            and name.startswith(MISSING_PREFIX)
             and all(c.isascii() and (c.isalnum() or c == "_") for c in name)
         ):
             return real(name, package)
@@ -127,17 +132,108 @@ def space_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # -- op spaces: arbitrary YAML text -------------------------------------------------------------------------
 
 _YAML_TOKENS = [
-    "\n", "\n  ", "\n    ", "\n      ", "  ", "\t", " ", ": ", ":", "- ", "? ", ", ", "[", "]", "{", "}", "#", "'", '"',
-    "---\n", "...\n", "%YAML 1.1\n", "%TAG ! tag:x,2000:\n", "|\n", ">-\n", "&a ", "&b ", "*a", "*b", "<<: *a",
-    "torch.nn:", "mmt_nas.ops:", "tinymods:", "no_such_mod_q:", "Conv2d:", "ReLU:", "Linear:", "TinyBlock:",
-    "Functional:", "NoSuchClass:", "in_channels: ", "out_channels: ", "kernel_size: ", "in_features: ",
-    "out_features: ", "channels: ", "fn: ", "args: ", "input_shape: ", "no_params: ", "true", "false", "yes", "no",
-    "~", "null", "0", "-1", "3", "8", "1.5", "1.0e+999", "-1.0e+999", ".nan", ".inf", "0x1F", "0o17", "1_000", "1e3",
-    "9" * 400, "2001-12-14", "2001-12-14t21:59:43.10-05:00", "12:30:00", "!!binary aGVsbG8=", "!!binary ???",
-    "!!str ", "!!int x", "!!float ", "!!set {a, b}", "!!omap [a: 1]", "!!python/object/apply:builtins.print ['x']",
-    "!!python/name:builtins.print", "!custom ", "[1, 3, 8, 8]", "[[1, 3, 8, 8]]", "[[1, 8]]", "[[0, 4]]",
-    "[[1, -4]]", "[[1, true]]", "[[1, 2.5]]", "[]", "{}", "[[]]", "Tensor.add", "[{input: true}, 1.0]",
-    "\ufeff", "\x00", "\x85", "\u2028", "\r\n", "\x1b", "é",
+    "\n",
+    "\n  ",
+    "\n    ",
+    "\n      ",
+    "  ",
+    "\t",
+    " ",
+    ": ",
+    ":",
+    "- ",
+    "? ",
+    ", ",
+    "[",
+    "]",
+    "{",
+    "}",
+    "#",
+    "'",
+    '"',
+    "---\n",
+    "...\n",
+    "%YAML 1.1\n",
+    "%TAG ! tag:x,2000:\n",
+    "|\n",
+    ">-\n",
+    "&a ",
+    "&b ",
+    "*a",
+    "*b",
+    "<<: *a",
+    "torch.nn:",
+    "mmt_nas.ops:",
+    "tinymods:",
+    "no_such_mod_q:",
+    "Conv2d:",
+    "ReLU:",
+    "Linear:",
+    "TinyBlock:",
+    "Functional:",
+    "NoSuchClass:",
+    "in_channels: ",
+    "out_channels: ",
+    "kernel_size: ",
+    "in_features: ",
+    "out_features: ",
+    "channels: ",
+    "fn: ",
+    "args: ",
+    "input_shape: ",
+    "no_params: ",
+    "true",
+    "false",
+    "yes",
+    "no",
+    "~",
+    "null",
+    "0",
+    "-1",
+    "3",
+    "8",
+    "1.5",
+    "1.0e+999",
+    "-1.0e+999",
+    ".nan",
+    ".inf",
+    "0x1F",
+    "0o17",
+    "1_000",
+    "1e3",
+    "9" * 400,
+    "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00",
+    "12:30:00",
+    "!!binary aGVsbG8=",
+    "!!binary ???",
+    "!!str ",
+    "!!int x",
+    "!!float ",
+    "!!set {a, b}",
+    "!!omap [a: 1]",
+    "!!python/object/apply:builtins.print ['x']",
+    "!!python/name:builtins.print",
+    "!custom ",
+    "[1, 3, 8, 8]",
+    "[[1, 3, 8, 8]]",
+    "[[1, 8]]",
+    "[[0, 4]]",
+    "[[1, -4]]",
+    "[[1, true]]",
+    "[[1, 2.5]]",
+    "[]",
+    "{}",
+    "[[]]",
+    "Tensor.add",
+    "[{input: true}, 1.0]",
+    "\ufeff",
+    "\x00",
+    "\x85",
+    "\u2028",
+    "\r\n",
+    "\x1b",
+    "é",
 ]
 _token_soup = st.lists(st.sampled_from(_YAML_TOKENS), max_size=60).map("".join)
 
@@ -205,15 +301,20 @@ def valid_blocks(draw: st.DrawFn) -> list[tuple[str, str, Any]]:
     c = draw(st.lists(_dims, min_size=1, max_size=3, unique=True))
     shape4 = [[1, draw(_dims), draw(_dims), draw(_dims)]]
     pool = [
-        ("torch.nn", "Conv2d", {"in_channels": c, "out_channels": [4], "kernel_size": [1, 3],
-                                "input_shape": shape4}),
+        ("torch.nn", "Conv2d", {"in_channels": c, "out_channels": [4], "kernel_size": [1, 3], "input_shape": shape4}),
         ("torch.nn", "ReLU", {"no_params": True, "input_shape": [[1, draw(_dims)]]}),
-        ("torch.nn", "Linear", {"in_features": c, "out_features": [draw(_dims)], "bias": [True, False],
-                                "input_shape": [[1, c[0]]]}),
+        (
+            "torch.nn",
+            "Linear",
+            {"in_features": c, "out_features": [draw(_dims)], "bias": [True, False], "input_shape": [[1, c[0]]]},
+        ),
         ("torch.nn", "BatchNorm2d", [{"num_features": [n], "input_shape": [[1, n, 4, 4]]} for n in c]),
         ("tinymods", "TinyBlock", {"channels": c, "input_shape": shape4}),
-        ("mmt_nas.ops", "Functional", [{"fn": ["Tensor.add"], "args": [[{"input": True}, 1.0]],
-                                        "input_shape": shape4}]),
+        (
+            "mmt_nas.ops",
+            "Functional",
+            [{"fn": ["Tensor.add"], "args": [[{"input": True}, 1.0]], "input_shape": shape4}],
+        ),
     ]
     return draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4, unique_by=lambda b: b[:2]))
 
@@ -226,14 +327,31 @@ def _build(blocks: list[tuple[Any, Any, Any]]) -> dict[Any, Any]:
 
 
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12), st.binary(max_size=8), st.dates(), st.datetimes().map(lambda d: d.replace(fold=0)),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.binary(max_size=8),
+    st.dates(),
+    st.datetimes().map(lambda d: d.replace(fold=0)),
 )
-_garbage = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
-                        | st.dictionaries(st.one_of(st.text(max_size=6), st.integers()), inner, max_size=4),
-                        max_leaves=12)
-_bad_dim = st.one_of(st.integers(-(10**12), 0), st.booleans(), st.floats(), st.text(max_size=4), st.none(),
-                     st.just([1, 2]), st.integers(2**40, 2**70))
+_garbage = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.one_of(st.text(max_size=6), st.integers()), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_bad_dim = st.one_of(
+    st.integers(-(10**12), 0),
+    st.booleans(),
+    st.floats(),
+    st.text(max_size=4),
+    st.none(),
+    st.just([1, 2]),
+    st.integers(2**40, 2**70),
+)
 _non_list = st.one_of(_scalars, st.dictionaries(st.text(max_size=4), _scalars, max_size=2))
 
 
@@ -241,8 +359,11 @@ _non_list = st.one_of(_scalars, st.dictionaries(st.text(max_size=4), _scalars, m
 def bad_shapes(draw: st.DrawFn) -> Any:
     """A value that is not a valid list of input shapes."""
     good = [1, 3, 8, 8]
-    kind = draw(st.sampled_from(["one shape", "not a list", "empty", "empty shape", "bad dim", "too many elements",
-                                 "deeper", "mixed"]))
+    kind = draw(
+        st.sampled_from(
+            ["one shape", "not a list", "empty", "empty shape", "bad dim", "too many elements", "deeper", "mixed"]
+        )
+    )
     if kind == "one shape":
         return good
     if kind == "not a list":
@@ -259,8 +380,20 @@ def bad_shapes(draw: st.DrawFn) -> Any:
         return [[1, 65536, 65536, draw(st.integers(1, 2**40))]]
     if kind == "deeper":
         return [[good]]
-    return [good, draw(_garbage.filter(lambda v: not (isinstance(v, list) and v and all(
-        isinstance(d, int) and not isinstance(d, bool) and 0 < d < 1000 for d in v))))]
+    return [
+        good,
+        draw(
+            _garbage.filter(
+                lambda v: (
+                    not (
+                        isinstance(v, list)
+                        and v
+                        and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 1000 for d in v)
+                    )
+                )
+            )
+        ),
+    ]
 
 
 def _where(module: str, cls: str, body: Any, index: int) -> str:
@@ -277,15 +410,35 @@ def one_wrong_piece(draw: st.DrawFn) -> tuple[dict[Any, Any], tuple[str, ...] | 
     b = draw(st.integers(0, len(body) - 1)) if isinstance(body, list) else 0
     block = body[b] if isinstance(body, list) else body
     where = _where(module, cls, body, b)
-    fault = draw(st.sampled_from([
-        "module key type", "missing module", "classes type", "class key type", "missing class", "body type",
-        "input_shape", "missing input_shape", "no_params type", "no_params with args", "unknown argument",
-        "argument name type", "argument values not a list", "wrong argument values",
-    ]))
+    fault = draw(
+        st.sampled_from(
+            [
+                "module key type",
+                "missing module",
+                "classes type",
+                "class key type",
+                "missing class",
+                "body type",
+                "input_shape",
+                "missing input_shape",
+                "no_params type",
+                "no_params with args",
+                "unknown argument",
+                "argument name type",
+                "argument values not a list",
+                "wrong argument values",
+            ]
+        )
+    )
     expect: tuple[str, ...] | None
     if fault == "module key type":
-        blocks[i] = (draw(st.one_of(st.integers(), st.none(), st.booleans(), st.floats(allow_nan=False), st.dates(),
-                                    st.just(""))), cls, body)
+        blocks[i] = (
+            draw(
+                st.one_of(st.integers(), st.none(), st.booleans(), st.floats(allow_nan=False), st.dates(), st.just(""))
+            ),
+            cls,
+            body,
+        )
         expect = ("top-level keys must be module paths",)
     elif fault == "missing module":
         name = draw(_missing_names)
@@ -303,8 +456,11 @@ def one_wrong_piece(draw: st.DrawFn) -> tuple[dict[Any, Any], tuple[str, ...] | 
         blocks[i] = (module, name, body)
         expect = (f"{module}.{name} does not exist",)
     elif fault == "body type":
-        blocks[i] = (module, cls, draw(st.one_of(_scalars, st.just([]), st.lists(_scalars, min_size=1, max_size=3),
-                                                 st.just([block, 1]))))
+        blocks[i] = (
+            module,
+            cls,
+            draw(st.one_of(_scalars, st.just([]), st.lists(_scalars, min_size=1, max_size=3), st.just([block, 1]))),
+        )
         expect = (f"{module}.{cls} must be a mapping of argument lists",)
     else:
         if fault == "input_shape":
@@ -324,10 +480,14 @@ def one_wrong_piece(draw: st.DrawFn) -> tuple[dict[Any, Any], tuple[str, ...] | 
         elif fault == "unknown argument":
             name = "zz_" + draw(st.text("abcdefgh_", min_size=1, max_size=6))
             block[name] = draw(st.lists(_scalars, min_size=1, max_size=3))
-            expect = (f"{where}.{name}: {cls}'s constructor does not accept {name!r}",
-                      f"{where} sets no_params: true but also gives the argument {name!r}")
+            expect = (
+                f"{where}.{name}: {cls}'s constructor does not accept {name!r}",
+                f"{where} sets no_params: true but also gives the argument {name!r}",
+            )
         elif fault == "argument name type":
-            block[draw(st.one_of(st.integers(), st.none(), st.booleans(), st.dates(), st.floats(allow_nan=False)))] = [1]
+            block[draw(st.one_of(st.integers(), st.none(), st.booleans(), st.dates(), st.floats(allow_nan=False)))] = [
+                1
+            ]
             expect = (f"argument names under {where} must be strings",)
         else:
             args = [k for k in block if k not in ("input_shape", "no_params")]
@@ -369,7 +529,8 @@ def test_fuzz_op_space_documents(space_dir: Path, case: tuple[dict[Any, Any], tu
     assert exc is None or str(exc2).split(" but got ")[0] == str(exc).split(" but got ")[0]
     if specs is not None:
         assert [(s.module, s.class_name, s.input_shape) for s in specs2] == [
-            (s.module, s.class_name, s.input_shape) for s in specs]
+            (s.module, s.class_name, s.input_shape) for s in specs
+        ]
 
 
 def test_op_space_fuzzer_never_imports_unsafe_names(space_dir: Path) -> None:
@@ -390,21 +551,34 @@ def _real_table() -> LatencyTable:
     table = LatencyTable(RuntimeSettings("CPU", 1, "high"), DEVICE, {"times": 20, "method": "perf_counter_ns"})
     did = table.add_device(DEVICE)
     ops = [
-        OpRecord(op_key("Conv2d", "Conv2d(3, 8, kernel_size=(3, 3))", (1, 3, 16, 16)), "Conv2d", "torch.nn",
-                 {"in_channels": 3, "out_channels": 8, "kernel_size": 3}, (1, 3, 16, 16), (1, 8, 14, 14), 86016, 224,
-                 "Conv2d-0123456789abcdef.mnn", True),
+        OpRecord(
+            op_key("Conv2d", "Conv2d(3, 8, kernel_size=(3, 3))", (1, 3, 16, 16)),
+            "Conv2d",
+            "torch.nn",
+            {"in_channels": 3, "out_channels": 8, "kernel_size": 3},
+            (1, 3, 16, 16),
+            (1, 8, 14, 14),
+            86016,
+            224,
+            "Conv2d-0123456789abcdef.mnn",
+            True,
+        ),
         OpRecord(op_key("ReLU", "ReLU()", (1, 8)), "ReLU", "torch.nn", {}, (1, 8), (1, 8), 0, 0, "ReLU-1.mnn"),
     ]
     for k, op in enumerate(ops):
-        table.add(TableEntry(op, LatencyStats.from_samples([0.01 * (k + 1), 0.012 * (k + 1), 0.02]),
-                             0.008 if k == 0 else None, did))
+        table.add(
+            TableEntry(
+                op, LatencyStats.from_samples([0.01 * (k + 1), 0.012 * (k + 1), 0.02]), 0.008 if k == 0 else None, did
+            )
+        )
     return table
 
 
 REAL_DOC = _real_table().to_dict()
 REAL_TEXT = json.dumps(REAL_DOC, indent=1)
-META_DOC = json.loads(json.dumps({"schema": "mmt_nas/ops-meta", "schema_version": 1,
-                                  "ops": [e.op.to_dict() for e in _real_table()]}))
+META_DOC = json.loads(
+    json.dumps({"schema": "mmt_nas/ops-meta", "schema_version": 1, "ops": [e.op.to_dict() for e in _real_table()]})
+)
 
 
 def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -420,8 +594,14 @@ def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 
 _json_garbage = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(), st.text(max_size=10),
-              st.sampled_from([0, -1, 1e308, -0.0, 5e-324, 10**400, "", "NaN", [], {}])),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**20), 10**20),
+        st.floats(),
+        st.text(max_size=10),
+        st.sampled_from([0, -1, 1e308, -0.0, 5e-324, 10**400, "", "NaN", [], {}]),
+    ),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=10,
 )
@@ -453,11 +633,48 @@ def _json_text(doc: Any) -> str:
     return text
 
 
-_json_tokens = st.lists(st.sampled_from([
-    "{", "}", "[", "]", ",", ":", '"', '"schema"', '"mmt_nas/latency-table"', '"mmt_nas/ops-meta"', '"entries"',
-    '"ops"', '"schema_version"', "1", "-1", "0", "1e999", "-1e999", "NaN", "Infinity", "-Infinity", "null", "true",
-    "false", '"latency_ms"', '"median"', "9" * 5000, "1.5", " ", "\n", "\\u0000", "\\ud800", "\x00", "\ufeff", "é",
-]), max_size=60).map("".join)
+_json_tokens = st.lists(
+    st.sampled_from(
+        [
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            '"',
+            '"schema"',
+            '"mmt_nas/latency-table"',
+            '"mmt_nas/ops-meta"',
+            '"entries"',
+            '"ops"',
+            '"schema_version"',
+            "1",
+            "-1",
+            "0",
+            "1e999",
+            "-1e999",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "null",
+            "true",
+            "false",
+            '"latency_ms"',
+            '"median"',
+            "9" * 5000,
+            "1.5",
+            " ",
+            "\n",
+            "\\u0000",
+            "\\ud800",
+            "\x00",
+            "\ufeff",
+            "é",
+        ]
+    ),
+    max_size=60,
+).map("".join)
 
 
 @st.composite
@@ -478,8 +695,9 @@ def table_files(draw: st.DrawFn) -> bytes:
         return bytes(raw)
     if kind == "nested":
         n = draw(st.integers(1, 100_000))
-        return ('{"schema": "mmt_nas/latency-table", "schema_version": 1, "entries": ' + "[" * n + "]" * n
-                + "}").encode()
+        return (
+            '{"schema": "mmt_nas/latency-table", "schema_version": 1, "entries": ' + "[" * n + "]" * n + "}"
+        ).encode()
     doc, _ = draw(mutated_docs(REAL_DOC))
     return _json_text(doc).encode("utf-8", "surrogatepass")
 
@@ -577,12 +795,19 @@ _json_value = st.recursive(
 
 @st.composite
 def valid_tables(draw: st.DrawFn) -> LatencyTable:
-    device = {"cpu_model": draw(st.text(max_size=12)), "cpu_count": draw(st.integers(1, 256)),
-              "hostname": draw(st.text(max_size=8))}
+    device = {
+        "cpu_model": draw(st.text(max_size=12)),
+        "cpu_count": draw(st.integers(1, 256)),
+        "hostname": draw(st.text(max_size=8)),
+    }
     table = LatencyTable(
-        RuntimeSettings(draw(st.sampled_from(["CPU", "OPENCL", "Vulkan"])), draw(st.integers(1, 64)),
-                        draw(st.sampled_from(["high", "normal", "low"]))),
-        device, draw(st.dictionaries(st.text(max_size=6), _json_value, max_size=3)),
+        RuntimeSettings(
+            draw(st.sampled_from(["CPU", "OPENCL", "Vulkan"])),
+            draw(st.integers(1, 64)),
+            draw(st.sampled_from(["high", "normal", "low"])),
+        ),
+        device,
+        draw(st.dictionaries(st.text(max_size=6), _json_value, max_size=3)),
     )
     ids = [None, table.add_device(device)]
     for _ in range(draw(st.integers(0, 2))):
@@ -591,10 +816,13 @@ def valid_tables(draw: st.DrawFn) -> LatencyTable:
         cls = draw(st.sampled_from(["Conv2d", "ReLU", "Functional", "Blöck"]))
         shape = draw(_shape)
         op = OpRecord(
-            key=op_key(cls, draw(st.text(min_size=1, max_size=20)), shape), class_name=cls,
+            key=op_key(cls, draw(st.text(min_size=1, max_size=20)), shape),
+            class_name=cls,
             module=draw(st.sampled_from(["torch.nn", "mmt_nas.ops", "my.mods"])),
             args=draw(st.dictionaries(st.text(min_size=1, max_size=6), _json_value, max_size=4)),
-            input_shape=shape, output_shape=draw(st.none() | _shape), flops=draw(st.integers(0, 10**15)),
+            input_shape=shape,
+            output_shape=draw(st.none() | _shape),
+            flops=draw(st.integers(0, 10**15)),
             params=draw(st.integers(0, 10**12)),
             file=draw(st.none() | st.from_regex(r"[A-Za-z0-9_.-]{0,12}\.mnn", fullmatch=True)),
             single_output=draw(st.none() | st.booleans()),
@@ -627,8 +855,14 @@ def test_fuzz_inputs_include_the_dates_binary_and_huge_numbers_yaml_makes() -> N
 
 # -- building ops: wrong argument values are skipped and reported, never raised ----------------------------------
 
-_small_values = st.one_of(st.integers(-4, 48), st.booleans(), st.none(), st.floats(-4, 48), st.text(max_size=4),
-                          st.lists(st.integers(-2, 9), max_size=3))
+_small_values = st.one_of(
+    st.integers(-4, 48),
+    st.booleans(),
+    st.none(),
+    st.floats(-4, 48),
+    st.text(max_size=4),
+    st.lists(st.integers(-2, 9), max_size=3),
+)
 _BUILD_TARGETS = [
     ("torch.nn", "Conv2d", ["in_channels", "out_channels", "kernel_size", "stride", "padding", "groups"], 4),
     ("torch.nn", "Linear", ["in_features", "out_features", "bias"], 2),
@@ -643,8 +877,10 @@ _BUILD_TARGETS = [
 @st.composite
 def wrong_arguments(draw: st.DrawFn) -> dict[str, Any]:
     module, cls, names, rank = draw(st.sampled_from(_BUILD_TARGETS))
-    block: dict[str, Any] = {n: draw(st.lists(_small_values, min_size=1, max_size=2))
-                             for n in draw(st.lists(st.sampled_from(names), min_size=1, unique=True))}
+    block: dict[str, Any] = {
+        n: draw(st.lists(_small_values, min_size=1, max_size=2))
+        for n in draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
+    }
     if cls == "Functional":
         block["fn"] = [draw(st.sampled_from(["Tensor.add", "torch.cat", "F.relu", "torch.flatten"]))]
     shape = [1] + draw(st.lists(st.integers(1, 8), min_size=rank - 1, max_size=rank - 1))

@@ -117,8 +117,11 @@ class UsesHistc(torch.nn.Module):
         return x + torch.histc(x, bins=4).sum()
 
 
-@pytest.mark.parametrize("module,shape,op", [(NotExportable(), [1, 4, 4], "fft"), (UsesErfinv(), [1, 8], "erfinv"),
-                                             (UsesHistc(), [2, 3], "histc")], ids=["fft", "erfinv", "histc"])
+@pytest.mark.parametrize(
+    "module,shape,op",
+    [(NotExportable(), [1, 4, 4], "fft"), (UsesErfinv(), [1, 8], "erfinv"), (UsesHistc(), [2, 3], "histc")],
+    ids=["fft", "erfinv", "histc"],
+)
 def test_model_that_cannot_be_exported(tmp_path: Path, module: torch.nn.Module, shape: list[int], op: str) -> None:
     name = type(module).__name__
     with pytest.raises(ExportError) as info:
@@ -162,8 +165,13 @@ def test_op_mnn_cannot_convert_is_reported_and_the_rest_proceed(tmp_path: Path) 
     assert sorted(op.class_name for op in load_ops_meta(tmp_path / "ops")) == ["Linear", "ReLU"]
     assert sorted(k.split("|")[0] for k in result.exported) == ["Linear", "ReLU"]
     # the command line: non-zero exit status, the op's key and reason printed
-    cli = subprocess.run([sys.executable, "-m", "mmt_nas.cli", "generate", str(path), str(tmp_path / "ops2")],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    cli = subprocess.run(
+        [sys.executable, "-m", "mmt_nas.cli", "generate", str(path), str(tmp_path / "ops2")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert cli.returncode != 0
     assert f"FAILED {key}" in cli.stdout and "IsInf" in cli.stdout and "Traceback" not in cli.stderr
 

@@ -58,13 +58,17 @@ def test_key_builder_predicts_a_model_from_its_description(predictor: LatencyPre
     ]
     builder = KeyBuilder(base_dir=Path(__file__).parent)
     assert builder.keys(ops) == [
-        op_key("TinyBlock", "TinyBlock-8-3", shape), op_key("TinyBlock", "TinyBlock-8-3", shape),
+        op_key("TinyBlock", "TinyBlock-8-3", shape),
+        op_key("TinyBlock", "TinyBlock-8-3", shape),
         op_key("AdaptiveAvgPool2d", repr(nn.AdaptiveAvgPool2d(1)), shape),
     ]
     assert len(builder) == 2  # each distinct op built once
-    assert float(builder.predict(predictor, ops)) == pytest.approx(float(predictor.predict(model, list(shape))), rel=1e-12)
-    conv = builder.key("torch.nn", "Conv2d", {"in_channels": 3, "out_channels": 8, "kernel_size": 3, "padding": 1},
-                       TINY_SHAPE)
+    assert float(builder.predict(predictor, ops)) == pytest.approx(
+        float(predictor.predict(model, list(shape))), rel=1e-12
+    )
+    conv = builder.key(
+        "torch.nn", "Conv2d", {"in_channels": 3, "out_channels": 8, "kernel_size": 3, "padding": 1}, TINY_SHAPE
+    )
     assert conv == op_key("Conv2d", repr(nn.Conv2d(3, 8, 3, padding=1)), TINY_SHAPE) and conv in predictor.table
 
 
@@ -102,7 +106,12 @@ def test_key_builder_gives_the_fallback_the_missing_ops(tiny_ops: Path) -> None:
 
     table = LatencyPredictor(tiny_ops).table
     predictor = LatencyPredictor(table, on_missing="fallback", fallback=LatencyRegressor("linear").fit(table))
-    conv5 = ("torch.nn", "Conv2d", {"in_channels": 8, "out_channels": 8, "kernel_size": 5, "padding": 2}, (1, 8, 16, 16))
+    conv5 = (
+        "torch.nn",
+        "Conv2d",
+        {"in_channels": 8, "out_channels": 8, "kernel_size": 5, "padding": 2},
+        (1, 8, 16, 16),
+    )
     block = ("tinymods", "TinyBlock", {"channels": 8}, (1, 8, 16, 16))
     pred = KeyBuilder().predict(predictor, [conv5, block])
     assert [o.source for o in pred.ops] == ["fallback", "table"] and pred.source_ms("fallback") > 0

@@ -261,8 +261,19 @@ def test_model_list_for_the_report(predictor: LatencyPredictor, latencies: list[
     entries = yaml.safe_load(path.read_text())["models"]
     assert [e["predicted_latency_ms"] for e in entries] == pytest.approx(latencies[:3], rel=1e-12)
     assert float(predictor.predict(specs[0].build(), specs[0].input_shape)) > 0
-    assert len(load_model_specs(log.write_models(tmp_path / "all.yaml", lambda p: ("tinymods:TinyBlock", {"channels": 8}),
-                                                  [1, 8, 16, 16], which="all"))) == 5
+    assert (
+        len(
+            load_model_specs(
+                log.write_models(
+                    tmp_path / "all.yaml",
+                    lambda p: ("tinymods:TinyBlock", {"channels": 8}),
+                    [1, 8, 16, 16],
+                    which="all",
+                )
+            )
+        )
+        == 5
+    )
     assert SearchLog.from_study(study).to_dict() == log.to_dict()
     with pytest.raises(SearchError, match="which must be"):
         log.write_models(tmp_path / "x.yaml", lambda p: ("a:b", {}), [1], which="best")
@@ -278,7 +289,11 @@ def test_two_worker_processes_share_one_sqlite_storage(
     workers = [
         subprocess.Popen(
             [sys.executable, str(Path(__file__)), storage, str(tiny_ops), str(budget), str(seed), "4"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=HERE,
         )
         for seed in (1, 2)
     ]

@@ -37,9 +37,7 @@ class Supernet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.layers = nn.ModuleList(
-            MixedOp([TinyBlock(8), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()]) for _ in range(2)
-        )
+        self.layers = nn.ModuleList(MixedOp([TinyBlock(8), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()]) for _ in range(2))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.alpha = nn.Parameter(torch.zeros(2, 3))
 
@@ -118,7 +116,9 @@ def test_candidates_resolved_from_a_real_table(predictor: LatencyPredictor) -> N
     layers = supernet_layers(net, [1, 3, 16, 16], MixedOp)
     assert [(name, shape) for name, _, shape in layers] == [("layers.0", (1, 8, 16, 16)), ("layers.1", (1, 8, 16, 16))]
     assert layers[0][1] == list(net.layers[0].candidates)
-    resolved = resolve_candidates(predictor, [*layers, ("skip-or-conv", [0.0, nn.Conv2d(8, 8, 3, padding=1)], [1, 8, 16, 16])])
+    resolved = resolve_candidates(
+        predictor, [*layers, ("skip-or-conv", [0.0, nn.Conv2d(8, 8, 3, padding=1)], [1, 8, 16, 16])]
+    )
     conv = float(predictor.predict(nn.Conv2d(8, 8, 3, padding=1), [1, 8, 16, 16]))
     block = predictor.table.get(op_key("TinyBlock", "TinyBlock-8-3", (1, 8, 16, 16)))
     assert block is not None

@@ -32,8 +32,10 @@ MOVED = [
 
 @pytest.mark.parametrize(("old", "name", "new"), MOVED)
 def test_a_moved_name_imports_from_its_old_module_as_the_same_object(old: str, name: str, new: str) -> None:
-    code = (f"import importlib; from {old} import {name} as a; b = getattr(importlib.import_module({new!r}), {name!r}); "
-            "assert a is b, (a, b); print('ok')")
+    code = (
+        f"import importlib; from {old} import {name} as a; b = getattr(importlib.import_module({new!r}), {name!r}); "
+        "assert a is b, (a, b); print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 

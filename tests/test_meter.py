@@ -83,7 +83,7 @@ def test_meter_imports_and_runs_without_torch_or_sklearn(tiny_ops_copy: Path, tm
         sys.meta_path.insert(0, Block())
         import mmt_nas
         from mmt_nas.meter import meter_ops
-        table = meter_ops({str(tiny_ops_copy)!r}, times=3, output={str(tmp_path / 'device.json')!r})
+        table = meter_ops({str(tiny_ops_copy)!r}, times=3, output={str(tmp_path / "device.json")!r})
         assert len(table) == 8, len(table)
         assert not any(m.split(".")[0] in ("torch", "sklearn") for m in sys.modules)
         print("ok")
@@ -102,8 +102,10 @@ def _long_metering(tmp_path: Path, n_ops: int, lines: int) -> Iterator[tuple[Pat
     from mmt_nas.converter import generate_ops_list
 
     shapes = ", ".join(f"[1, 16, {8 + i}, 32]" for i in range(n_ops))
-    path = write_space(tmp_path, f"torch.nn:\n  Conv2d: {{in_channels: [16], out_channels: [16], kernel_size: [3], "
-                                 f"input_shape: [{shapes}]}}\n")
+    path = write_space(
+        tmp_path,
+        f"torch.nn:\n  Conv2d: {{in_channels: [16], out_channels: [16], kernel_size: [3], input_shape: [{shapes}]}}\n",
+    )
     ops_dir = tmp_path / "ops"
     generate_ops_list(path, ops_dir)
     journal = ops_dir / ("meta_latency.json" + JOURNAL_SUFFIX)
@@ -195,14 +197,22 @@ def test_cli_shards_and_merge(tiny_ops_copy: Path) -> None:
     cli = [sys.executable, "-m", "mmt_nas.cli"]
     (tiny_ops_copy / "meta_latency.json").unlink()
     for i in (1, 2):
-        out = subprocess.run(cli + ["meter", str(tiny_ops_copy), "--times", "3", "--shard", f"{i}/2"],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            cli + ["meter", str(tiny_ops_copy), "--times", "3", "--shard", f"{i}/2"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
         assert f"(shard {i}/2)" in out.stdout
     shards = [str(tiny_ops_copy / f"meta_latency.shard-{i}-of-2.json") for i in (1, 2)]
     merged = tiny_ops_copy / "meta_latency.json"
-    out = subprocess.run(cli + ["merge", *shards, "-o", str(tiny_ops_copy), "--report", str(tiny_ops_copy / "m.json")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        cli + ["merge", *shards, "-o", str(tiny_ops_copy), "--report", str(tiny_ops_copy / "m.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert len(LatencyTable.load(merged)) == len(load_ops_meta(tiny_ops_copy))
     assert json.loads((tiny_ops_copy / "m.json").read_text())["conflicts"] == []
@@ -213,15 +223,24 @@ def test_cli_shards_and_merge(tiny_ops_copy: Path) -> None:
     from mmt_nas.table import exclusive_lock, lock_path
 
     with exclusive_lock(lock_path(merged), "metering (the test)"):
-        busy = subprocess.run(cli + ["merge", str(merged), shards[0], "-o", str(merged)], capture_output=True,
-                              text=True, timeout=300)
+        busy = subprocess.run(
+            cli + ["merge", str(merged), shards[0], "-o", str(merged)], capture_output=True, text=True, timeout=300
+        )
     assert busy.returncode == 2 and "is already writing" in busy.stderr and "merge into another file" in busy.stderr
     # a shard measured again with more runs wins over the merged entry, with a conflict per key
-    out = subprocess.run(cli + ["meter", str(tiny_ops_copy), "--times", "7", "--shard", "1/2", "-o",
-                                str(tiny_ops_copy / "again.json")], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        cli + ["meter", str(tiny_ops_copy), "--times", "7", "--shard", "1/2", "-o", str(tiny_ops_copy / "again.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
-    out = subprocess.run(cli + ["merge", str(merged), str(tiny_ops_copy / "again.json"), "-o", str(merged)],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        cli + ["merge", str(merged), str(tiny_ops_copy / "again.json"), "-o", str(merged)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     table = LatencyTable.load(merged)
     again_keys = set(LatencyTable.load(tiny_ops_copy / "again.json").keys())

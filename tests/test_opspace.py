@@ -122,14 +122,17 @@ _values = st.lists(st.integers(1, 64), min_size=1, max_size=4, unique=True)
 
 
 @settings(max_examples=40, deadline=None)
-@given(features=_values, shapes=st.lists(st.lists(st.integers(1, 9), min_size=2, max_size=4), min_size=1, max_size=3,
-                                        unique_by=tuple))
+@given(
+    features=_values,
+    shapes=st.lists(st.lists(st.integers(1, 9), min_size=2, max_size=4), min_size=1, max_size=3, unique_by=tuple),
+)
 def test_expansion_size_is_the_product_of_the_lists(features: list[int], shapes: list[list[int]]) -> None:
     doc = {"torch.nn": {"Linear": {"in_features": features, "out_features": [3, 5], "input_shape": shapes}}}
     specs = expand_space(doc)
     assert len(specs) == len(features) * 2 * len(shapes)
-    assert math.prod((len(features), 2, len(shapes))) == len({(s.args["in_features"], s.args["out_features"],
-                                                               s.input_shape) for s in specs})
+    assert math.prod((len(features), 2, len(shapes))) == len(
+        {(s.args["in_features"], s.args["out_features"], s.input_shape) for s in specs}
+    )
 
 
 def test_space_from_model_covers_every_leaf_op(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from conftest import HERE, ROOT, TINY_SHAPE
 from tinymods import TinyNet
 
 from mmt_nas.converter import generate_ops_list, measure_latency
-from mmt_nas.meter import meter_ops
 from mmt_nas.describe import space_from_model
+from mmt_nas.meter import meter_ops
 from mmt_nas.opspace import dump_space
 from mmt_nas.parser import parse_model, predict_latency
 
@@ -48,19 +48,23 @@ def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Completed
 def test_cli_space_generate_meter_predict_measure(tmp_path: Path) -> None:
     model = f"{HERE / 'tinymods.py'}:TinyNet"
     shape = ",".join(map(str, TINY_SHAPE))
-    assert _run(["space", model, "--input-shape", shape, "--kwargs", "{width: 4}", "-o", "s.yaml"], tmp_path
-                ).returncode == 0
+    assert (
+        _run(["space", model, "--input-shape", shape, "--kwargs", "{width: 4}", "-o", "s.yaml"], tmp_path).returncode
+        == 0
+    )
     gen = _run(["generate", "s.yaml", "ops"], tmp_path)
     assert gen.returncode == 0, gen.stderr
     assert "exported" in gen.stdout and "Converted" not in gen.stdout + gen.stderr  # MNN's chatter is hidden
     assert _run(["meter", "ops", "--times", "5"], tmp_path).returncode == 0
-    pred = _run(["predict", model, "--kwargs", "{width: 4}", "--input-shape", shape, "--table", "ops", "--json"],
-                tmp_path)
+    pred = _run(
+        ["predict", model, "--kwargs", "{width: 4}", "--input-shape", shape, "--table", "ops", "--json"], tmp_path
+    )
     assert pred.returncode == 0, pred.stderr
     doc = json.loads(pred.stdout)
     assert doc["latency_ms"] == pytest.approx(sum(o["total_ms"] for o in doc["ops"]))
-    meas = _run(["measure", model, "--kwargs", "{width: 4}", "--input-shape", shape, "--times", "5", "--json"],
-                tmp_path)
+    meas = _run(
+        ["measure", model, "--kwargs", "{width: 4}", "--input-shape", shape, "--times", "5", "--json"], tmp_path
+    )
     assert json.loads(meas.stdout)["latency_ms"]["n"] == 5
     # a model with ops outside the table: a clear error, exit status 2
     bad = _run(["predict", model, "--input-shape", shape, "--table", "ops"], tmp_path)
@@ -76,8 +80,13 @@ def test_demo_runs(tmp_path: Path) -> None:
 
 
 def test_quickstart_example_runs(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py"), "--times", "5", "--work-dir",
-                          str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--times", "5", "--work-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     assert re.search(r"predicted [\d.]+ ms, measured [\d.]+ ms", out.stdout)
 

@@ -42,8 +42,15 @@ def test_leaf_keys_of_a_model() -> None:
 def test_mnn_composition_counts_functions_and_marks_fusions() -> None:
     ops = parse_model(TinyNet(), TINY_SHAPE)
     assert [(op.key, op.fused_into) for op in ops] == [
-        (STEM, None), (RELU, "stem"), (BLOCK_CONV, None), (RELU, "block.conv"), (ADD, None), (POOL, None),
-        (FLATTEN, None), (FC, None)]
+        (STEM, None),
+        (RELU, "stem"),
+        (BLOCK_CONV, None),
+        (RELU, "block.conv"),
+        (ADD, None),
+        (POOL, None),
+        (FLATTEN, None),
+        (FC, None),
+    ]
     assert [op.name for op in ops if op.function] == ["block:Tensor.add", ":torch.flatten"]
 
 
@@ -59,8 +66,16 @@ def test_mnn_composition_counts_functions_and_marks_fusions() -> None:
         ([torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.ReLU()], [None, None, "1"]),
         ([torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.BatchNorm1d(8)], [None, None, None]),
     ],
-    ids=["conv-bn-relu", "dwconv-bn-relu6", "conv-hardtanh06", "conv-relu-bn", "conv-bn-sigmoid", "bn-relu",
-         "linear-relu", "linear-bn1d"],
+    ids=[
+        "conv-bn-relu",
+        "dwconv-bn-relu6",
+        "conv-hardtanh06",
+        "conv-relu-bn",
+        "conv-bn-sigmoid",
+        "bn-relu",
+        "linear-relu",
+        "linear-bn1d",
+    ],
 )
 def test_fusion_patterns_follow_mnn(layers: list[torch.nn.Module], fused: list[str | None]) -> None:
     """The patterns were read off MNN 3.6's converted models (see test_fusion_patterns_match_mnn_profile)."""
@@ -83,7 +98,10 @@ def test_addition_then_relu_is_fused_into_the_addition() -> None:
 
     ops = parse_model(AddRelu(), [1, 4, 8, 8])
     assert [(op.class_name, op.fused_into) for op in ops] == [
-        ("Conv2d", None), ("Functional", None), ("ReLU", ":Tensor.add")]
+        ("Conv2d", None),
+        ("Functional", None),
+        ("ReLU", ":Tensor.add"),
+    ]
 
 
 def test_fusion_patterns_match_mnn_profile(tmp_path: Path) -> None:
@@ -94,8 +112,9 @@ def test_fusion_patterns_match_mnn_profile(tmp_path: Path) -> None:
     class Net(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.body = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
-                                            torch.nn.ReLU())
+            self.body = torch.nn.Sequential(
+                torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()
+            )
             self.relu = torch.nn.ReLU()
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,10 +153,14 @@ def test_core_latency_is_used_where_the_table_has_it() -> None:
     table = _table({STEM: 0.5, BLOCK_CONV: 0.125, ADD: 0.0625, POOL: 0.03125, FLATTEN: 0.015625, FC: 1.0})
     stem = table.get(STEM)
     table.add(TableEntry(stem.op, stem.latency, core_ms=0.25))
-    assert float(LatencyPredictor(table).predict(TinyNet(), TINY_SHAPE)) == 0.25 + 0.125 + 0.0625 + 0.03125 + \
-        0.015625 + 1.0
-    assert float(LatencyPredictor(table, latency="wall").predict(TinyNet(), TINY_SHAPE)) == 0.5 + 0.125 + 0.0625 \
-        + 0.03125 + 0.015625 + 1.0
+    assert (
+        float(LatencyPredictor(table).predict(TinyNet(), TINY_SHAPE))
+        == 0.25 + 0.125 + 0.0625 + 0.03125 + 0.015625 + 1.0
+    )
+    assert (
+        float(LatencyPredictor(table, latency="wall").predict(TinyNet(), TINY_SHAPE))
+        == 0.5 + 0.125 + 0.0625 + 0.03125 + 0.015625 + 1.0
+    )
 
 
 def test_outer_module_in_the_table_counts_once() -> None:
@@ -233,8 +256,14 @@ def test_known_containers_are_not_traced_inside_and_give_the_same_ops() -> None:
 
 @pytest.mark.parametrize(
     "expr,shape",
-    [("a + b", (2, 3, 4, 5)), ("a * c", (2, 3, 4, 5)), ("c - a", (2, 3, 4, 5)), ("a / 2.0", (2, 3, 4, 5)),
-     ("2 * a", (2, 3, 4, 5)), ("torch.add(a, b)", (2, 3, 4, 5))],
+    [
+        ("a + b", (2, 3, 4, 5)),
+        ("a * c", (2, 3, 4, 5)),
+        ("c - a", (2, 3, 4, 5)),
+        ("a / 2.0", (2, 3, 4, 5)),
+        ("2 * a", (2, 3, 4, 5)),
+        ("torch.add(a, b)", (2, 3, 4, 5)),
+    ],
 )
 def test_meta_shortcut_matches_torch(expr: str, shape: tuple[int, ...]) -> None:
     class Net(torch.nn.Module):
@@ -245,8 +274,14 @@ def test_meta_shortcut_matches_torch(expr: str, shape: tuple[int, ...]) -> None:
         def forward(self, a: torch.Tensor) -> torch.Tensor:
             b = self.conv(a)
             c = a.mean((2, 3), keepdim=True)
-            return {"a + b": lambda: a + b, "a * c": lambda: a * c, "c - a": lambda: c - a,
-                    "a / 2.0": lambda: a / 2.0, "2 * a": lambda: 2 * a, "torch.add(a, b)": lambda: torch.add(a, b)}[expr]()
+            return {
+                "a + b": lambda: a + b,
+                "a * c": lambda: a * c,
+                "c - a": lambda: c - a,
+                "a / 2.0": lambda: a / 2.0,
+                "2 * a": lambda: 2 * a,
+                "torch.add(a, b)": lambda: torch.add(a, b),
+            }[expr]()
 
     calls = trace_calls(Net(), list(shape))
     assert calls[0].output_shape == tuple(Net()(torch.zeros(shape)).shape) == shape
@@ -267,12 +302,43 @@ def test_a_table_of_another_device_is_refused_when_a_device_is_asked_for(tiny_op
         LatencyTable.load(tiny_ops, device={"cpu_count": here["cpu_count"] + 1})
     with pytest.raises(TableError, match="device='phone'"):
         LatencyPredictor(tiny_ops, device="phone")
-    out = subprocess.run([sys.executable, "-m", "mmt_nas.cli", "predict", "tinymods:TinyNet", "--input-shape",
-                          ",".join(map(str, TINY_SHAPE)), "--table", str(tiny_ops), "--expect-device",
-                          "{cpu_model: Cortex-A76}"], capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).parent)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmt_nas.cli",
+            "predict",
+            "tinymods:TinyNet",
+            "--input-shape",
+            ",".join(map(str, TINY_SHAPE)),
+            "--table",
+            str(tiny_ops),
+            "--expect-device",
+            "{cpu_model: Cortex-A76}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
+    )
     assert out.returncode == 2 and "another device than asked for" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "mmt_nas.cli", "predict", "tinymods:TinyNet", "--input-shape",
-                          ",".join(map(str, TINY_SHAPE)), "--table", str(tiny_ops), "--expect-device",
-                          "{cpu_model: [}"], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmt_nas.cli",
+            "predict",
+            "tinymods:TinyNet",
+            "--input-shape",
+            ",".join(map(str, TINY_SHAPE)),
+            "--table",
+            str(tiny_ops),
+            "--expect-device",
+            "{cpu_model: [}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
+    )
     assert out.returncode == 2 and "--expect-device must be 'local' or a mapping" in out.stderr

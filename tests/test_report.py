@@ -66,9 +66,20 @@ def test_metric_input_errors() -> None:
 
 def test_categories() -> None:
     assert [op_category(c) for c in ("Conv2d", "BatchNorm2d", "ReLU6", "MaxPool2d", "Flatten", "TinyBlock")] == [
-        "conv", "norm", "activation", "pool", "layout", "block"]
+        "conv",
+        "norm",
+        "activation",
+        "pool",
+        "layout",
+        "block",
+    ]
     assert [mnn_category(t) for t in ("Convolution", "ConvolutionDepthwise", "BinaryOp", "Raster", "Weird")] == [
-        "conv", "conv", "elementwise", "layout", "other"]
+        "conv",
+        "conv",
+        "elementwise",
+        "layout",
+        "other",
+    ]
 
 
 def test_report_with_a_failing_model(tiny_ops: Path, tmp_path: Path) -> None:
@@ -77,8 +88,11 @@ def test_report_with_a_failing_model(tiny_ops: Path, tmp_path: Path) -> None:
     predictor = LatencyPredictor(tiny_ops)
     cases = [
         ("tiny", TinyNet(), TINY_SHAPE),
-        ("tiny-from-spec", ModelSpec("tiny-from-spec", f"{HERE / 'tinymods.py'}:TinyNet", tuple(TINY_SHAPE)),
-         TINY_SHAPE),
+        (
+            "tiny-from-spec",
+            ModelSpec("tiny-from-spec", f"{HERE / 'tinymods.py'}:TinyNet", tuple(TINY_SHAPE)),
+            TINY_SHAPE,
+        ),
         ("not-in-table", TinyNet(width=16), TINY_SHAPE),
         ("not-exportable", torch.nn.Sequential(torch.nn.ReLU(), NotExportable()), [1, 4, 4]),
     ]
@@ -89,9 +103,22 @@ def test_report_with_a_failing_model(tiny_ops: Path, tmp_path: Path) -> None:
     paths = report.write(tmp_path / "rep")
     doc = json.loads(paths["json"].read_text())
     assert doc["schema"] == "mmt_nas/report" and doc["schema_version"] == 1
-    assert set(doc["metrics"]) >= {"n", "mae_ms", "rmse_ms", "mape_pct", "rmspe_pct", "within_5_pct",
-                                   "within_10_pct", "kendall_tau", "spearman_rho", "mean_within_run_cv_pct",
-                                   "mean_run_to_run_cv_pct", "table_share_pct", "fallback_share_pct", "n_failed"}
+    assert set(doc["metrics"]) >= {
+        "n",
+        "mae_ms",
+        "rmse_ms",
+        "mape_pct",
+        "rmspe_pct",
+        "within_5_pct",
+        "within_10_pct",
+        "kendall_tau",
+        "spearman_rho",
+        "mean_within_run_cv_pct",
+        "mean_run_to_run_cv_pct",
+        "table_share_pct",
+        "fallback_share_pct",
+        "n_failed",
+    }
     models = {m["name"]: m for m in doc["models"]}
     assert [m["status"] for m in doc["models"]] == ["ok", "ok", "failed", "failed"]
     tiny = models["tiny"]
@@ -121,8 +148,12 @@ def test_model_list_yaml(tmp_path: Path) -> None:
     (spec,) = load_model_specs(tmp_path / "m.yaml")
     assert spec.kwargs == {"width": 4} and spec.input_shape == (1, 3, 16, 16)
     assert spec.build().fc.in_features == 4
-    for bad, fragment in [("models: []", "non-empty list"), ("models:\n  - {model: x}", "module:callable"),
-                          ("models:\n  - {model: 'a:b', input_shape: 3}", "input_shape"), ("[", "not valid YAML")]:
+    for bad, fragment in [
+        ("models: []", "non-empty list"),
+        ("models:\n  - {model: x}", "module:callable"),
+        ("models:\n  - {model: 'a:b', input_shape: 3}", "input_shape"),
+        ("[", "not valid YAML"),
+    ]:
         (tmp_path / "bad.yaml").write_text(bad)
         with pytest.raises(OpSpaceError, match=fragment):
             load_model_specs(tmp_path / "bad.yaml")
@@ -131,9 +162,23 @@ def test_model_list_yaml(tmp_path: Path) -> None:
 def test_accuracy_benchmark_quick_mode_runs(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--quick", "--times", "5", "--repeats", "1",
-         "--work-dir", str(tmp_path / "work"), "--results", str(results)],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "accuracy.py"),
+            "--quick",
+            "--times",
+            "5",
+            "--repeats",
+            "1",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
     text = results.read_text()
@@ -148,9 +193,27 @@ def test_cli_report(tiny_ops: Path, tmp_path: Path) -> None:
         f"input_shape: {TINY_SHAPE}}}\n"
     )
     out = subprocess.run(
-        [sys.executable, "-m", "mmt_nas.cli", "report", "--table", str(tiny_ops), "--models", "models.yaml",
-         "--out", "rep", "--times", "3", "--repeats", "1", "--no-plots"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "mmt_nas.cli",
+            "report",
+            "--table",
+            str(tiny_ops),
+            "--models",
+            "models.yaml",
+            "--out",
+            "rep",
+            "--times",
+            "3",
+            "--repeats",
+            "1",
+            "--no-plots",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
@@ -161,33 +224,83 @@ def test_cli_report(tiny_ops: Path, tmp_path: Path) -> None:
 def test_cli_fits_a_calibration_and_predicts_with_it_and_the_fallback(tiny_ops: Path, tmp_path: Path) -> None:
     from mmt_nas.calibration import InContextCalibration
 
-    (tmp_path / "models.yaml").write_text("models:\n" + "".join(
-        f"  - {{name: w{w}, model: '{HERE / 'tinymods.py'}:TinyNet', kwargs: {{width: {w}}}, "
-        f"input_shape: {TINY_SHAPE}}}\n" for w in (8,)))
-    run = lambda *args: subprocess.run([sys.executable, "-m", "mmt_nas.cli", *args], capture_output=True,  # noqa: E731
-                                       text=True, timeout=600, cwd=tmp_path)
-    out = run("report", "--table", str(tiny_ops), "--models", "models.yaml", "--out", "rep", "--times", "3",
-              "--repeats", "1", "--no-plots", "--fit-calibration", "cal.json")
+    (tmp_path / "models.yaml").write_text(
+        "models:\n"
+        + "".join(
+            f"  - {{name: w{w}, model: '{HERE / 'tinymods.py'}:TinyNet', kwargs: {{width: {w}}}, "
+            f"input_shape: {TINY_SHAPE}}}\n"
+            for w in (8,)
+        )
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mmt_nas.cli", *args], capture_output=True, text=True, timeout=600, cwd=tmp_path
+        )
+
+    out = run(
+        "report",
+        "--table",
+        str(tiny_ops),
+        "--models",
+        "models.yaml",
+        "--out",
+        "rep",
+        "--times",
+        "3",
+        "--repeats",
+        "1",
+        "--no-plots",
+        "--fit-calibration",
+        "cal.json",
+    )
     # one tiny net has too few profiled ops to fit a calibration: the report is written, then a clear refusal
     assert out.returncode == 2 and "at least 10" in out.stderr and "Profile more models" in out.stderr
     assert (tmp_path / "rep" / "report.json").is_file() and not (tmp_path / "cal.json").exists()
-    (tmp_path / "models.yaml").write_text("models:\n" + "".join(
-        f"  - {{name: copy{i}, model: '{HERE / 'tinymods.py'}:TinyNet', input_shape: {TINY_SHAPE}}}\n"
-        for i in range(4)))
-    out = run("report", "--table", str(tiny_ops), "--models", "models.yaml", "--out", "rep", "--times", "3",
-              "--repeats", "1", "--no-plots", "--fit-calibration", "cal.json")
+    (tmp_path / "models.yaml").write_text(
+        "models:\n"
+        + "".join(
+            f"  - {{name: copy{i}, model: '{HERE / 'tinymods.py'}:TinyNet', input_shape: {TINY_SHAPE}}}\n"
+            for i in range(4)
+        )
+    )
+    out = run(
+        "report",
+        "--table",
+        str(tiny_ops),
+        "--models",
+        "models.yaml",
+        "--out",
+        "rep",
+        "--times",
+        "3",
+        "--repeats",
+        "1",
+        "--no-plots",
+        "--fit-calibration",
+        "cal.json",
+    )
     assert out.returncode == 0, out.stderr
     assert InContextCalibration.load(tmp_path / "cal.json").models_ == ["copy0", "copy1", "copy2", "copy3"]
     model = f"{HERE / 'tinymods.py'}:TinyNet"
     shape = ",".join(map(str, TINY_SHAPE))
     refused = run("predict", model, "--kwargs", "{width: 16}", "--input-shape", shape, "--table", str(tiny_ops))
     assert refused.returncode == 2
-    est = run("predict", model, "--kwargs", "{width: 16}", "--input-shape", shape, "--table", str(tiny_ops),
-              "--fallback", "--json")
+    est = run(
+        "predict",
+        model,
+        "--kwargs",
+        "{width: 16}",
+        "--input-shape",
+        shape,
+        "--table",
+        str(tiny_ops),
+        "--fallback",
+        "--json",
+    )
     assert est.returncode == 0, est.stderr
     assert {o["source"] for o in json.loads(est.stdout)["ops"]} >= {"fallback", "fused"}
-    cal = run("predict", model, "--input-shape", shape, "--table", str(tiny_ops), "--calibration", "cal.json",
-              "--json")
+    cal = run("predict", model, "--input-shape", shape, "--table", str(tiny_ops), "--calibration", "cal.json", "--json")
     assert cal.returncode == 0, cal.stderr
     assert any(o["ratio"] != 1.0 for o in json.loads(cal.stdout)["ops"])
 
@@ -272,22 +385,50 @@ def test_cli_report_continues_from_the_journal_unless_fresh(tiny_ops: Path, tmp_
     from mmt_nas.report import JOURNAL_FILENAME
 
     (tmp_path / "models.yaml").write_text(
-        f"models:\n  - {{name: tiny, model: '{HERE / 'tinymods.py'}:TinyNet', input_shape: {TINY_SHAPE}}}\n")
+        f"models:\n  - {{name: tiny, model: '{HERE / 'tinymods.py'}:TinyNet', input_shape: {TINY_SHAPE}}}\n"
+    )
     journal = tmp_path / "rep" / JOURNAL_FILENAME
     specs = load_model_specs(tmp_path / "models.yaml")
 
     def journal_as_an_interrupted_run_leaves_it() -> None:
-        evaluate(LatencyPredictor(tiny_ops), [(s.name, s, s.input_shape) for s in specs], times=3, repeats=1,
-                 profile_times=2, journal=journal)
+        evaluate(
+            LatencyPredictor(tiny_ops),
+            [(s.name, s, s.input_shape) for s in specs],
+            times=3,
+            repeats=1,
+            profile_times=2,
+            journal=journal,
+        )
         line = json.loads(journal.read_text())
         line["run_medians_ms"] = [1234.5]  # no real measurement of this model gives that: tells reuse apart
         journal.write_text(json.dumps(line) + "\n")
 
     def report(*extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
         out = subprocess.run(
-            [sys.executable, "-m", "mmt_nas.cli", "report", "--table", str(tiny_ops), "--models", "models.yaml",
-             "--out", "rep", "--times", "3", "--repeats", "1", "--profile-times", "2", "--no-plots", *extra],
-            capture_output=True, text=True, timeout=600, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "mmt_nas.cli",
+                "report",
+                "--table",
+                str(tiny_ops),
+                "--models",
+                "models.yaml",
+                "--out",
+                "rep",
+                "--times",
+                "3",
+                "--repeats",
+                "1",
+                "--profile-times",
+                "2",
+                "--no-plots",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
         )
         assert out.returncode == 0, out.stderr
         return out, json.loads((tmp_path / "rep" / "report.json").read_text())["models"][0]

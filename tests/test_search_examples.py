@@ -17,7 +17,11 @@ def _run(script: str, work: Path) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--quick", "--work-dir", str(work)],
-        capture_output=True, text=True, env=env, cwd=work.parent, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=work.parent,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout

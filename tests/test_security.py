@@ -17,8 +17,18 @@ from conftest import HERE, ROOT, TINY_SHAPE
 #: Audit events (PEP 578) the pipeline must never raise, by name or name prefix (``os.exec`` covers
 #: ``os.execv``... which all raise ``os.exec``; ``os.spawn``/``os.posix_spawn`` likewise).
 FORBIDDEN_EVENTS = (
-    "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-    "socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "socket.sendto",
+    "subprocess.Popen",
+    "os.system",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "os.fork",
+    "os.forkpty",
+    "socket.connect",
+    "socket.getaddrinfo",
+    "socket.gethostbyname",
+    "socket.gethostbyaddr",
+    "socket.sendto",
 )
 
 PIPELINE = textwrap.dedent(
@@ -111,14 +121,19 @@ def test_whole_pipeline_never_imports_mnn_tools_runs_processes_or_opens_sockets(
     # fonts (matplotlib/font_manager.py, _get_fontconfig_fonts). That is matplotlib's one-time setup, not
     # mmt_nas's doing, and it starts no network connection. It is done here beforehand, outside the hook, in
     # the private config folder the pipeline then uses; the pipeline itself must start nothing at all.
-    warm = subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=env, capture_output=True,
-                          text=True, timeout=300)
+    warm = subprocess.run(
+        [sys.executable, "-c", "import matplotlib.font_manager"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert warm.returncode == 0, warm.stderr
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
-    events = next((json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
-                   if line.startswith("AUDIT-EVENTS ")), None)
-    modules = next((json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
-                    if line.startswith("AUDIT-MODULES ")), None)
+    events = next(
+        (json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines() if line.startswith("AUDIT-EVENTS ")),
+        None,
+    )
+    modules = next(
+        (json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines() if line.startswith("AUDIT-MODULES ")),
+        None,
+    )
     shown = "\n".join(f"{e['event']} {e['args']}\n{e['stack']}" for e in events or [])
     assert events == [], f"forbidden audit events:\n{shown}\nstderr:\n{out.stderr[-3000:]}"
     assert modules == [], f"MNN.tools or aliyun modules were imported: {modules}"
@@ -142,15 +157,23 @@ def test_the_audit_hook_sees_what_it_forbids(tmp_path: Path) -> None:
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    events = next(json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
-                  if line.startswith("AUDIT-EVENTS "))
-    assert [e["event"] for e in events] == ["subprocess.Popen", "os.system", "socket.getaddrinfo", "import",
-                                            "_posixsubprocess.fork_exec"]
+    events = next(
+        json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines() if line.startswith("AUDIT-EVENTS ")
+    )
+    assert [e["event"] for e in events] == [
+        "subprocess.Popen",
+        "os.system",
+        "socket.getaddrinfo",
+        "import",
+        "_posixsubprocess.fork_exec",
+    ]
     assert "MNN.tools" in events[3]["args"] and "MNN.tools" not in sys.modules
 
 
 def test_package_has_no_unsafe_calls() -> None:
-    pattern = re.compile(r"pickle|joblib|(?<![.\w])eval\(|(?<![.\w])exec\(|yaml\.load\(|unsafe_load|MNN\.tools|import MNN\.tools")
+    pattern = re.compile(
+        r"pickle|joblib|(?<![.\w])eval\(|(?<![.\w])exec\(|yaml\.load\(|unsafe_load|MNN\.tools|import MNN\.tools"
+    )
     hits = [
         f"{p.relative_to(ROOT)}:{i}"
         for p in (ROOT / "mmt_nas").rglob("*.py")
@@ -176,6 +199,10 @@ def test_every_yaml_read_goes_through_safe_load() -> None:
     bad = [(where, what) for where, what in uses if what not in allowed]
     assert bad == [], f"yaml used otherwise than through safe_load/safe_dump: {bad}"
     assert any(what == "safe_load" for _, what in uses)  # the package does read YAML, and this test saw it
-    loaders = [line for p in (ROOT / "mmt_nas").rglob("*.py") for line in p.read_text().splitlines()
-               if re.search(r"\bLoader\b|FullLoader|UnsafeLoader|CLoader", line)]
+    loaders = [
+        line
+        for p in (ROOT / "mmt_nas").rglob("*.py")
+        for line in p.read_text().splitlines()
+        if re.search(r"\bLoader\b|FullLoader|UnsafeLoader|CLoader", line)
+    ]
     assert loaders == []

@@ -18,8 +18,9 @@ from mmt_nas.vocab import op_key
 _finite = st.floats(min_value=0, max_value=1e4, allow_nan=False, allow_infinity=False)
 _shape = st.lists(st.integers(1, 512), min_size=1, max_size=4).map(tuple)
 _json_scalar = st.one_of(st.integers(-1000, 1000), st.booleans(), st.text(max_size=8), _finite)
-_args = st.dictionaries(st.text(min_size=1, max_size=8), st.one_of(_json_scalar, st.lists(_json_scalar, max_size=3)),
-                        max_size=4)
+_args = st.dictionaries(
+    st.text(min_size=1, max_size=8), st.one_of(_json_scalar, st.lists(_json_scalar, max_size=3)), max_size=4
+)
 
 
 @st.composite
@@ -72,8 +73,10 @@ def test_stats_from_samples_match_numpy() -> None:
 
 
 def _doc(**changes: object) -> dict:
-    entry = TableEntry(OpRecord(op_key("ReLU", "ReLU()", (1, 4)), "ReLU", "torch.nn", {}, (1, 4)),
-                       LatencyStats.from_samples([0.01, 0.02]))
+    entry = TableEntry(
+        OpRecord(op_key("ReLU", "ReLU()", (1, 4)), "ReLU", "torch.nn", {}, (1, 4)),
+        LatencyStats.from_samples([0.01, 0.02]),
+    )
     doc = LatencyTable(entries=[entry]).to_dict()
     doc.update(changes)
     return doc
@@ -85,12 +88,18 @@ BAD_TABLES = {
     "other schema": (lambda d: json.dumps({**d, "schema": "something"}), "expected schema"),
     "NaN latency": (lambda d: json.dumps(d).replace('"median": 0.015', '"median": NaN'), "non-finite"),
     "negative latency": (lambda d: json.dumps(d).replace('"median": 0.015', '"median": -1'), "median_ms"),
-    "duplicate keys": (lambda d: json.dumps({**d, "entries": d["entries"] + [{**d["entries"][0], "core_ms": 1.0}]}),
-                       r"twice with different measurements \(entries\[0\] and entries\[1\]\)"),
-    "unknown device": (lambda d: json.dumps({**d, "entries": [{**d["entries"][0], "device": "ghost-1"}]}),
-                       "names device 'ghost-1'"),
-    "device of another class": (lambda d: json.dumps({**d, "device": {"cpu_model": "A"},
-                                                      "devices": {"x": {"cpu_model": "B"}}}), "never mixed"),
+    "duplicate keys": (
+        lambda d: json.dumps({**d, "entries": d["entries"] + [{**d["entries"][0], "core_ms": 1.0}]}),
+        r"twice with different measurements \(entries\[0\] and entries\[1\]\)",
+    ),
+    "unknown device": (
+        lambda d: json.dumps({**d, "entries": [{**d["entries"][0], "device": "ghost-1"}]}),
+        "names device 'ghost-1'",
+    ),
+    "device of another class": (
+        lambda d: json.dumps({**d, "device": {"cpu_model": "A"}, "devices": {"x": {"cpu_model": "B"}}}),
+        "never mixed",
+    ),
     "missing field": (lambda d: json.dumps(d).replace('"p90"', '"p91"'), "p90"),
     "path in file name": (lambda d: json.dumps(d).replace('"file": null', '"file": "../x.mnn"'), "plain file name"),
 }
@@ -142,8 +151,9 @@ def _entry(name: str, samples: list[float], device: str | None = None) -> TableE
     return TableEntry(op, LatencyStats.from_samples(samples), None, device)
 
 
-def _table(device: dict, entries: list[tuple[str, list[float]]], settings_: RuntimeSettings | None = None
-           ) -> LatencyTable:
+def _table(
+    device: dict, entries: list[tuple[str, list[float]]], settings_: RuntimeSettings | None = None
+) -> LatencyTable:
     t = LatencyTable(settings_ or RuntimeSettings(), device, {"times": 10})
     did = t.add_device(device)
     for name, samples in entries:
@@ -165,10 +175,19 @@ def test_device_ids_and_provenance_round_trip(tmp_path: Path) -> None:
 
 
 def test_merge_joins_shards_keeps_more_samples_and_reports_disagreements() -> None:
-    a = _table(DEV_A, [("only-a", [1.0] * 5), ("both-same", [2.0, 2.01, 1.99] * 10), ("both-far", [1.0, 1.01] * 50),
-                       ("tie", [3.0, 3.01])])
-    b = _table(DEV_B, [("only-b", [4.0] * 5), ("both-same", [2.0, 2.02] * 50), ("both-far", [2.0, 2.01] * 10),
-                       ("tie", [5.0, 5.01])])
+    a = _table(
+        DEV_A,
+        [
+            ("only-a", [1.0] * 5),
+            ("both-same", [2.0, 2.01, 1.99] * 10),
+            ("both-far", [1.0, 1.01] * 50),
+            ("tie", [3.0, 3.01]),
+        ],
+    )
+    b = _table(
+        DEV_B,
+        [("only-b", [4.0] * 5), ("both-same", [2.0, 2.02] * 50), ("both-far", [2.0, 2.01] * 10), ("tie", [5.0, 5.01])],
+    )
     merged, report = merge_tables([a, b], rtol=0.1)
     keys = {k.split("|")[1] for k in merged.keys()}
     assert keys == {"ReLU(only-a)", "ReLU(only-b)", "ReLU(both-same)", "ReLU(both-far)", "ReLU(tie)"}
@@ -183,7 +202,9 @@ def test_merge_joins_shards_keeps_more_samples_and_reports_disagreements() -> No
     conflicts = {c.key.split("|")[1]: c for c in report.conflicts}
     assert set(conflicts) == {"ReLU(both-same)", "ReLU(both-far)", "ReLU(tie)"}
     assert not conflicts["ReLU(both-same)"].beyond_noise  # 0.5% apart
-    assert conflicts["ReLU(both-far)"].beyond_noise and conflicts["ReLU(both-far)"].rel_diff == pytest.approx(1.0, rel=0.01)
+    assert conflicts["ReLU(both-far)"].beyond_noise and conflicts["ReLU(both-far)"].rel_diff == pytest.approx(
+        1.0, rel=0.01
+    )
     assert [c.key for c in report.disagreements][0] == conflicts["ReLU(both-far)"].key
     assert LatencyTable.from_dict(json.loads(json.dumps(merged.to_dict()))) == merged
 
@@ -207,8 +228,13 @@ def test_tables_from_before_device_ids_merge_with_their_table_device() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(parts=st.lists(st.lists(st.tuples(st.sampled_from("abcdef"), st.lists(_finite, min_size=1, max_size=6)),
-                               max_size=6), min_size=1, max_size=4))
+@given(
+    parts=st.lists(
+        st.lists(st.tuples(st.sampled_from("abcdef"), st.lists(_finite, min_size=1, max_size=6)), max_size=6),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_merge_properties(parts: list[list[tuple[str, list[float]]]]) -> None:
     tables = [_table({**DEV_A, "hostname": f"h{i}"}, list(dict(p).items())) for i, p in enumerate(parts)]
     merged, report = merge_tables(tables)
@@ -233,8 +259,9 @@ def test_check_device() -> None:
 
 
 def test_absurd_numbers_are_table_errors_not_crashes(tmp_path: Path) -> None:
-    entry = TableEntry(OpRecord(op_key("ReLU", "ReLU()", (1, 4)), "ReLU", "torch.nn", {}, (1, 4)),
-                       LatencyStats.from_samples([0.01]))
+    entry = TableEntry(
+        OpRecord(op_key("ReLU", "ReLU()", (1, 4)), "ReLU", "torch.nn", {}, (1, 4)), LatencyStats.from_samples([0.01])
+    )
     with pytest.raises(TableError, match="core_ms"):
         TableEntry(entry.op, entry.latency, 10**400)
     with pytest.raises(TableError, match="std_ms"):

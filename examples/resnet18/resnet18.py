@@ -16,7 +16,7 @@ class ResNetBasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kernel: int = 3) -> None:
         super().__init__()
-        self.name = "ResNetBasicBlock-%d-%d-%d-%d-" % (in_channels, out_channels, stride, kernel)
+        self.name = f"ResNetBasicBlock-{in_channels}-{out_channels}-{stride}-{kernel}-"
         pad = kernel // 2
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel, stride, pad, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)

@@ -26,7 +26,9 @@ def _ch(c: float, divisor: int = 8) -> int:
     return v + divisor if v < 0.9 * c else v
 
 
-def conv_bn(cin: int, cout: int, k: int, s: int, groups: int = 1, act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
+def conv_bn(
+    cin: int, cout: int, k: int, s: int, groups: int = 1, act: type[nn.Module] | None = nn.ReLU
+) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
     if act is not None:
         layers.append(act())
@@ -46,9 +48,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU()
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = (
-            conv_bn(cin, planes, 1, stride, act=None) if stride != 1 or cin != planes else None
-        )
+        self.downsample = conv_bn(cin, planes, 1, stride, act=None) if stride != 1 or cin != planes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -81,8 +81,11 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     def __init__(self, depth: int = 18, width: float = 1.0, num_classes: int = 1000) -> None:
         super().__init__()
-        block, layers = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]),
-                         50: (Bottleneck, [3, 4, 6, 3])}[depth]
+        block, layers = {
+            18: (BasicBlock, [2, 2, 2, 2]),
+            34: (BasicBlock, [3, 4, 6, 3]),
+            50: (Bottleneck, [3, 4, 6, 3]),
+        }[depth]
         widths = [_ch(64 * width * m) for m in (1, 2, 4, 8)]
         self.stem = nn.Sequential(conv_bn(3, widths[0], 7, 2), nn.MaxPool2d(3, 2, 1))
         blocks: list[nn.Module] = []
@@ -103,8 +106,7 @@ class ResNet(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expansion: int, kernel: int,
-                 se: bool = False) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int, kernel: int, se: bool = False) -> None:
         super().__init__()
         hidden = _ch(cin * expansion)
         layers: list[nn.Module] = []
@@ -143,8 +145,14 @@ MBV2_STAGES = [(6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 1
 class MobileNetV2(nn.Module):
     """MobileNetV2; ``blocks`` overrides (kernel, expansion) per block and ``depths`` the blocks per stage."""
 
-    def __init__(self, width: float = 1.0, depths: Sequence[int] | None = None,
-                 blocks: Sequence[tuple[int, int]] | None = None, se: bool = False, num_classes: int = 1000) -> None:
+    def __init__(
+        self,
+        width: float = 1.0,
+        depths: Sequence[int] | None = None,
+        blocks: Sequence[tuple[int, int]] | None = None,
+        se: bool = False,
+        num_classes: int = 1000,
+    ) -> None:
         super().__init__()
         depths = list(depths or [n for _, _, n, _ in MBV2_STAGES])
         choices = iter(blocks or [(3, t) for (t, _, _, _), n in zip(MBV2_STAGES, depths) for _ in range(n)])
@@ -212,8 +220,11 @@ class ShuffleUnit(nn.Module):
         if stride == 2:
             self.left = nn.Sequential(conv_bn(cin, cin, 3, 2, groups=cin, act=None), conv_bn(cin, half, 1, 1))
         branch_in = cin if stride == 2 else cin // 2
-        self.right = nn.Sequential(conv_bn(branch_in, half, 1, 1), conv_bn(half, half, 3, stride, groups=half,
-                                                                          act=None), conv_bn(half, half, 1, 1))
+        self.right = nn.Sequential(
+            conv_bn(branch_in, half, 1, 1),
+            conv_bn(half, half, 3, stride, groups=half, act=None),
+            conv_bn(half, half, 1, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
