@@ -32,9 +32,10 @@ from results_md import RESULTS, machine_line, update_section  # noqa: E402
 
 from mmt_nas.calibration import InContextCalibration, cross_fitted, samples_from_profile  # noqa: E402
 from mmt_nas.converter import generate_ops_list  # noqa: E402
+from mmt_nas.describe import space_from_model  # noqa: E402
 from mmt_nas.fallback import LatencyRegressor, compare_regressors  # noqa: E402
 from mmt_nas.meter import OpProfile, meter_ops  # noqa: E402
-from mmt_nas.opspace import dump_space, space_from_model  # noqa: E402
+from mmt_nas.opspace import dump_space  # noqa: E402
 from mmt_nas.parser import parse_model  # noqa: E402
 from mmt_nas.predictor import LatencyPredictor, Prediction  # noqa: E402
 from mmt_nas.report import ModelResult, Report, _category_split, compute_metrics, evaluate  # noqa: E402

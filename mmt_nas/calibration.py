@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mmt_nas._files import atomic_write_text
 from mmt_nas._imports import try_import
-from mmt_nas.exceptions import NotFittedError, OptionError, TableError
+from mmt_nas.exceptions import NotFittedError, TableError
 from mmt_nas.fallback import op_features
 from mmt_nas.records import OpRecord
 from mmt_nas.table import Latency, TableEntry
 from mmt_nas.trace import ParsedOp
+from mmt_nas.vocab import check_choice
 
 if TYPE_CHECKING:
     from mmt_nas.meter import OpProfile
@@ -180,8 +181,7 @@ class InContextCalibration:
                 f"calibration needs at least 10 in-context op samples, but got {len(samples)}. "
                 "Profile more models (mmt_nas.report.evaluate collects them)."
             )
-        if self.model not in CALIBRATION_KINDS:
-            raise OptionError(f"model must be 'boosting' or 'forest', but got model={self.model!r}.")
+        check_choice("model", self.model, CALIBRATION_KINDS)
         with try_import("fallback", "the in-context calibration") as imported:
             from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
         imported.check()

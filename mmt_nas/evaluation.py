@@ -33,7 +33,7 @@ from mmt_nas._files import open_journal, pid_alive
 from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError
 from mmt_nas.meter import OpProfile, device_info, profile_model, time_model
 from mmt_nas.opspace import load_model, yaml_error_text
-from mmt_nas.vocab import mnn_category, op_category
+from mmt_nas.vocab import check_shape, mnn_category, op_category
 
 if TYPE_CHECKING:
     import torch
@@ -113,9 +113,7 @@ def load_model_specs(path: str | os.PathLike[str]) -> list[ModelSpec]:
         where = f"models[{i}]"
         if not isinstance(m, dict) or not isinstance(m.get("model"), str) or ":" not in m["model"]:
             raise OpSpaceError(f"{where} must have model: 'module:callable' or 'file.py:callable', but got {m!r}.")
-        shape = m.get("input_shape")
-        if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-            raise OpSpaceError(f"{where}.input_shape must be a list of positive integers, but got {shape!r}.")
+        shape = list(check_shape(m.get("input_shape"), f"{where}.input_shape"))
         kwargs = m.get("kwargs") or {}
         if not isinstance(kwargs, dict):
             raise OpSpaceError(f"{where}.kwargs must be a mapping, but got {kwargs!r}.")

@@ -20,7 +20,7 @@ from mmt_nas.exceptions import NotFittedError, OptionError, TableError
 from mmt_nas.records import OpRecord
 from mmt_nas.table import Latency, LatencyTable, TableEntry, check_latency
 from mmt_nas.trace import ParsedOp
-from mmt_nas.vocab import FAMILIES, op_family
+from mmt_nas.vocab import FAMILIES, check_choice, op_family
 
 __all__ = [
     "FAMILIES",
@@ -92,9 +92,7 @@ def op_features(op: OpRecord | TableEntry) -> list[float]:
 
 def check_regressor_kind(model: Any) -> RegressorKind:
     """Return ``model`` if it is a :data:`REGRESSOR_KINDS` name, else raise :class:`OptionError`."""
-    if model not in REGRESSOR_KINDS:
-        raise OptionError(f"model must be one of {REGRESSOR_KINDS}, but got model={model!r}.")
-    return model
+    return check_choice("model", model, REGRESSOR_KINDS)
 
 
 def _make(kind: RegressorKind, random_state: int) -> Any:

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mmt_nas.describe import record_from_parsed
-from mmt_nas.exceptions import OptionError, TableError, UnknownOpError
+from mmt_nas.exceptions import OpSpaceError, OptionError, TableError, UnknownOpError
 from mmt_nas.meter import device_info
 from mmt_nas.records import OpRecord
 from mmt_nas.table import TABLE_FILENAME, Latency, LatencyTable, RuntimeSettings, TableEntry, check_latency
 from mmt_nas.trace import Composition, ParsedOp, check_composition, parse_model
-from mmt_nas.vocab import parse_key
+from mmt_nas.vocab import check_choice, parse_key
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Iterable
@@ -44,9 +44,7 @@ Source = Literal["table", "fallback", "fused"]
 
 def check_on_missing(on_missing: Any) -> OnMissing:
     """Return ``on_missing`` if it is ``"error"`` or ``"fallback"``, else raise :class:`OptionError`."""
-    if on_missing not in ON_MISSING:
-        raise OptionError(f"on_missing must be one of {ON_MISSING}, but got on_missing={on_missing!r}.")
-    return on_missing
+    return check_choice("on_missing", on_missing, ON_MISSING)
 
 
 class OpEstimator(Protocol):
@@ -310,15 +308,19 @@ class LatencyPredictor:
             "unknown op as 0 ms. Add them to the op space (mmt-nas space writes one from the model), "
             "generate and meter them; or use a fallback estimator. Missing:"
         ]
-        shapes: dict[str, list[str]] = {}  # "Class|repr" -> the input shapes the table has it at
+        shapes: dict[tuple[str, str], list[str]] = {}  # (class, repr) -> the input shapes the table has it at
         for k in self.table.keys():
-            op_part, _, shape = k.rpartition("|")
-            shapes.setdefault(op_part, []).append(shape)
+            try:
+                parts = parse_key(k)
+            except OpSpaceError:  # a key written by hand, not by op_key: no shape to compare
+                continue
+            shapes.setdefault((parts.class_name, parts.repr), []).append("x".join(map(str, parts.input_shape)))
         for key in missing:
             op = grouped[key][0]
             lines.append(f"  - {key}  (at {op.name or '<model>'}, {len(grouped[key])}x)")
-            op_part, _, shape = key.rpartition("|")
-            other = [s for s in shapes.get(op_part, []) if s != shape]
+            parts = parse_key(key)
+            shape = "x".join(map(str, parts.input_shape))
+            other = [s for s in shapes.get((parts.class_name, parts.repr), []) if s != shape]
             if other:
                 lines.append(
                     f"      the table has this op at input shape {', '.join(other[:8])}"

@@ -28,7 +28,7 @@ from mmt_nas._files import (  # noqa: F401 (re-exported: mmt_nas.table named the
     read_json,
     remove_stale_temp_files,
 )
-from mmt_nas.exceptions import OptionError, TableError
+from mmt_nas.exceptions import TableError
 from mmt_nas.records import (  # noqa: F401 (re-exported)
     META_FILENAME,
     SCHEMA_VERSION,
@@ -39,7 +39,10 @@ from mmt_nas.records import (  # noqa: F401 (re-exported)
     load_ops_meta,
     save_ops_meta,
 )
-from mmt_nas.vocab import op_key  # noqa: F401 (re-exported)
+from mmt_nas.vocab import (
+    check_choice,
+    op_key,  # noqa: F401 (re-exported)
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -71,9 +74,7 @@ LATENCIES: tuple[Latency, ...] = ("core", "wall")
 
 def check_latency(latency: Any) -> Latency:
     """Return ``latency`` if it is ``"core"`` or ``"wall"``, else raise :class:`OptionError`."""
-    if latency not in LATENCIES:
-        raise OptionError(f"latency must be 'core' or 'wall', but got latency={latency!r}.")
-    return latency
+    return check_choice("latency", latency, LATENCIES)
 
 
 def _finite_nonnegative(v: Any) -> bool:
@@ -537,20 +538,3 @@ class LatencyTable:
         if device is not None:
             table.check_device(device)
         return table
-
-
-def __getattr__(name: str) -> Any:
-    # Deprecated homes of names that moved to mmt_nas.merge (which builds on this module, so they are
-    # resolved on first use, with a warning, rather than imported here).
-    if name in ("merge_tables", "MergeConflict", "MergeReport"):
-        import warnings
-
-        import mmt_nas.merge
-
-        warnings.warn(
-            f"{__name__}.{name} moved to mmt_nas.merge.{name}; import it from there (or from mmt_nas).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(mmt_nas.merge, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from mmt_nas.exceptions import OpSpaceError, OptionError
+from mmt_nas.exceptions import OpSpaceError
 from mmt_nas.ops import canonical_name, encode_args, signature
-from mmt_nas.vocab import check_shape, op_key
+from mmt_nas.vocab import check_choice, check_shape, op_key
 
 if TYPE_CHECKING:
     import torch
@@ -44,9 +44,7 @@ COMPOSITIONS: tuple[Composition, ...] = ("mnn", "modules")
 
 def check_composition(composition: Any) -> Composition:
     """Return ``composition`` if it is ``"mnn"`` or ``"modules"``, else raise :class:`OptionError`."""
-    if composition not in COMPOSITIONS:
-        raise OptionError(f"composition must be 'mnn' or 'modules', but got composition={composition!r}.")
-    return composition
+    return check_choice("composition", composition, COMPOSITIONS)
 
 
 @dataclass(eq=False)

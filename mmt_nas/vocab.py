@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from mmt_nas.exceptions import MmtNasError, OpSpaceError
+from mmt_nas.exceptions import MmtNasError, OpSpaceError, OptionError
 
 __all__ = [
+    "check_choice",
     "OpKey",
     "op_key",
     "parse_key",
@@ -37,6 +38,26 @@ __all__ = [
     "family_category",
     "mnn_category",
 ]
+
+_T = TypeVar("_T", bound=str)
+
+
+def check_choice(name: str, value: Any, choices: tuple[_T, ...], *, error: type[MmtNasError] = OptionError) -> _T:
+    """Return ``value`` as the one of ``choices`` it equals (a ``Literal`` option), or raise ``error``.
+
+    Every string option of mmt_nas (``composition``, ``latency``, ``on_missing``, an estimator's kind, a
+    study's direction, ...) is a ``Literal`` alias with a tuple of its values, checked by this.
+
+    Example: ``check_choice("latency", "wall", ("core", "wall"))`` returns ``"wall"``; ``"hot"`` raises
+    ``OptionError: latency must be 'core' or 'wall', but got latency='hot'.``
+    """
+    for choice in choices:
+        if value == choice:
+            return choice
+    quoted = [repr(c) for c in choices]
+    allowed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    raise error(f"{name} must be {allowed}, but got {name}={value!r}.")
+
 
 # -- keys -----------------------------------------------------------------------------------
 
@@ -208,9 +229,9 @@ def op_family(
             The fallback's features leave it off (its fitted regressors depend on them).
     """
     if class_name == "Functional":
-        if key.count("|") >= 2:
-            fn = key.split("|", 2)[1].split("(", 1)[0]
-        else:
+        try:
+            fn = parse_key(key).repr.split("(", 1)[0]  # the signature, e.g. Tensor.add(x, T[1x64x56x56])
+        except OpSpaceError:  # no key: the record's arguments name the function
             fn = str((args or {}).get("fn", ""))
         return _function_family(fn)
     fam = (_REPORT_FAMILY_OF_CLASS if extended else _FAMILY_OF_CLASS).get(class_name, "block")

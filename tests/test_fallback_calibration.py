@@ -50,7 +50,7 @@ def test_regressor_contract_and_json_round_trip(tiny_ops: Path, kind: str) -> No
 
 def test_regressor_rejects_bad_input(tiny_ops: Path) -> None:
     table = LatencyTable.load(tiny_ops)
-    with pytest.raises(OptionError, match="model must be one of"):
+    with pytest.raises(OptionError, match="model must be 'forest', 'boosting' or 'linear', but got model='svm'"):
         LatencyRegressor("svm").fit(table)
     with pytest.raises(TableError, match="at least 5"):
         LatencyRegressor().fit(list(table)[:3])

@@ -11,8 +11,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 MOVED = [
-    ("mmt_nas.table", "merge_tables", "mmt_nas.merge"),
-    ("mmt_nas.table", "MergeReport", "mmt_nas.merge"),
     ("mmt_nas.table", "atomic_write_text", "mmt_nas._files"),
     ("mmt_nas.table", "exclusive_lock", "mmt_nas._files"),
     ("mmt_nas.table", "op_key", "mmt_nas.vocab"),
@@ -40,14 +38,11 @@ def test_a_moved_name_imports_from_its_old_module_as_the_same_object(old: str, n
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
-def test_the_old_home_of_merge_tables_warns_and_unknown_names_are_attribute_errors() -> None:
+def test_merge_tables_is_public_at_the_top_and_in_its_module() -> None:
+    import mmt_nas
     import mmt_nas.merge
-    import mmt_nas.table
 
-    with pytest.warns(DeprecationWarning, match=r"mmt_nas.table.merge_tables moved to mmt_nas.merge.merge_tables"):
-        assert mmt_nas.table.merge_tables is mmt_nas.merge.merge_tables
-    with pytest.raises(AttributeError, match="no_such_name"):
-        mmt_nas.table.no_such_name  # noqa: B018
+    assert mmt_nas.merge_tables is mmt_nas.merge.merge_tables
 
 
 def test_errors_are_one_family_and_their_builtins() -> None:

@@ -169,8 +169,8 @@ def test_metering_into_a_table_of_another_kind_of_device_is_refused(tiny_ops_cop
 
 
 def test_shards_are_disjoint_cover_every_op_and_merge_into_the_whole_table(tiny_ops_copy: Path) -> None:
+    from mmt_nas.merge import merge_tables
     from mmt_nas.meter import in_shard
-    from mmt_nas.table import merge_tables
 
     keys = {op.key for op in load_ops_meta(tiny_ops_copy)}
     (tiny_ops_copy / "meta_latency.json").unlink()

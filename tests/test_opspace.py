@@ -11,8 +11,9 @@ from conftest import TINY_SHAPE, write_space
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmt_nas.describe import space_from_model
 from mmt_nas.exceptions import OpSpaceError
-from mmt_nas.opspace import expand_space, load_space, space_from_model
+from mmt_nas.opspace import expand_space, load_space
 
 
 def test_cartesian_expansion_counts_every_combination(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mmt_nas.exceptions import SearchError
 from mmt_nas.integrations.optuna._deps import import_optuna
 from mmt_nas.predictor import LatencyPredictor
+from mmt_nas.vocab import check_choice
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -54,9 +55,7 @@ def check_direction(direction: Any) -> Direction:
     Raises:
         SearchError: It is neither.
     """
-    if direction not in DIRECTIONS:
-        raise SearchError(f"direction must be 'maximize' or 'minimize', but got direction={direction!r}.")
-    return direction
+    return check_choice("direction", direction, DIRECTIONS, error=SearchError)
 
 
 def _positive(name: str, value: Any) -> float:

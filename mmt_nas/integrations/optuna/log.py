@@ -20,6 +20,7 @@ import yaml
 from mmt_nas._files import atomic_write_text
 from mmt_nas.exceptions import SearchError
 from mmt_nas.integrations.optuna.constraint import BUDGET_ATTR, PREDICTED_ATTR
+from mmt_nas.vocab import check_choice
 
 if TYPE_CHECKING:
     import optuna
@@ -48,9 +49,7 @@ def check_trial_selection(which: Any) -> TrialSelection:
     Raises:
         SearchError: It is none of them.
     """
-    if which not in TRIAL_SELECTIONS:
-        raise SearchError(f"which must be 'pareto', 'feasible' or 'all', but got which={which!r}.")
-    return which
+    return check_choice("which", which, TRIAL_SELECTIONS, error=SearchError)
 
 
 @dataclass(frozen=True)
