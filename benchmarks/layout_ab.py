@@ -1,141 +1,164 @@
-"""Prediction speed of two checkouts of mmt_nas side by side, alternated (A B A B ...), on one table.
+"""Prediction speed of two checkouts of mmt_nas side by side, alternated call by call, on one table.
 
-For a refactor that must not slow prediction down: the same tables (ResNet-18's op space, and the
-MobileNetV2-style block space of ``examples/nas_space.py``), metered once, are predicted by the
-package of each checkout in its own fresh process, in turns, so the machine's drift hits both alike.
-Each process times ``LatencyPredictor.predict`` (meta trace + lookups) on ResNet-18 and on sampled
-MBV2-space architectures, and ``import mmt_nas.predictor`` once; the ratio new/old is taken pair by pair.
+For a refactor that must not slow prediction down. The older checkout's package is copied under another
+name (``mmt_nas_old``, its own imports renamed to match) so that both live in one process: the same
+tables (ResNet-18's op space, and the MobileNetV2-style block space of ``examples/nas_space.py``),
+metered once, are predicted by both, one call each in turn (A B, B A, ...), so the machine's drift
+hits both alike and the ratio new/old is taken pair by pair. ``import mmt_nas.predictor`` is timed in
+fresh processes, alternated the same way, in a fresh interpreter and with torch already imported.
 
 Run:  git worktree add /tmp/mmt_nas_old <old commit>
-      python benchmarks/layout_ab.py --old /tmp/mmt_nas_old [--rounds 6] [--label "old -> new"]
+      python benchmarks/layout_ab.py --old /tmp/mmt_nas_old [--pairs 300] [--label "old -> new"]
 Prints a table and rewrites the "layout-ab" section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import gc
+import importlib
 import os
+import random
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "examples" / "resnet18"))
 
 from results_md import machine_line, update_section  # noqa: E402
 
-# Runs in a fresh interpreter with one checkout's package first on sys.path.
-_WORKER = r"""
-import gc, json, random, statistics, sys, time
-t0 = time.perf_counter()
-import mmt_nas.predictor
-import_s = time.perf_counter() - t0
-sys.path[:0] = [EXAMPLES, EXAMPLES + "/resnet18"]
-from nas_space import SPACES
-from resnet18 import ResNet18
-from mmt_nas.predictor import LatencyPredictor
-assert mmt_nas.predictor.__file__.startswith(PACKAGE_ROOT), mmt_nas.predictor.__file__
+_IMPORTS = re.compile(r"\bmmt_nas(?=[.\s:,)\"'])")  # the package's name where code names it, not "mmt_nas/..."
 
-def timed(fn, n):
-    out = []
+
+def copy_renamed(old_root: Path, dest: Path) -> None:
+    """Copy ``old_root/mmt_nas`` to ``dest/mmt_nas_old``, renaming the package wherever its code names it."""
+    target = dest / "mmt_nas_old"
+    shutil.copytree(old_root / "mmt_nas", target, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in target.rglob("*.py"):
+        path.write_text(_IMPORTS.sub("mmt_nas_old", path.read_text(encoding="utf-8")), encoding="utf-8")
+
+
+def pairs(fns: dict[str, Callable[[], Any]], n: int) -> dict[str, list[float]]:
+    """``n`` timings (ms) of each function, one call of each in turn, the order alternating."""
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
     gc.disable()
     try:
-        for _ in range(n):
-            t = time.perf_counter_ns(); fn(); out.append(time.perf_counter_ns() - t)
+        for i in range(n):
+            for name in names if i % 2 == 0 else names[::-1]:
+                t0 = time.perf_counter_ns()
+                fns[name]()
+                out[name].append((time.perf_counter_ns() - t0) / 1e6)
     finally:
         gc.enable()
-    return statistics.median(out) / 1e6
-
-r18 = LatencyPredictor(R18_TABLE)
-model = ResNet18().eval()
-r18.predict(model, [1, 3, 224, 224])
-r18_ms = timed(lambda: r18.predict(model, [1, 3, 224, 224]), 15)
-space = SPACES["mobilenetv2"]
-mb = LatencyPredictor(MBV2_TABLE)
-rng = random.Random(0)
-models = [space.build(space.sample(rng)) for _ in range(N_ARCHS)]
-mb.predict(models[0], space.input_shape)
-mb_ms = statistics.median(timed(lambda: mb.predict(m, space.input_shape), 3) for m in models)
-print(json.dumps({"import_s": import_s, "r18_ms": r18_ms, "mbv2_ms": mb_ms,
-                  "r18_pred": float(r18.predict(model, [1, 3, 224, 224]))}))
-"""
+    return out
 
 
-def run_side(package_root: Path, r18: Path, mbv2: Path, n_archs: int) -> dict[str, float]:
+def import_seconds(package_root: Path, module: str, torch_first: bool) -> float:
     code = (
-        f"EXAMPLES = {str(ROOT / 'examples')!r}\nPACKAGE_ROOT = {str(package_root)!r}\nR18_TABLE = {str(r18)!r}\n"
-        f"MBV2_TABLE = {str(mbv2)!r}\nN_ARCHS = {n_archs}\n" + _WORKER
-    )
+        "import torch\n" if torch_first else ""
+    ) + f"import time\nt = time.perf_counter()\nimport {module}\nprint(time.perf_counter() - t)"
     env = dict(os.environ, PYTHONPATH=str(package_root))
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=package_root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"the worker for {package_root} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def summary(xs: list[float]) -> tuple[float, float, float]:
+    qs = statistics.quantiles(xs, n=10)
+    return statistics.median(xs), qs[0], qs[-1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", type=Path, required=True, help="a checkout of the older commit")
-    ap.add_argument("--rounds", type=int, default=6, help="pairs of runs (A B)")
-    ap.add_argument("--archs", type=int, default=8, help="MBV2-space architectures per run")
+    ap.add_argument("--pairs", type=int, default=300, help="alternated prediction pairs per model family")
+    ap.add_argument("--imports", type=int, default=8, help="alternated fresh-process import pairs")
     ap.add_argument("--label", default="before -> after", help="what is compared, for RESULTS.md")
     args = ap.parse_args()
+
     from nas_space import SPACES, build_table
+    from resnet18 import ResNet18
 
     from mmt_nas.converter import generate_ops_list
     from mmt_nas.meter import meter_ops
+    from mmt_nas.predictor import LatencyPredictor
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        copy_renamed(args.old.resolve(), work / "old")
+        sys.path.insert(0, str(work / "old"))
+        old_predictor = importlib.import_module("mmt_nas_old.predictor")
         generate_ops_list(ROOT / "examples" / "resnet18" / "ops.yaml", work / "r18", show_progress=False)
         meter_ops(work / "r18", times=10, show_progress=False)
-        build_table(SPACES["mobilenetv2"], work / "mbv2", times=10)
-        sides = {"old": args.old.resolve(), "new": ROOT}
-        runs: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
-        for i in range(args.rounds):
-            for side in ("old", "new") if i % 2 == 0 else ("new", "old"):
-                runs[side].append(run_side(sides[side], work / "r18", work / "mbv2", args.archs))
-                print(f"round {i + 1} {side}: {runs[side][-1]}", flush=True)
-    assert len({r["r18_pred"] for r in runs["old"] + runs["new"]}) == 1, "the two predict different latencies"
+        mbv2 = build_table(SPACES["mobilenetv2"], work / "mbv2", times=10)
 
-    def med(side: str, key: str) -> tuple[float, float, float]:
-        xs = [r[key] for r in runs[side]]
-        return statistics.median(xs), min(xs), max(xs)
+        shape = [1, 3, 224, 224]
+        model = ResNet18().eval()
+        new_r18, old_r18 = LatencyPredictor(work / "r18"), old_predictor.LatencyPredictor(work / "r18")
+        assert float(new_r18.predict(model, shape)) == float(old_r18.predict(model, shape))
+        r18 = pairs(
+            {"old": lambda: old_r18.predict(model, shape), "new": lambda: new_r18.predict(model, shape)}, args.pairs
+        )
 
-    def ratio(key: str) -> tuple[float, float, float]:
-        xs = [n[key] / o[key] for o, n in zip(runs["old"], runs["new"])]
-        return statistics.median(xs), min(xs), max(xs)
+        space = SPACES["mobilenetv2"]
+        new_mb, old_mb = LatencyPredictor(mbv2), old_predictor.LatencyPredictor(mbv2)
+        rng = random.Random(0)
+        models = [space.build(space.sample(rng)) for _ in range(10)]
+        for m in models:
+            assert float(new_mb.predict(m, space.input_shape)) == float(old_mb.predict(m, space.input_shape))
+        cycle = iter(range(10**9))
+        mb = pairs(
+            {
+                "old": lambda: old_mb.predict(models[next(cycle) // 2 % 10], space.input_shape),
+                "new": lambda: new_mb.predict(models[next(cycle) // 2 % 10], space.input_shape),
+            },
+            args.pairs,
+        )
+
+        imports: dict[str, dict[str, list[float]]] = {}
+        for torch_first in (False, True):
+            got: dict[str, list[float]] = {"old": [], "new": []}
+            for i in range(args.imports):
+                for side in ("old", "new") if i % 2 == 0 else ("new", "old"):
+                    root, module = (
+                        (work / "old", "mmt_nas_old.predictor") if side == "old" else (ROOT, "mmt_nas.predictor")
+                    )
+                    got[side].append(1e3 * import_seconds(root, module, torch_first))
+            imports["after torch" if torch_first else "fresh"] = got
 
     rows = []
-    for key, name, unit, scale in [
-        ("r18_ms", "ResNet-18: `predict` (new model)", "ms", 1.0),
-        ("mbv2_ms", "MBV2-space: `predict` (new model)", "ms", 1.0),
-        ("import_s", "`import mmt_nas.predictor` (fresh process)", "ms", 1e3),
+    for name, runs in [
+        ("ResNet-18: `predict` (new model)", r18),
+        ("MBV2-space: `predict` (new model)", mb),
+        ("`import mmt_nas.predictor`, fresh process", imports["fresh"]),
+        ("`import mmt_nas.predictor`, torch already imported", imports["after torch"]),
     ]:
-        o, n, r = med("old", key), med("new", key), ratio(key)
+        o, n = summary(runs["old"]), summary(runs["new"])
+        r = summary([b / a for a, b in zip(runs["old"], runs["new"])])
         rows.append(
-            f"| {name} | {o[0] * scale:.2f} {unit} ({o[1] * scale:.2f}-{o[2] * scale:.2f}) | "
-            f"{n[0] * scale:.2f} {unit} ({n[1] * scale:.2f}-{n[2] * scale:.2f}) | "
+            f"| {name} | {o[0]:.2f} ms ({o[1]:.2f}-{o[2]:.2f}) | {n[0]:.2f} ms ({n[1]:.2f}-{n[2]:.2f}) | "
             f"{r[0]:.3f} ({r[1]:.3f}-{r[2]:.3f}) |"
         )
     body = (
         f"## Prediction speed, two checkouts alternated (`benchmarks/layout_ab.py`)\n\nMachine: {machine_line()}. "
-        f"{args.label}: {args.rounds} rounds, each one fresh process per checkout, in turns (A B, B A, ...), on "
-        f"the same two tables; each figure is the median over rounds (min-max), the ratio new/old taken pair by "
-        f"pair. Both predicted the same ResNet-18 latency ({runs['new'][0]['r18_pred']:.3f} ms).\n\n"
-        "| measure | old | new | new/old |\n| --- | --- | --- | --- |\n" + "\n".join(rows) + "\n"
+        f"{args.label}. Both packages in one process (the old one renamed), each prediction pair timed one call "
+        f"of each in turn, order alternating: {args.pairs} pairs per family (MBV2: 10 sampled architectures in "
+        f"turn); imports in fresh processes, {args.imports} pairs each. Figures: median (p10-p90); the ratio "
+        "new/old taken pair by pair. Both predicted the same latency for every model.\n\n"
+        "| measure | old | new | new/old |\n| --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
+        "Importing the predictor now imports the tracer, and with it torch, at module level (before, torch "
+        "came with the first prediction): in a fresh process that is torch's own import time. A caller who "
+        "predicts holds an nn.Module, so has imported torch already: the last row is the cost there.\n"
     )
     print(body)
     update_section("layout-ab", body)

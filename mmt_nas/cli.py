@@ -14,7 +14,18 @@ from typing import Any
 import yaml
 
 from mmt_nas import __version__
-from mmt_nas.exceptions import MmtNasError, OpSpaceError, TableError
+from mmt_nas._files import atomic_write_text, exclusive_lock, lock_path
+from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError, TableError
+from mmt_nas.merge import merge_tables
+from mmt_nas.meter import meter_ops
+from mmt_nas.opspace import dump_space, load_space, space_of, yaml_error_text
+from mmt_nas.opspace import load_model as _load_model
+from mmt_nas.report import JOURNAL_FILENAME, Report, evaluate, load_model_specs
+from mmt_nas.table import TABLE_FILENAME, LatencyTable
+
+# The modules above import neither torch nor scikit-learn, so `mmt-nas meter` runs on a device with the base
+# install. Those that do (describe, converter, predictor, fallback, calibration, parser) are imported by the
+# commands that need them.
 
 _logger = logging.getLogger("mmt_nas.cli")
 
@@ -31,8 +42,6 @@ def _shape(text: str) -> list[int]:
 
 def load_model(spec: str, kwargs: str | None = None) -> Any:
     """Build a model from the command line's MODULE:CALLABLE and --kwargs (YAML/JSON mapping)."""
-    from mmt_nas.opspace import load_model as _load
-    from mmt_nas.opspace import yaml_error_text
 
     try:
         args = yaml.safe_load(kwargs) if kwargs else {}
@@ -43,7 +52,7 @@ def load_model(spec: str, kwargs: str | None = None) -> Any:
         ) from None
     if not isinstance(args, dict):
         raise OpSpaceError(f"--kwargs must be a mapping such as '{{num_classes: 10}}', but got {kwargs!r}.")
-    return _load(spec, args)
+    return _load_model(spec, args)
 
 
 def _runtime_args(p: argparse.ArgumentParser) -> None:
@@ -60,7 +69,6 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_space(a: argparse.Namespace) -> int:
     from mmt_nas.describe import space_from_model
-    from mmt_nas.opspace import dump_space
 
     doc = space_from_model(load_model(a.model, a.kwargs), a.input_shape)
     dump_space(doc, a.output)
@@ -84,7 +92,6 @@ def _cmd_generate(a: argparse.Namespace) -> int:
 
 
 def _cmd_meter(a: argparse.Namespace) -> int:
-    from mmt_nas.meter import meter_ops
 
     t0 = time.perf_counter()
     table = meter_ops(
@@ -104,9 +111,6 @@ def _cmd_meter(a: argparse.Namespace) -> int:
 
 
 def _cmd_merge(a: argparse.Namespace) -> int:
-    from mmt_nas._files import atomic_write_text, exclusive_lock, lock_path
-    from mmt_nas.merge import merge_tables
-    from mmt_nas.table import TABLE_FILENAME, LatencyTable
 
     def resolve(p: str) -> Path:
         return Path(p) / TABLE_FILENAME if Path(p).is_dir() else Path(p)
@@ -223,8 +227,6 @@ def _cmd_measure(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from mmt_nas.exceptions import MeteringError
-    from mmt_nas.report import JOURNAL_FILENAME, Report, evaluate, load_model_specs
 
     specs = load_model_specs(a.models)
     predictor = _predictor(a)
@@ -296,8 +298,6 @@ def _cmd_report(a: argparse.Namespace) -> int:
 def _cmd_sample(a: argparse.Namespace) -> int:
     from mmt_nas.converter import prepare_ops
     from mmt_nas.fallback import propose_samples
-    from mmt_nas.opspace import dump_space, load_space, space_of
-    from mmt_nas.table import LatencyTable
 
     table = LatencyTable.load(a.table)
     ready, skipped = prepare_ops(load_space(a.candidates), Path(a.candidates).parent)
@@ -325,7 +325,6 @@ def _find_example(example_dir: str | None) -> Path:
 
 def _cmd_demo(a: argparse.Namespace) -> int:
     from mmt_nas.converter import generate_ops_list, measure_latency
-    from mmt_nas.meter import meter_ops
     from mmt_nas.parser import predict_latency
 
     example = _find_example(a.example_dir)
