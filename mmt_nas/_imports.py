@@ -2,7 +2,8 @@
 
 Heavy optional dependencies (scikit-learn, Optuna, matplotlib, tqdm) are imported where they are
 first needed, inside a :func:`try_import` block; when the import fails, :meth:`_DeferredImport.check`
-raises :class:`~mmt_nas.exceptions.MissingExtraError` naming the mmt_nas extra that installs them::
+raises :class:`~mmt_nas.exceptions.MissingExtraError` naming the mmt_nas extra that installs them
+(``pip install -c constraints.txt 'mmt-nas[EXTRA]'``)::
 
     with try_import("fallback", "the regression fallback") as imported:
         from sklearn.ensemble import RandomForestRegressor
@@ -29,11 +30,12 @@ _BASE_PACKAGES = {"MNN": "MNN", "_tools": "MNN", "numpy": "numpy", "yaml": "PyYA
 
 
 def install_hint(extra: Extra, module: str = "") -> str:
-    """The install command for ``extra``, e.g. ``pip install 'mmt-nas[fallback]'``."""
+    """The install command for ``extra``, e.g. ``pip install -c constraints.txt 'mmt-nas[fallback]'`` (the
+    constraints file pins torch to a CPU build: an unpinned torch pulls a multi-GB CUDA build)."""
     if extra == "base":
         package = _BASE_PACKAGES.get(module.split(".")[0], "mmt-nas")
         return f"pip install {package}"
-    return f"pip install 'mmt-nas[{extra}]'"
+    return f"pip install -c constraints.txt 'mmt-nas[{extra}]'"
 
 
 def _message(what: str, extra: Extra, exc: BaseException) -> str:

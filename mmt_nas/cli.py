@@ -32,7 +32,8 @@ _logger = logging.getLogger("mmt_nas.cli")
 
 def _shape(text: str) -> list[int]:
     try:
-        shape = [int(p) for p in text.replace("x", ",").split(",")]  # an empty part is an error, not skipped
+        # a trailing comma is fine (1,3,224,224,); an empty part inside (1,3,,224) is an error, not skipped
+        shape = [int(p) for p in text.strip().replace("x", ",").removesuffix(",").split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a shape such as 1,3,224,224, but got {text!r}") from None
     if not shape or any(d <= 0 for d in shape):

@@ -26,7 +26,7 @@ from mmt_nas.meter import progress, quiet_native_output, time_model
 from mmt_nas.ops import SameInputs, required_inputs
 from mmt_nas.opspace import OpSpec, load_space
 from mmt_nas.records import OpRecord, load_ops_meta, save_ops_meta
-from mmt_nas.table import LatencyStats, RuntimeSettings
+from mmt_nas.table import LatencyStats, Precision, RuntimeSettings
 from mmt_nas.trace import eval_mode, shape_of
 from mmt_nas.vocab import check_shape, op_key
 
@@ -140,8 +140,9 @@ def export_to_mnn(
 
     Raises:
         ExportError: torch or MNN failed; the message says which and why.
+        MissingExtraError: torch is not installed.
     """
-    import torch
+    torch = require("torch", "torch", "exporting a model")
 
     shape = check_shape(list(input_shape))
     mnn_path = Path(mnn_path)
@@ -378,7 +379,7 @@ def measure_latency(
     warmup: int | None = None,
     backend: str = "CPU",
     threads: int = 1,
-    precision: str = "high",
+    precision: Precision = "high",
     keep_mnn: str | os.PathLike[str] | None = None,
 ) -> LatencyStats:
     """Measure a whole model end to end: export it like an op and time it with MNN.

@@ -32,7 +32,7 @@ from mmt_nas._files import exclusive_lock, lock_path, open_journal, remove_stale
 from mmt_nas._imports import require, try_import
 from mmt_nas.exceptions import MeteringError, TableError
 from mmt_nas.records import TABLE_FILENAME, load_ops_meta
-from mmt_nas.table import LatencyStats, LatencyTable, RuntimeSettings, TableEntry
+from mmt_nas.table import LatencyStats, LatencyTable, Precision, RuntimeSettings, TableEntry
 
 __all__ = [
     "meter_ops",
@@ -48,8 +48,6 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 JOURNAL_SUFFIX = ".journal"
 _CHECKPOINT_SECONDS = 5.0
-#: Metering stops when this many ops (or all, if fewer) fail before any op was ever metered into the table.
-_FAIL_FAST = 3
 _T = TypeVar("_T")
 
 
@@ -357,7 +355,7 @@ def meter_ops(
     warmup: int | None = None,
     backend: str = "CPU",
     threads: int = 1,
-    precision: str = "high",
+    precision: Precision = "high",
     output: str | os.PathLike[str] | None = None,
     show_progress: bool | None = None,
     profile: bool = True,
@@ -386,7 +384,7 @@ def meter_ops(
             and output of its one-op model, which a whole model does not repeat per op.
         shard: Meter only shard ``(i, n)`` (or ``"i/n"``, 1 <= i <= n) of the ops, chosen by a hash
             of each op's key (:func:`in_shard`), so n devices can share the work; join their
-            tables with :func:`mmt_nas.table.merge_tables` (``mmt-nas merge``).
+            tables with :func:`mmt_nas.merge.merge_tables` (``mmt-nas merge``).
 
     Returns:
         The complete table.
@@ -483,8 +481,6 @@ def _meter_locked(
             except MeteringError as exc:
                 _logger.error("skipping %s: %s", op.key, exc)
                 failures.append(f"{op.key}: {exc}")
-                if len(failures) == min(len(todo), _FAIL_FAST) and len(table) == 0:
-                    break  # nothing has ever run with these settings: they, not the ops, are wrong
                 continue
             entry = TableEntry(op, stats, core, this_device)
             table.add(entry)
@@ -497,12 +493,11 @@ def _meter_locked(
                 last_save = time.monotonic()
     table.save(out)
     journal.unlink(missing_ok=True)
-    if todo and len(table) == 0 and len(failures) == min(len(todo), _FAIL_FAST):
+    if todo and len(table) == 0:  # every op failed and nothing was measured before: the settings are wrong
         if created:
-            out.unlink(missing_ok=True)  # nothing was measured: leave no empty table behind
+            out.unlink(missing_ok=True)  # leave no empty table behind
         raise MeteringError(
-            f"none of the first {len(failures)} ops could be metered with {settings}, so metering stopped; the "
-            f"first error was: "
+            f"none of the {len(todo)} ops could be metered with {settings}; the first error was: "
             f"{failures[0][:300]}. Check the backend, threads and precision (is backend={settings.backend!r} "
             "available on this device?)."
         )

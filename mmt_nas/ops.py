@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from mmt_nas.exceptions import OpSpaceError
-from mmt_nas.vocab import FUNCTIONS, function_category
+from mmt_nas.vocab import FUNCTIONS, function_category, signature
 
 __all__ = [
     "Functional",
@@ -108,27 +108,6 @@ def encode_args(args: Sequence[Any], kwargs: Mapping[str, Any], x: Any) -> tuple
         return [enc(a) for a in args], {k: enc(v) for k, v in sorted(kwargs.items())}
     except _Unsupported as exc:
         raise ValueError(f"cannot encode an argument of type {exc}") from None
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, dict):
-        if v.get("input"):
-            return "x"
-        if "tensor" in v:
-            return "T[" + "x".join(str(d) for d in v["tensor"]) + "]"
-        if "slice" in v:
-            return ":".join("" if p is None else _fmt(p) for p in v["slice"])
-        if v.get("ellipsis"):
-            return "..."
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt(i) for i in v) + "]"
-    return repr(v)
-
-
-def signature(fn: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
-    """The text that identifies a functional op (its ``repr()`` and part of its key)."""
-    parts = [_fmt(a) for a in args] + [f"{k}={_fmt(v)}" for k, v in sorted(kwargs.items())]
-    return f"{fn}({', '.join(parts)})"
 
 
 class Functional(nn.Module):

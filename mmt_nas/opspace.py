@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mmt_nas._files import atomic_write_text
+from mmt_nas._imports import require
 from mmt_nas.exceptions import OpSpaceError
 from mmt_nas.vocab import is_shape
 
@@ -136,8 +137,9 @@ def resolve_class(module: str, class_name: str, base_dir: str | os.PathLike[str]
 
     Raises:
         OpSpaceError: The module cannot be imported, or has no such ``nn.Module`` class.
+        MissingExtraError: torch is not installed.
     """
-    import torch
+    torch = require("torch", "torch", "building an op")
 
     try:
         with _search_path(base_dir):
@@ -173,7 +175,7 @@ def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> torch.nn.M
     """
     import importlib.util
 
-    import torch
+    torch = require("torch", "torch", "building a model")
 
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
@@ -509,3 +511,22 @@ def space_of(records: Iterable[OpRecord]) -> dict[str, Any]:
 def dump_space(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write an op-space document as YAML, atomically."""
     atomic_write_text(path, yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=None, width=120))
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated names of this module: they moved to :mod:`mmt_nas.describe`, which builds on this module.
+
+    Resolved at attribute access (never at import), with a ``DeprecationWarning``, so that code written
+    against mmt_nas 0.1 keeps working while the import graph stays one-way.
+    """
+    if name in ("space_from_model", "describe_module"):
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"{__name__}.{name} moved to mmt_nas.describe.{name}; import it from there (or from mmt_nas).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module("mmt_nas.describe"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from mmt_nas.predictor import LatencyPredictor, Prediction
+from mmt_nas.table import Precision
 from mmt_nas.trace import FunctionCall, FunctionSpec, ModuleCall, ParsedOp, parse_model, trace_calls
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ def predict_latency(
     *,
     backend: str | None = None,
     threads: int | None = None,
-    precision: str | None = None,
+    precision: Precision | None = None,
 ) -> Prediction:
     """Predict the latency of ``model`` in milliseconds from a latency table (the MMT call).
 

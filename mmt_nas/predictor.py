@@ -12,7 +12,7 @@ from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import OpSpaceError, OptionError, TableError, UnknownOpError
 from mmt_nas.meter import device_info
 from mmt_nas.records import OpRecord
-from mmt_nas.table import TABLE_FILENAME, Latency, LatencyTable, RuntimeSettings, TableEntry, check_latency
+from mmt_nas.table import TABLE_FILENAME, Latency, LatencyTable, Precision, RuntimeSettings, TableEntry, check_latency
 from mmt_nas.trace import Composition, ParsedOp, check_composition, parse_model
 from mmt_nas.vocab import check_choice, parse_key
 
@@ -183,7 +183,7 @@ class LatencyPredictor:
         fallback: OpEstimator | None = None,
         backend: str | None = None,
         threads: int | None = None,
-        precision: str | None = None,
+        precision: Precision | None = None,
         composition: Composition = "mnn",
         latency: Latency = "core",
         calibration: InContextCalibration | None = None,
@@ -318,9 +318,13 @@ class LatencyPredictor:
         for key in missing:
             op = grouped[key][0]
             lines.append(f"  - {key}  (at {op.name or '<model>'}, {len(grouped[key])}x)")
-            parts = parse_key(key)
-            shape = "x".join(map(str, parts.input_shape))
-            other = [s for s in shapes.get((parts.class_name, parts.repr), []) if s != shape]
+            try:
+                parts = parse_key(key)
+            except OpSpaceError:  # a key made by hand (predict_ops): listed without the shape hint
+                other, shape = [], ""
+            else:
+                shape = "x".join(map(str, parts.input_shape))
+                other = [s for s in shapes.get((parts.class_name, parts.repr), []) if s != shape]
             if other:
                 lines.append(
                     f"      the table has this op at input shape {', '.join(other[:8])}"

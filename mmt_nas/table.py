@@ -52,6 +52,8 @@ __all__ = [
     "Latency",
     "LATENCIES",
     "check_latency",
+    "Precision",
+    "PRECISIONS",
     "OpRecord",
     "LatencyStats",
     "RuntimeSettings",
@@ -70,6 +72,9 @@ __all__ = [
 #: table has it; ``"wall"``, its end-to-end median.
 Latency = Literal["core", "wall"]
 LATENCIES: tuple[Latency, ...] = ("core", "wall")
+#: MNN's precision modes.
+Precision = Literal["high", "normal", "low"]
+PRECISIONS: tuple[Precision, ...] = ("high", "normal", "low")
 
 
 def check_latency(latency: Any) -> Latency:
@@ -179,15 +184,14 @@ class RuntimeSettings:
 
     backend: str = "CPU"
     threads: int = 1
-    precision: str = "high"
+    precision: Precision = "high"
 
     def __post_init__(self) -> None:
         if not isinstance(self.backend, str) or not self.backend:
             raise TableError(f"backend must be a non-empty string such as 'CPU', but got {self.backend!r}.")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise TableError(f"threads must be an integer >= 1, but got threads={self.threads!r}.")
-        if self.precision not in ("high", "normal", "low"):
-            raise TableError(f"precision must be one of 'high', 'normal', 'low', but got precision={self.precision!r}.")
+        check_choice("precision", self.precision, PRECISIONS, error=TableError)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -538,3 +542,22 @@ class LatencyTable:
         if device is not None:
             table.check_device(device)
         return table
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated names of this module: they moved to :mod:`mmt_nas.merge`, which builds on this module.
+
+    Resolved at attribute access (never at import), with a ``DeprecationWarning``, so that code written
+    against mmt_nas 0.1 keeps working while the import graph stays one-way.
+    """
+    if name in ("merge_tables", "MergeConflict", "MergeReport"):
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"{__name__}.{name} moved to mmt_nas.merge.{name}; import it from there (or from mmt_nas).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module("mmt_nas.merge"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from mmt_nas._imports import require
 from mmt_nas.exceptions import OpSpaceError
-from mmt_nas.ops import canonical_name, encode_args, signature
-from mmt_nas.vocab import check_choice, check_shape, op_key
+from mmt_nas.vocab import check_choice, check_shape, op_key, signature
 
 if TYPE_CHECKING:
     import torch
@@ -115,7 +115,7 @@ class FunctionSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Any:
-        # ``op.function.fn`` kept working from when this was a dict of these three fields
+        # ``op.function["fn"]`` (and ``["args"]``, ``["kwargs"]``) kept working from when this was a dict
         if name not in ("fn", "args", "kwargs"):
             raise KeyError(name)
         return getattr(self, name)
@@ -203,8 +203,11 @@ def trace_calls(
     Raises:
         OpSpaceError: The shape is malformed, or the model fails to run on it.
     """
+    require("torch", "torch", "tracing a model")  # deferred, so that importing the predictor stays light
     import torch
     from torch.overrides import TorchFunctionMode
+
+    from mmt_nas.ops import canonical_name, encode_args  # these need torch at import
 
     shape = check_shape(input_shape)
     named = list(model.named_modules(remove_duplicate=False))

@@ -14,7 +14,7 @@ without torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -25,6 +25,7 @@ __all__ = [
     "OpKey",
     "op_key",
     "parse_key",
+    "signature",
     "is_shape",
     "check_shape",
     "FUNCTIONS",
@@ -112,6 +113,28 @@ def parse_key(key: Any, *, what: str = "op key") -> OpKey:
             "Build keys with op_key() or KeyBuilder."
         )
     return OpKey(class_name, repr_str, tuple(int(d) for d in parts))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, dict):
+        if v.get("input"):
+            return "x"
+        if "tensor" in v:
+            return "T[" + "x".join(str(d) for d in v["tensor"]) + "]"
+        if "slice" in v:
+            return ":".join("" if p is None else _fmt(p) for p in v["slice"])
+        if v.get("ellipsis"):
+            return "..."
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(i) for i in v) + "]"
+    return repr(v)
+
+
+def signature(fn: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """The text that identifies a functional op (its ``repr()`` and the middle of its key), e.g.
+    ``Tensor.add(x, T[1x64x56x56])`` for arguments encoded by :func:`mmt_nas.ops.encode_args`."""
+    parts = [_fmt(a) for a in args] + [f"{k}={_fmt(v)}" for k, v in sorted(kwargs.items())]
+    return f"{fn}({', '.join(parts)})"
 
 
 # -- shapes ---------------------------------------------------------------------------------
