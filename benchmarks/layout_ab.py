@@ -156,9 +156,8 @@ def main() -> None:
         f"turn); imports in fresh processes, {args.imports} pairs each. Figures: median (p10-p90); the ratio "
         "new/old taken pair by pair. Both predicted the same latency for every model.\n\n"
         "| measure | old | new | new/old |\n| --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
-        "Importing the predictor now imports the tracer, and with it torch, at module level (before, torch "
-        "came with the first prediction): in a fresh process that is torch's own import time. A caller who "
-        "predicts holds an nn.Module, so has imported torch already: the last row is the cost there.\n"
+        "The import rows are what `import mmt_nas.predictor` costs before any prediction; torch itself is "
+        "imported by the first trace (or was already, by the caller's model code).\n"
     )
     print(body)
     update_section("layout-ab", body)
