@@ -93,7 +93,6 @@ def _cmd_generate(a: argparse.Namespace) -> int:
 
 
 def _cmd_meter(a: argparse.Namespace) -> int:
-
     t0 = time.perf_counter()
     table = meter_ops(
         a.ops_dir,
@@ -105,9 +104,15 @@ def _cmd_meter(a: argparse.Namespace) -> int:
         show_progress=a.verbose or None,
         shard=a.shard,
         output=a.output,
+        rounds=a.rounds,
+        seed=a.seed,
     )
     part = f" (shard {a.shard})" if a.shard else ""
     print(f"{len(table)} ops in the table{part} ({time.perf_counter() - t0:.1f} s); {table.settings}")
+    floor = table.noise_floor()
+    print(
+        f"noise floor: {floor}" if floor else "noise floor: unknown (every op was timed in one round; use --rounds 2)"
+    )
     return 0
 
 
@@ -391,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ops_dir")
     p.add_argument("--times", type=int, default=100, help="timed runs per op (default: 100)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: auto)")
+    p.add_argument(
+        "--rounds", type=int, default=2,
+        help="passes over the ops, each in its own shuffled order; the --times runs are split over them "
+        "(default: 2; an op's rounds give its run-to-run spread, the table's noise floor)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the rounds' shuffled orders (default: 0)")
     p.add_argument(
         "--shard",
         default=None,

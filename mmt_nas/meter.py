@@ -20,18 +20,19 @@ import json
 import logging
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mmt_nas._files import exclusive_lock, lock_path, open_journal, remove_stale_temp_files
+from mmt_nas._files import atomic_write_text, exclusive_lock, lock_path, open_journal, remove_stale_temp_files
 from mmt_nas._imports import require, try_import
 from mmt_nas.exceptions import MeteringError, TableError
-from mmt_nas.records import TABLE_FILENAME, load_ops_meta
+from mmt_nas.records import TABLE_FILENAME, OpRecord, load_ops_meta
 from mmt_nas.table import LatencyStats, LatencyTable, Precision, RuntimeSettings, TableEntry
 
 __all__ = [
@@ -297,19 +298,91 @@ def _check_times(times: Any, warmup: Any) -> None:
         raise MeteringError(f"`warmup` must be None or an integer >= 0, but got warmup={warmup!r}.")
 
 
-def _read_journal(path: Path) -> list[TableEntry]:
-    """Entries appended by an interrupted run; a torn last line is ignored."""
+@dataclass(frozen=True)
+class RoundTiming:
+    """One op timed in one round: a line of the metering journal.
+
+    Attributes:
+        key: The op's key.
+        round: Which round (0-based).
+        latency: The round's statistics.
+        core_ms: The op's own time from MNN's profile (round 0 only; ``None`` otherwise or unprofiled).
+        device: The id of the device it was timed on.
+    """
+
+    key: str
+    round: int
+    latency: LatencyStats
+    core_ms: float | None
+    device: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The journal line."""
+        return {
+            "key": self.key,
+            "round": self.round,
+            "latency_ms": self.latency.to_dict(),
+            "core_ms": self.core_ms,
+            "device": self.device,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> RoundTiming:
+        """Read a journal line written by :meth:`to_dict`.
+
+        Raises:
+            TableError: It is not one.
+        """
+        if not isinstance(d, dict) or not isinstance(d.get("key"), str) or not isinstance(d.get("round"), int):
+            raise TableError(f"not a round timing: {str(d)[:200]}")
+        core = d.get("core_ms")
+        if core is not None and (isinstance(core, bool) or not isinstance(core, (int, float)) or core < 0):
+            raise TableError(f"core_ms of a round timing must be None or a number >= 0, but got {core!r}.")
+        device = d.get("device")
+        return cls(
+            d["key"],
+            d["round"],
+            LatencyStats.from_dict(d.get("latency_ms")),
+            core,
+            device if isinstance(device, str) and device else None,
+        )
+
+
+def _read_journal(path: Path) -> tuple[list[TableEntry], list[RoundTiming]]:
+    """What an interrupted run journaled: whole entries (from before rounds existed) and round timings.
+
+    A torn or unreadable line (an interrupted write) is skipped with a warning.
+    """
     entries: list[TableEntry] = []
+    timings: list[RoundTiming] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        return entries
+        return entries, timings
     for line in lines:
         try:
-            entries.append(TableEntry.from_dict(json.loads(line)))
+            d = json.loads(line)
+            if isinstance(d, dict) and "round" in d:
+                timings.append(RoundTiming.from_dict(d))
+            else:
+                entries.append(TableEntry.from_dict(d))
         except (ValueError, TableError):
             _logger.warning("ignoring an unreadable line in %s (an interrupted write)", path)
-    return entries
+    return entries, timings
+
+
+def round_order(keys: Iterable[str], seed: int, round_index: int) -> list[str]:
+    """The order in which round ``round_index`` times ``keys``: a shuffle seeded by ``seed`` and the round,
+    the same on every run and every machine (so a resumed run keeps its order)."""
+    order = sorted(set(keys))
+    random.Random(f"mmt_nas-rounds:{seed}:{round_index}").shuffle(order)
+    return order
+
+
+def round_times(times: int, rounds: int) -> list[int]:
+    """How the ``times`` timed runs of an op are split over ``rounds`` rounds (they add up to ``times``)."""
+    rounds = max(1, min(rounds, times))
+    return [times // rounds + (1 if r < times % rounds else 0) for r in range(rounds)]
 
 
 def parse_shard(shard: Any) -> tuple[int, int]:
@@ -360,8 +433,17 @@ def meter_ops(
     show_progress: bool | None = None,
     profile: bool = True,
     shard: tuple[int, int] | str | None = None,
+    rounds: int = 2,
+    seed: int = 0,
 ) -> LatencyTable:
     """Time every op of an ops folder and save the latency table (``meta_latency.json``).
+
+    Ops are timed in ``rounds`` passes over the folder, each in its own seeded random order, so that
+    time-correlated noise (a neighbour's burst of work, a frequency ramp) spreads over many ops instead
+    of hitting a contiguous run of them; each pass gets its share of the ``times`` runs. An entry's
+    latency is the rounds combined (its median: the median of the rounds' medians), and it keeps each
+    round's median (``rounds_ms``): its run-to-run spread, minutes apart, and the table's
+    :meth:`~mmt_nas.table.LatencyTable.noise_floor`.
 
     The table is saved incrementally: every timed op is first appended to a journal
     next to the table and the table is rewritten atomically every few seconds, so
@@ -385,6 +467,9 @@ def meter_ops(
         shard: Meter only shard ``(i, n)`` (or ``"i/n"``, 1 <= i <= n) of the ops, chosen by a hash
             of each op's key (:func:`in_shard`), so n devices can share the work; join their
             tables with :func:`mmt_nas.merge.merge_tables` (``mmt-nas merge``).
+        rounds: Passes over the ops (>= 1; at most ``times``). 1 is the protocol of tables from before
+            rounds existed.
+        seed: Seed of the rounds' orders (the same seed gives the same orders on every run).
 
     Returns:
         The complete table.
@@ -395,6 +480,10 @@ def meter_ops(
         LockedError: Another process is metering into the same table.
     """
     _check_times(times, warmup)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise MeteringError(f"`rounds` must be an integer >= 1, but got rounds={rounds!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise MeteringError(f"`seed` must be an integer, but got seed={seed!r}.")
     part = None if shard is None else parse_shard(shard)
     try:
         settings = RuntimeSettings(backend, threads, precision)
@@ -416,7 +505,15 @@ def meter_ops(
     with exclusive_lock(
         lock_path(out), f"metering into {str(out)!r}", "meter into another table (--shard i/n, or --output)"
     ):
-        return _meter_locked(ops_dir, ops, out, times, warmup, settings, show_progress, profile)
+        return _meter_locked(ops_dir, ops, out, times, warmup, settings, show_progress, profile, rounds, seed)
+
+
+def _entry_of(op: OpRecord, timings: Sequence[RoundTiming], device: str | None) -> TableEntry:
+    """An op's table entry from its rounds (in round order)."""
+    ordered = sorted(timings, key=lambda t: t.round)
+    core = next((t.core_ms for t in ordered if t.core_ms is not None), None)
+    stats = ordered[0].latency if len(ordered) == 1 else LatencyStats.combine(t.latency for t in ordered)
+    return TableEntry(op, stats, core, ordered[0].device or device, tuple(t.latency.median_ms for t in ordered))
 
 
 def _meter_locked(
@@ -428,9 +525,11 @@ def _meter_locked(
     settings: RuntimeSettings,
     show_progress: bool | None,
     profile: bool,
+    rounds: int,
+    seed: int,
 ) -> LatencyTable:
     journal = out.with_name(out.name + JOURNAL_SUFFIX)
-    remove_stale_temp_files(out.parent, [out.name])  # what a killed run's atomic writes left behind
+    remove_stale_temp_files(out.parent, [out.name, journal.name])  # what a killed run's atomic writes left
     here = device_info()
     created = not out.exists()
     if out.exists():
@@ -457,9 +556,17 @@ def _meter_locked(
         raise MeteringError(
             f"cannot add to {str(out)!r}: {exc} Pass another `output` for this device's table."
         ) from None
-    table.timing = {"times": times, "warmup": "auto" if warmup is None else warmup, "method": "runSession"}
+    split = round_times(times, rounds)
+    table.timing = {
+        "times": times,
+        "warmup": "auto" if warmup is None else warmup,
+        "method": "runSession",
+        "rounds": len(split),
+        "seed": seed,
+    }
     table.save(out)  # the device is on disk before any journal line names it
-    for entry in _read_journal(journal):
+    old_entries, journaled = _read_journal(journal)
+    for entry in old_entries:
         if entry.device is not None and entry.device not in table.devices:
             _logger.warning(
                 "journal line for %s names an unknown device %r; attributing it to this device",
@@ -469,37 +576,75 @@ def _meter_locked(
             entry = dataclasses.replace(entry, device=this_device)
         table.add(entry)
 
+    by_key = {op.key: op for op in ops if op.file}
+    pending: dict[str, dict[int, RoundTiming]] = {}  # key -> round -> timing, for ops not complete yet
+    for t in journaled:
+        if t.key in by_key and t.key not in table:
+            device = t.device if t.device in table.devices else this_device
+            pending.setdefault(t.key, {})[t.round] = dataclasses.replace(t, device=device)
+
+    def complete(key: str) -> None:
+        if len(pending.get(key, {})) >= len(split):
+            table.add(_entry_of(by_key[key], list(pending.pop(key).values()), this_device))
+
+    for key in list(pending):
+        complete(key)
     todo = [op for op in ops if op.key not in table and op.file]
-    _logger.info("metering %d of %d ops (%d already in the table)", len(todo), len(ops), len(ops) - len(todo))
+    _logger.info(
+        "metering %d of %d ops (%d already in the table) in %d shuffled round(s)",
+        len(todo), len(ops), len(ops) - len(todo), len(split),
+    )  # fmt: skip
     last_save = time.monotonic()
-    failures: list[str] = []
-    with open_journal(journal) as jf:
-        for op in progress(todo, len(todo), "meter", show_progress):
-            try:
-                stats = time_model(ops_dir / op.file, times, warmup=warmup, settings=settings)
-                core = core_ms(profile_model(ops_dir / op.file, min(times, 20), settings=settings)) if profile else None
-            except MeteringError as exc:
-                _logger.error("skipping %s: %s", op.key, exc)
-                failures.append(f"{op.key}: {exc}")
+    failed: dict[str, str] = {}
+    jf = open_journal(journal)
+    try:
+        work = [(r, key) for r in range(len(split)) for key in round_order((op.key for op in todo), seed, r)]
+        work = [(r, key) for r, key in work if r not in pending.get(key, {})]
+        for r, key in progress(work, len(work), "meter", show_progress):
+            if key in failed or key in table:
                 continue
-            entry = TableEntry(op, stats, core, this_device)
-            table.add(entry)
-            jf.write(json.dumps(entry.to_dict(), allow_nan=False) + "\n")
+            op = by_key[key]
+            try:
+                stats = time_model(ops_dir / op.file, split[r], warmup=warmup, settings=settings)
+                core = (
+                    core_ms(profile_model(ops_dir / op.file, min(times, 20), settings=settings))
+                    if profile and r == 0
+                    else None
+                )
+            except MeteringError as exc:
+                _logger.error("skipping %s: %s", key, exc)
+                failed[key] = str(exc)
+                pending.pop(key, None)
+                continue
+            timing = RoundTiming(key, r, stats, core, this_device)
+            pending.setdefault(key, {})[r] = timing
+            jf.write(json.dumps(timing.to_dict(), allow_nan=False) + "\n")
             jf.flush()
             os.fsync(jf.fileno())
+            complete(key)
             if time.monotonic() - last_save > _CHECKPOINT_SECONDS:
                 table.save(out)
-                jf.truncate(0)
+                # the journal keeps only what the table does not hold yet: the rounds of incomplete ops
+                jf.close()
+                atomic_write_text(
+                    journal,
+                    "".join(json.dumps(t.to_dict(), allow_nan=False) + "\n" for ts in pending.values()
+                            for t in ts.values()),
+                )  # fmt: skip
+                jf = open_journal(journal)
                 last_save = time.monotonic()
+    finally:
+        jf.close()
     table.save(out)
     journal.unlink(missing_ok=True)
     if todo and len(table) == 0:  # every op failed and nothing was measured before: the settings are wrong
         if created:
             out.unlink(missing_ok=True)  # leave no empty table behind
+        first = next(iter(failed.items()))
         raise MeteringError(
             f"none of the {len(todo)} ops could be metered with {settings}; the first error was: "
-            f"{failures[0][:300]}. Check the backend, threads and precision (is backend={settings.backend!r} "
-            "available on this device?)."
+            f"{first[0]}: {first[1][:300]}. Check the backend, threads and precision (is "
+            f"backend={settings.backend!r} available on this device?)."
         )
     missing = [op.key for op in ops if op.key not in table]
     if missing:

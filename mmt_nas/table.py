@@ -59,6 +59,7 @@ __all__ = [
     "RuntimeSettings",
     "TableEntry",
     "LatencyTable",
+    "NoiseFloor",
     "op_key",
     "DEVICE_CLASS_FIELDS",
     "device_class",
@@ -140,6 +141,30 @@ class LatencyStats:
             n=n,
         )
 
+    @classmethod
+    def combine(cls, parts: Iterable[LatencyStats]) -> LatencyStats:
+        """One summary of several rounds of timings of the same op (see :func:`mmt_nas.meter.meter_ops`).
+
+        The median is the median of the rounds' medians: robust to one round hit by a neighbour's burst
+        of work. Mean, standard deviation, minimum and ``n`` are those of all the runs pooled (exact); the
+        p90 is the runs-weighted mean of the rounds' p90s (an approximation: the raw runs are not kept).
+        """
+        ps = list(parts)
+        if not ps:
+            raise TableError("cannot combine zero rounds of timings.")
+        n = sum(p.n for p in ps)
+        mean = math.fsum(p.mean_ms * p.n for p in ps) / n
+        var = math.fsum(p.n * (p.std_ms**2 + (p.mean_ms - mean) ** 2) for p in ps) / n
+        medians = sorted(p.median_ms for p in ps)
+        return cls(
+            median_ms=_quantile(medians, 0.5),
+            mean_ms=mean,
+            std_ms=math.sqrt(var),
+            min_ms=min(p.min_ms for p in ps),
+            p90_ms=math.fsum(p.p90_ms * p.n for p in ps) / n,
+            n=n,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (keys without the ``_ms`` suffix; the unit is in the parent key)."""
         return {
@@ -216,12 +241,16 @@ class TableEntry:
             the layout conversions at the model's input and output (``None`` if not profiled).
         device: The id of the device it was measured on, a key of its table's ``devices``
             (``None``: the table's own ``device``, as in tables written before ids existed).
+        rounds_ms: The median of each round it was timed in, in the order of the rounds (``None``: one
+            round, as in tables written before rounds existed). Their spread is the entry's run-to-run
+            noise, minutes apart; ``latency`` is the rounds combined (:meth:`LatencyStats.combine`).
     """
 
     op: OpRecord
     latency: LatencyStats
     core_ms: float | None = None
     device: str | None = None
+    rounds_ms: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         c = self.core_ms
@@ -232,6 +261,21 @@ class TableEntry:
                 f"the device of {self.op.key!r} must be None or a device id (a non-empty string), "
                 f"but got {self.device!r}."
             )
+        r = self.rounds_ms
+        if r is not None and (not isinstance(r, tuple) or not r or not all(_finite_nonnegative(x) for x in r)):
+            raise TableError(
+                f"rounds_ms of {self.op.key!r} must be None or a non-empty list of finite numbers >= 0, but got {r!r}."
+            )
+
+    @property
+    def run_to_run(self) -> float | None:
+        """The spread of the rounds' medians relative to their median, ``(max - min) / median``; ``None``
+        with fewer than two rounds (or a zero median)."""
+        r = self.rounds_ms
+        if r is None or len(r) < 2:
+            return None
+        mid = _quantile(sorted(r), 0.5)
+        return (max(r) - min(r)) / mid if mid > 0 else None
 
     @property
     def latency_ms(self) -> float:
@@ -253,18 +297,22 @@ class TableEntry:
             d["core_ms"] = self.core_ms
         if self.device is not None:
             d["device"] = self.device
+        if self.rounds_ms is not None:
+            d["rounds_ms"] = list(self.rounds_ms)
         return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "entry") -> TableEntry:
         """Inverse of :meth:`to_dict`."""
         op = OpRecord.from_dict(d, where)
+        rounds = d.get("rounds_ms")
         try:
             return cls(
                 op,
                 LatencyStats.from_dict(d.get("latency_ms"), f"{where}.latency_ms"),
                 d.get("core_ms"),
                 d.get("device"),
+                tuple(rounds) if isinstance(rounds, list) else rounds,
             )
         except TableError as exc:
             msg = str(exc)
@@ -290,6 +338,24 @@ def device_id(device: Mapping[str, Any]) -> str:
 
 def _describe_class(device: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in device_class(device).items())
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """How much a table's measurements of one op differ between rounds, minutes apart.
+
+    Attributes:
+        n_ops: Entries timed in two rounds or more.
+        median_pct: Median over those entries of ``(max - min) / median`` of their round medians, in %.
+        p90_pct: Its 90th percentile, in %.
+    """
+
+    n_ops: int
+    median_pct: float
+    p90_pct: float
+
+    def __str__(self) -> str:
+        return f"run-to-run spread of {self.n_ops} ops: median {self.median_pct:.1f}%, p90 {self.p90_pct:.1f}%"
 
 
 class LatencyTable:
@@ -418,6 +484,14 @@ class LatencyTable:
                 "carry over between devices: meter the ops on the target device (mmt-nas meter), or use that "
                 "device's table."
             )
+
+    def noise_floor(self) -> NoiseFloor | None:
+        """The table's run-to-run noise: the spread of each entry's round medians (:attr:`TableEntry.run_to_run`),
+        over the entries timed in two rounds or more; ``None`` when none was (tables metered in one round)."""
+        spreads = sorted(x for e in self._entries.values() if (x := e.run_to_run) is not None)
+        if not spreads:
+            return None
+        return NoiseFloor(len(spreads), 100 * _quantile(spreads, 0.5), 100 * _quantile(spreads, 0.9))
 
     def closest_keys(self, key: str, class_name: str | None = None, n: int = 3) -> list[str]:
         """Return up to ``n`` existing keys most similar to ``key``, preferring the same class."""

@@ -126,6 +126,9 @@ def test_meter_writes_one_entry_per_op(tiny_ops_copy: Path, capfd: pytest.Captur
     assert all(e.latency.n == 3 and e.latency.median_ms > 0 for e in table)
     assert table.settings.threads == 1 and table.settings.backend == "CPU"
     assert out.startswith(f"{len(keys)} ops in the table")
+    floor = table.noise_floor()
+    assert floor is not None and f"noise floor: run-to-run spread of {len(keys)} ops: median " in out
+    assert f"median {floor.median_pct:.1f}%, p90 {floor.p90_pct:.1f}%" in out
 
 
 def test_the_meter_command_runs_on_a_device_without_torch_or_scikit_learn(tiny_ops_copy: Path) -> None:

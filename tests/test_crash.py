@@ -216,8 +216,8 @@ def meter_ops_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     return out, max(200, int(400 / (sum(runs_ms) / len(runs_ms))))
 
 
-def _journal_entries(journal: Path) -> dict[str, dict]:
-    """The journal's lines; only the last may be torn (an interrupted append)."""
+def _journal_entries(journal: Path) -> dict[tuple[str, int], dict]:
+    """The journal's lines by (key, round); only the last may be torn (an interrupted append)."""
     if not journal.exists():
         return {}
     text = journal.read_text()
@@ -231,21 +231,26 @@ def _journal_entries(journal: Path) -> dict[str, dict]:
         except ValueError:
             assert i == len(lines) - 1, f"journal line {i} is unreadable and is not the last one"
             continue
-        entries[d["key"]] = d
+        assert (d["key"], d["round"]) not in entries, f"{d['key']} round {d['round']} journaled twice"
+        entries[d["key"], d["round"]] = d
     return entries
 
 
-def _measured(ops: Path) -> dict[str, dict]:
-    """Every measured entry, in the table or in its journal: key -> statistics."""
-    measured: dict[str, dict] = {}
+def _measured(ops: Path) -> dict[tuple[str, int], float]:
+    """Every op timed in every round, in the table or in its journal: (key, round) -> the round's median."""
+    measured: dict[tuple[str, int], float] = {}
     if (ops / "meta_latency.json").exists():
-        measured = {e.op.key: e.latency.to_dict() for e in LatencyTable.load(ops / "meta_latency.json")}
-    for key, d in _journal_entries(ops / ("meta_latency.json" + JOURNAL_SUFFIX)).items():
-        measured[key] = d["latency_ms"]
+        for e in LatencyTable.load(ops / "meta_latency.json"):
+            assert e.rounds_ms is not None, e.op.key
+            measured.update({(e.op.key, r): ms for r, ms in enumerate(e.rounds_ms)})
+    for (key, r), d in _journal_entries(ops / ("meta_latency.json" + JOURNAL_SUFFIX)).items():
+        # killed between a checkpoint's save and its journal rewrite: both hold it, alike
+        assert measured.get((key, r), d["latency_ms"]["median"]) == d["latency_ms"]["median"], (key, r)
+        measured[key, r] = d["latency_ms"]["median"]
     return measured
 
 
-def _check_table_folder(ops: Path, snapshot: dict[str, bytes], temps_allowed: bool) -> dict[str, dict]:
+def _check_table_folder(ops: Path, snapshot: dict[str, bytes], temps_allowed: bool) -> dict[tuple[str, int], float]:
     """The ops are untouched, the table and journal valid; returns every measured entry."""
     for name, data in snapshot.items():
         assert (ops / name).read_bytes() == data, f"meter changed {name}"
@@ -274,12 +279,15 @@ def test_meter_killed_at_several_points_continues(meter_ops_dir: tuple[Path, int
         except FileNotFoundError:
             return 0
 
-    checkpointed = [False]
+    seen: list[int] = []
 
-    def after_checkpoint() -> bool:  # the table was saved and the journal emptied (every 5 s)
-        n = journal_lines()
-        checkpointed[0] = checkpointed[0] or n > 0
-        return checkpointed[0] and n == 0
+    def after_checkpoint() -> bool:  # the table was saved and the journal rewritten (every 5 s): a new file
+        try:
+            inode = journal.stat().st_ino
+        except FileNotFoundError:
+            return False
+        seen.append(inode)
+        return seen[0] != inode
 
     def more_than(n: int) -> Callable[[], bool]:
         return lambda: len(_measured(ops)) >= n
@@ -292,18 +300,18 @@ def test_meter_killed_at_several_points_continues(meter_ops_dir: tuple[Path, int
         (signal.SIGKILL, lambda n0: more_than(n0 + fourth)),
     ]
     args = ["meter", str(ops), "--times", str(times)]
-    measured: dict[str, dict] = {}
+    measured: dict[tuple[str, int], float] = {}
     for i, (sig, point) in enumerate(plan):
         proc = _start(args, tmp_path, f"meter{i}")
         _stop_when(proc, sig, point(len(measured)), f"meter stop {i}")
         now = _check_table_folder(ops, snapshot, temps_allowed=sig == signal.SIGKILL)
-        for key, stats in measured.items():  # measured before: kept with its statistics
-            assert now.get(key) == stats, f"{key} lost or measured again by run {i}"
+        for key, stats in measured.items():  # timed before: kept with its statistics
+            assert now.get(key) == stats, f"{key} lost or timed again by run {i}"
         assert len(now) > len(measured), f"run {i} measured nothing"
         measured = now
         if sig == signal.SIGINT:
             _check_interrupted(proc, tmp_path, f"meter{i}", "meter")
-    assert len(measured) < len(keys)
+    assert len(measured) < 2 * len(keys)  # two rounds of every op
 
     done = subprocess.run(
         [sys.executable, "-m", "mmt_nas.cli", *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
@@ -311,9 +319,9 @@ def test_meter_killed_at_several_points_continues(meter_ops_dir: tuple[Path, int
     assert done.returncode == 0, done.stderr
     table = LatencyTable.load(table_file)
     assert set(table.keys()) == keys  # what an uninterrupted run gives
-    for key, stats in measured.items():
-        assert table.get(key).latency.to_dict() == stats, f"{key} was measured again"  # type: ignore[union-attr]
-    assert all(e.latency.n == times for e in table)
+    for (key, r), median in measured.items():
+        assert table.get(key).rounds_ms[r] == median, f"{key} round {r} was timed again"  # type: ignore[union-attr,index]
+    assert all(e.latency.n == times and len(e.rounds_ms or ()) == 2 for e in table)
     assert not journal.exists()
     _check_table_folder(ops, snapshot, temps_allowed=False)
 

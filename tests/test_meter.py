@@ -133,12 +133,13 @@ def test_kill_and_resume_loses_nothing(tmp_path: Path) -> None:
     for name in os.listdir(ops_dir):
         assert not name.endswith(".tmp"), name
 
+    assert all(d["round"] == 0 for d in done)  # the first of the two shuffled rounds
     table = meter_ops(ops_dir, times=5)
     assert len(table) == 12
-    for d in done:  # measured before the kill: kept as they were, not measured again
+    for d in done:  # timed before the kill: kept as they were (10000 runs of round 0), not timed again
         entry = table.get(d["key"])
-        assert entry is not None and entry.latency.n == 20000
-        assert entry.latency.median_ms == d["latency_ms"]["median"]
+        assert entry is not None and entry.rounds_ms is not None and len(entry.rounds_ms) == 2
+        assert entry.rounds_ms[0] == d["latency_ms"]["median"] and entry.latency.n == 10000 + 2  # + round 1's
     assert sum(e.latency.n == 5 for e in table) == 12 - len(done)
     assert not journal.exists()
     assert LatencyTable.load(ops_dir) == table
@@ -260,7 +261,7 @@ def test_a_second_process_metering_into_the_same_table_is_refused(tmp_path: Path
         assert len(meter_ops(ops_dir, times=3, output=tmp_path / "mine.json", profile=False)) == 6
     # the lock died with its holder: a rerun continues
     table = meter_ops(ops_dir, times=3, profile=False)
-    assert len(table) == 6 and any(e.latency.n == 20000 for e in table)
+    assert len(table) == 6 and any(e.latency.n == 10000 + 1 for e in table)  # its journaled round 0 kept
 
 
 def test_a_rerun_removes_the_temporary_file_a_killed_save_left(tiny_ops_copy: Path) -> None:
@@ -294,7 +295,8 @@ def test_entries_after_a_torn_journal_line_stay_readable(tiny_ops_copy: Path, mo
         meter_ops(tiny_ops_copy, times=3, profile=False)
     lines = journal.read_text().splitlines()
     assert lines[0].startswith('{"key": "half') and len(lines) == 3
-    assert len(meter._read_journal(journal)) == 2  # both new entries survive the torn line before them
+    entries, timings = meter._read_journal(journal)
+    assert entries == [] and len(timings) == 2  # both new round timings survive the torn line before them
 
 
 def test_a_journal_without_its_table_is_set_aside_not_mixed_in(tiny_ops_copy: Path) -> None:
@@ -304,6 +306,51 @@ def test_a_journal_without_its_table_is_set_aside_not_mixed_in(tiny_ops_copy: Pa
     journal = tiny_ops_copy / ("meta_latency.json" + JOURNAL_SUFFIX)
     journal.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in old))  # n=20 each, maybe other settings
     table = meter_ops(tiny_ops_copy, times=3, threads=2, profile=False)
-    assert {e.latency.n for e in table} == {3}
+    assert {e.latency.n for e in table} == {3} and {len(e.rounds_ms or ()) for e in table} == {2}
     aside = [p for p in tiny_ops_copy.iterdir() if p.name.startswith(journal.name + ".orphaned-")]
     assert len(aside) == 1 and len(aside[0].read_text().splitlines()) == len(old)  # kept, not lost
+
+
+def test_shuffled_rounds_are_seeded_and_reproducible(tiny_ops_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmt_nas.meter as meter
+
+    keys = [op.key for op in load_ops_meta(tiny_ops_copy)]
+    assert meter.round_order(keys, 7, 0) == meter.round_order(list(reversed(keys)), 7, 0)  # input order is moot
+    assert sorted(meter.round_order(keys, 7, 1)) == sorted(keys)
+    assert meter.round_order(keys, 7, 0) != meter.round_order(keys, 7, 1)  # each round its own order
+    assert meter.round_order(keys, 7, 0) != meter.round_order(keys, 8, 0)
+    file_of = {op.file: op.key for op in load_ops_meta(tiny_ops_copy)}
+    real = meter.time_model
+
+    def metered(seed: int, out: str) -> list[tuple[str, int]]:
+        calls: list[tuple[str, int]] = []
+
+        def recording(path: Path, times: int, **kwargs: object) -> object:
+            calls.append((file_of[Path(path).name], times))
+            return real(path, times, **kwargs)
+
+        monkeypatch.setattr(meter, "time_model", recording)
+        meter_ops(tiny_ops_copy, times=5, profile=False, seed=seed, output=tiny_ops_copy / out)
+        return calls
+
+    first, again, other = metered(7, "a.json"), metered(7, "b.json"), metered(8, "c.json")
+    assert first == again != other
+    n = len(keys)
+    assert [k for k, _ in first[:n]] == meter.round_order(keys, 7, 0)
+    assert [k for k, _ in first[n:]] == meter.round_order(keys, 7, 1)
+    assert {t for _, t in first[:n]} == {3} and {t for _, t in first[n:]} == {2}  # 5 runs split over 2 rounds
+    table = LatencyTable.load(tiny_ops_copy / "a.json")
+    for e in table:
+        assert e.latency.n == 5 and e.rounds_ms is not None and len(e.rounds_ms) == 2
+        assert e.latency.median_ms == pytest.approx(sum(e.rounds_ms) / 2)  # the median of two rounds
+    floor = table.noise_floor()
+    assert floor is not None and floor.n_ops == n and 0 <= floor.median_pct <= floor.p90_pct
+    assert table.timing["rounds"] == 2 and table.timing["seed"] == 7
+
+
+def test_one_round_is_the_old_protocol(tiny_ops_copy: Path) -> None:
+    table = meter_ops(tiny_ops_copy, times=4, rounds=1, profile=False, output=tiny_ops_copy / "one.json")
+    assert all(e.latency.n == 4 and e.rounds_ms is not None and len(e.rounds_ms) == 1 for e in table)
+    assert table.noise_floor() is None
+    with pytest.raises(MeteringError, match=r"`rounds` must be an integer >= 1, but got rounds=0"):
+        meter_ops(tiny_ops_copy, times=4, rounds=0)

@@ -276,3 +276,32 @@ def test_a_table_that_cannot_be_written_is_a_table_error(tmp_path: Path) -> None
     (tmp_path / "file").write_text("x")
     with pytest.raises(TableError, match="cannot save the latency table"):
         LatencyTable().save(tmp_path / "file" / "t.json")  # its folder is a file
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.floats(0.001, 100.0, allow_nan=False), min_size=1, max_size=30), min_size=1, max_size=5))
+def test_combined_rounds_pool_mean_std_min_and_n_exactly(rounds: list[list[float]]) -> None:
+    parts = [LatencyStats.from_samples(r) for r in rounds]
+    pooled = LatencyStats.from_samples([x for r in rounds for x in r])
+    got = LatencyStats.combine(parts)
+    assert got.n == pooled.n and got.min_ms == pooled.min_ms
+    assert got.mean_ms == pytest.approx(pooled.mean_ms, rel=1e-9)
+    assert got.std_ms == pytest.approx(pooled.std_ms, rel=1e-6, abs=1e-9)
+    medians = sorted(p.median_ms for p in parts)
+    assert medians[0] <= got.median_ms <= medians[-1]
+
+
+def test_a_table_from_before_rounds_loads_without_a_noise_floor_and_round_trips(tmp_path: Path) -> None:
+    stats = LatencyStats.from_samples([1.0, 1.1, 0.9])
+    op = OpRecord(op_key("ReLU", "ReLU()", (1, 4)), "ReLU", "torch.nn", {}, (1, 4))
+    doc = LatencyTable(entries=[TableEntry(op, stats)]).to_dict()
+    assert "rounds_ms" not in doc["entries"][0]  # the format tables had before rounds
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    table = LatencyTable.load(tmp_path / "old.json")
+    assert table.get(op.key).rounds_ms is None and table.get(op.key).run_to_run is None  # type: ignore[union-attr]
+    assert table.noise_floor() is None
+    two = TableEntry(op, stats, rounds_ms=(1.0, 1.2))
+    assert two.run_to_run == pytest.approx(0.2 / 1.1)
+    assert TableEntry.from_dict(json.loads(json.dumps(two.to_dict()))) == two
+    with pytest.raises(TableError, match="rounds_ms of 'ReLU"):
+        TableEntry(op, stats, rounds_ms=(1.0, -1.0))
