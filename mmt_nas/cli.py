@@ -15,6 +15,7 @@ import yaml
 
 from mmt_nas import __version__
 from mmt_nas._files import atomic_write_text, exclusive_lock, lock_path
+from mmt_nas.device_state import DeviceActivity
 from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError, TableError
 from mmt_nas.merge import merge_tables
 from mmt_nas.meter import meter_ops
@@ -113,6 +114,9 @@ def _cmd_meter(a: argparse.Namespace) -> int:
     print(
         f"noise floor: {floor}" if floor else "noise floor: unknown (every op was timed in one round; use --rounds 2)"
     )
+    state = table.timing.get("device_state")
+    if isinstance(state, dict):
+        print(DeviceActivity.from_dict(state).summary())
     return 0
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mmt_nas import device_state
 from mmt_nas._files import atomic_write_text, exclusive_lock, lock_path, open_journal, remove_stale_temp_files
 from mmt_nas._imports import require, try_import
 from mmt_nas.exceptions import MeteringError, TableError
@@ -596,6 +597,7 @@ def _meter_locked(
     )  # fmt: skip
     last_save = time.monotonic()
     failed: dict[str, str] = {}
+    start_state = device_state.snapshot()
     jf = open_journal(journal)
     try:
         work = [(r, key) for r in range(len(split)) for key in round_order((op.key for op in todo), seed, r)]
@@ -635,6 +637,11 @@ def _meter_locked(
                 last_save = time.monotonic()
     finally:
         jf.close()
+    if todo:  # what else ran on the device while this run metered (absent if nothing was metered)
+        state = device_state.activity(start_state, device_state.snapshot())
+        table.timing["device_state"] = state.to_dict()
+        for warning in state.warnings:
+            _logger.warning("%s", warning)
     table.save(out)
     journal.unlink(missing_ok=True)
     if todo and len(table) == 0:  # every op failed and nothing was measured before: the settings are wrong

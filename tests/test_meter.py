@@ -346,6 +346,8 @@ def test_shuffled_rounds_are_seeded_and_reproducible(tiny_ops_copy: Path, monkey
     floor = table.noise_floor()
     assert floor is not None and floor.n_ops == n and 0 <= floor.median_pct <= floor.p90_pct
     assert table.timing["rounds"] == 2 and table.timing["seed"] == 7
+    state = table.timing["device_state"]  # what else ran while it metered (mmt_nas.device_state)
+    assert state["wall_s"] > 0 and state["cpu_count"] == os.cpu_count()
 
 
 def test_one_round_is_the_old_protocol(tiny_ops_copy: Path) -> None:
