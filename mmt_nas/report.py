@@ -69,6 +69,28 @@ class Report:
         self.table = table
         self.settings = dict(settings)
 
+    def noise_floor_pct(self, result: ModelResult) -> float | None:
+        """The error a perfect predictor would show for this model, in %: the spread the measurements
+        themselves carry. It combines the model's own run-to-run spread (its repeated end-to-end medians,
+        std / mean) with the table's (half its ops' median spread between rounds: the deviation of a
+        two-round mean; ``noise_floor`` of the table), as independent errors:
+        ``100 * sqrt(run_to_run_cv**2 + (table_median_spread / 2)**2)``. ``None`` when neither is known.
+        An error within twice this (about a 95% band) is within the noise: no predictor could do better.
+        """
+        truth = result.run_to_run_cv
+        floor = self.table.noise_floor()
+        table_part = None if floor is None else floor.median_pct / 200
+        if truth is None and table_part is None:
+            return None
+        return 100 * math.hypot(truth or 0.0, table_part or 0.0)
+
+    def within_noise(self, result: ModelResult) -> bool | None:
+        """Whether the model's error is within twice its :meth:`noise_floor_pct` (``None``: unknown)."""
+        floor = self.noise_floor_pct(result)
+        if floor is None or result.error_pct is None:
+            return None
+        return abs(result.error_pct) <= 2 * floor
+
     @property
     def metrics(self) -> dict[str, Any]:
         """Metrics over the models that were both measured and predicted."""
@@ -89,6 +111,14 @@ class Report:
                 table_ms += op["total_ms"] if op["source"] == "table" else 0.0
         m["table_share_pct"] = 100 * (table_ms / total) if total else None  # x / x is exactly 1; 100 * x / x is not
         m["fallback_share_pct"] = 100 - m["table_share_pct"] if total else None
+        floors = [f for r in ok if (f := self.noise_floor_pct(r)) is not None]
+        # a perfect predictor's mean |error| when the truth carries N(0, floor) noise: floor * sqrt(2 / pi)
+        m["perfect_predictor_mape_pct"] = math.sqrt(2 / math.pi) * sum(floors) / len(floors) if floors else None
+        marks = [w for r in ok if (w := self.within_noise(r)) is not None]
+        m["within_noise_pct"] = 100 * sum(marks) / len(marks) if marks else None
+        table_floor = self.table.noise_floor()
+        m["table_noise_floor_median_pct"] = None if table_floor is None else table_floor.median_pct
+        m["table_noise_floor_p90_pct"] = None if table_floor is None else table_floor.p90_pct
         return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in m.items()}
 
     def category_totals(self) -> dict[str, dict[str, float]]:
@@ -115,7 +145,10 @@ class Report:
             },
             "metrics": self.metrics,
             "by_category": self.category_totals(),
-            "models": [r.to_dict() for r in self.results],
+            "models": [
+                {**r.to_dict(), "noise_floor_pct": self.noise_floor_pct(r), "within_noise": self.within_noise(r)}
+                for r in self.results
+            ],
         }
 
     def markdown(self) -> str:
@@ -137,7 +170,9 @@ class Report:
             "n_failed",
             "within_10_pct",
             "within_5_pct",
+            "within_noise_pct",
             "mape_pct",
+            "perfect_predictor_mape_pct",
             "rmspe_pct",
             "mae_ms",
             "rmse_ms",
@@ -146,6 +181,8 @@ class Report:
             "spearman_rho",
             "mean_within_run_cv_pct",
             "mean_run_to_run_cv_pct",
+            "table_noise_floor_median_pct",
+            "table_noise_floor_p90_pct",
             "table_share_pct",
             "fallback_share_pct",
         ):
@@ -167,15 +204,21 @@ class Report:
                 )
         lines += [
             "",
-            "| model | input | measured ms | run-to-run CV | predicted ms | error | note |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "A perfect predictor would still show the noise floor: the spread of the measurements themselves "
+            "(the model's run-to-run spread with the table's). `within noise`: the error is within twice it.",
+            "",
+            "| model | input | measured ms | run-to-run CV | predicted ms | error | noise floor | within noise "
+            "| note |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in self.results:
             note = (r.error or "").replace("|", "/").replace("\n", " ")[:160]
+            within = self.within_noise(r)
             lines.append(
                 f"| {r.name} | {'x'.join(map(str, r.input_shape))} | {_fmt(r.measured_ms)} | "
                 f"{_fmt(None if r.run_to_run_cv is None else 100 * r.run_to_run_cv)}% | {_fmt(r.predicted_ms)} | "
-                f"{'' if r.error_pct is None else f'{r.error_pct:+.1f}%'} | {note} |"
+                f"{'' if r.error_pct is None else f'{r.error_pct:+.1f}%'} | {_fmt(self.noise_floor_pct(r))}% | "
+                f"{'' if within is None else ('yes' if within else 'no')} | {note} |"
             )
         return "\n".join(lines) + "\n"
 
