@@ -107,6 +107,7 @@ def _cmd_meter(a: argparse.Namespace) -> int:
         output=a.output,
         rounds=a.rounds,
         seed=a.seed,
+        sentinel_every=a.sentinel_every,
     )
     part = f" (shard {a.shard})" if a.shard else ""
     print(f"{len(table)} ops in the table{part} ({time.perf_counter() - t0:.1f} s); {table.settings}")
@@ -117,6 +118,13 @@ def _cmd_meter(a: argparse.Namespace) -> int:
     state = table.timing.get("device_state")
     if isinstance(state, dict):
         print(DeviceActivity.from_dict(state).summary())
+    guard = table.timing.get("sentinel")
+    if isinstance(guard, dict) and guard.get("series"):
+        drift = guard.get("max_drift_pct")
+        print(
+            f"sentinel: {len(guard['series'])} readings of {guard['key'][:60]}, drift up to "
+            f"{'?' if drift is None else f'{drift:+.0f}%'}; {len(guard.get('remeasured', []))} timing(s) timed again"
+        )
     return 0
 
 
@@ -406,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 2; an op's rounds give its run-to-run spread, the table's noise floor)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the rounds' shuffled orders (default: 0)")
+    p.add_argument(
+        "--sentinel-every", type=int, default=16,
+        help="re-time a reference op before every N timings; timings next to a drifted reading are timed again "
+        "(default: 16; 0: none)",
+    )  # fmt: skip
     p.add_argument(
         "--shard",
         default=None,

@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -436,6 +437,7 @@ def meter_ops(
     shard: tuple[int, int] | str | None = None,
     rounds: int = 2,
     seed: int = 0,
+    sentinel_every: int = 16,
 ) -> LatencyTable:
     """Time every op of an ops folder and save the latency table (``meta_latency.json``).
 
@@ -471,6 +473,11 @@ def meter_ops(
         rounds: Passes over the ops (>= 1; at most ``times``). 1 is the protocol of tables from before
             rounds existed.
         seed: Seed of the rounds' orders (the same seed gives the same orders on every run).
+        sentinel_every: Re-time a fixed reference op (:func:`choose_sentinel`) before every this many
+            timings, and once at the end, as the mean time per run over a block of
+            :data:`SENTINEL_BLOCK_S`; the timings next to a reading more than :data:`SENTINEL_THRESHOLD`
+            off the sentinel's median are timed again at the end of the run. The readings, the drift and
+            what was timed again are in ``table.timing["sentinel"]``. 0: no sentinel.
 
     Returns:
         The complete table.
@@ -485,6 +492,8 @@ def meter_ops(
         raise MeteringError(f"`rounds` must be an integer >= 1, but got rounds={rounds!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise MeteringError(f"`seed` must be an integer, but got seed={seed!r}.")
+    if isinstance(sentinel_every, bool) or not isinstance(sentinel_every, int) or sentinel_every < 0:
+        raise MeteringError(f"`sentinel_every` must be an integer >= 0, but got sentinel_every={sentinel_every!r}.")
     part = None if shard is None else parse_shard(shard)
     try:
         settings = RuntimeSettings(backend, threads, precision)
@@ -506,7 +515,73 @@ def meter_ops(
     with exclusive_lock(
         lock_path(out), f"metering into {str(out)!r}", "meter into another table (--shard i/n, or --output)"
     ):
-        return _meter_locked(ops_dir, ops, out, times, warmup, settings, show_progress, profile, rounds, seed)
+        return _meter_locked(
+            ops_dir, ops, out, times, warmup, settings, show_progress, profile, rounds, seed, sentinel_every
+        )
+
+
+#: A sentinel reading is the mean time per run over a block of at least this long (and 5 runs): a share of
+#: the device taken by others shows in it, where a median of single runs can slip between their slices.
+SENTINEL_BLOCK_S = 0.02
+#: A reading this much (relative) above or below the sentinel's median marks the ops timed next to it.
+SENTINEL_THRESHOLD = 0.25
+
+
+def choose_sentinel(ops: Sequence[OpRecord]) -> OpRecord | None:
+    """The reference op a metering run re-times between batches: of the folder's ops, the one with the
+    median FLOPs (ties by key), so that it is neither trivial nor slow; ``None`` for an empty folder."""
+    usable = sorted((op for op in ops if op.file), key=lambda op: (op.flops, op.key))
+    return usable[len(usable) // 2] if usable else None
+
+
+class _Sentinel:
+    """The reference op, loaded once, and its readings during one metering run."""
+
+    def __init__(self, path: Path, op: OpRecord, settings: RuntimeSettings, every: int) -> None:
+        self.op, self.every = op, every
+        self.session = _Session(path, settings)
+        self.t0 = time.monotonic()
+        self.readings: list[tuple[int, float, float]] = []  # (timings before it, seconds since start, ms per run)
+        self.read(0)  # a first block warms the sentinel up: not kept
+        self.readings.clear()
+
+    def read(self, position: int) -> float:
+        run, clock, n = self.session.run, time.perf_counter_ns, 0
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            start = clock()
+            while n < 5 or clock() - start < SENTINEL_BLOCK_S * 1e9:
+                run()
+                n += 1
+            ms = (clock() - start) / 1e6 / n
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        self.readings.append((position, time.monotonic() - self.t0, ms))
+        return ms
+
+    def suspects(self) -> list[int]:
+        """Indices of the batches (between readings ``i - 1`` and ``i``) next to a reading off the median."""
+        if len(self.readings) < 3:
+            return []
+        base = statistics.median(ms for _, _, ms in self.readings)
+        off = [abs(ms / base - 1) > SENTINEL_THRESHOLD for _, _, ms in self.readings]
+        return [i for i in range(1, len(off)) if off[i - 1] or off[i]]
+
+    def report(self, remeasured: Sequence[str]) -> dict[str, Any]:
+        base = statistics.median(ms for _, _, ms in self.readings) if self.readings else None
+        drift = [100 * (ms / base - 1) for _, _, ms in self.readings] if base else []
+        return {
+            "key": self.op.key,
+            "every": self.every,
+            "block_s": SENTINEL_BLOCK_S,
+            "threshold": SENTINEL_THRESHOLD,
+            "baseline_ms": base,
+            "series": [[pos, round(t, 3), ms] for pos, t, ms in self.readings],
+            "max_drift_pct": max(drift, key=abs) if drift else None,
+            "remeasured": list(remeasured),
+        }
 
 
 def _entry_of(op: OpRecord, timings: Sequence[RoundTiming], device: str | None) -> TableEntry:
@@ -528,6 +603,7 @@ def _meter_locked(
     profile: bool,
     rounds: int,
     seed: int,
+    sentinel_every: int,
 ) -> LatencyTable:
     journal = out.with_name(out.name + JOURNAL_SUFFIX)
     remove_stale_temp_files(out.parent, [out.name, journal.name])  # what a killed run's atomic writes left
@@ -584,9 +660,12 @@ def _meter_locked(
             device = t.device if t.device in table.devices else this_device
             pending.setdefault(t.key, {})[t.round] = dataclasses.replace(t, device=device)
 
+    rounds_of: dict[str, dict[int, RoundTiming]] = {k: dict(v) for k, v in pending.items()}  # kept when complete
+
     def complete(key: str) -> None:
         if len(pending.get(key, {})) >= len(split):
-            table.add(_entry_of(by_key[key], list(pending.pop(key).values()), this_device))
+            pending.pop(key)
+            table.add(_entry_of(by_key[key], list(rounds_of[key].values()), this_device))
 
     for key in list(pending):
         complete(key)
@@ -598,6 +677,44 @@ def _meter_locked(
     last_save = time.monotonic()
     failed: dict[str, str] = {}
     start_state = device_state.snapshot()
+    reference = choose_sentinel(list(by_key.values())) if sentinel_every else None
+    guard = None
+    if reference is not None and todo:
+        try:
+            guard = _Sentinel(ops_dir / str(reference.file), reference, settings, sentinel_every)
+        except MeteringError as exc:
+            _logger.warning("no sentinel: its op %s cannot be run (%s)", reference.key, exc)
+    batch_of: dict[tuple[str, int], int] = {}  # (key, round) -> the sentinel batch it was timed in
+    timed = 0
+
+    def measure(r: int, key: str) -> RoundTiming | None:
+        nonlocal timed
+        op = by_key[key]
+        if guard is not None and timed % guard.every == 0:
+            guard.read(timed)
+        try:
+            stats = time_model(ops_dir / op.file, split[r], warmup=warmup, settings=settings)
+            core = (
+                core_ms(profile_model(ops_dir / op.file, min(times, 20), settings=settings))
+                if profile and r == 0
+                else None
+            )
+        except MeteringError as exc:
+            _logger.error("skipping %s: %s", key, exc)
+            failed[key] = str(exc)
+            pending.pop(key, None)
+            return None
+        timed += 1
+        if guard is not None:
+            batch_of[key, r] = len(guard.readings)
+        timing = RoundTiming(key, r, stats, core, this_device)
+        rounds_of.setdefault(key, {})[r] = timing
+        jf.write(json.dumps(timing.to_dict(), allow_nan=False) + "\n")
+        jf.flush()
+        os.fsync(jf.fileno())
+        return timing
+
+    remeasured: list[str] = []
     jf = open_journal(journal)
     try:
         work = [(r, key) for r in range(len(split)) for key in round_order((op.key for op in todo), seed, r)]
@@ -605,24 +722,10 @@ def _meter_locked(
         for r, key in progress(work, len(work), "meter", show_progress):
             if key in failed or key in table:
                 continue
-            op = by_key[key]
-            try:
-                stats = time_model(ops_dir / op.file, split[r], warmup=warmup, settings=settings)
-                core = (
-                    core_ms(profile_model(ops_dir / op.file, min(times, 20), settings=settings))
-                    if profile and r == 0
-                    else None
-                )
-            except MeteringError as exc:
-                _logger.error("skipping %s: %s", key, exc)
-                failed[key] = str(exc)
-                pending.pop(key, None)
+            timing = measure(r, key)
+            if timing is None:
                 continue
-            timing = RoundTiming(key, r, stats, core, this_device)
             pending.setdefault(key, {})[r] = timing
-            jf.write(json.dumps(timing.to_dict(), allow_nan=False) + "\n")
-            jf.flush()
-            os.fsync(jf.fileno())
             complete(key)
             if time.monotonic() - last_save > _CHECKPOINT_SECONDS:
                 table.save(out)
@@ -635,8 +738,25 @@ def _meter_locked(
                 )  # fmt: skip
                 jf = open_journal(journal)
                 last_save = time.monotonic()
+        if guard is not None and timed:
+            guard.read(timed)  # the last batch's closing reading
+            suspect = set(guard.suspects())
+            again = sorted((k, r) for (k, r), b in batch_of.items() if b in suspect and k in table)
+            if again:
+                _logger.warning(
+                    "the sentinel drifted beyond %.0f%% next to %d timing(s); timing them again",
+                    100 * SENTINEL_THRESHOLD,
+                    len(again),
+                )
+            for key, r in again:  # the device was off its usual speed around them: once more, now
+                if measure(r, key) is not None:
+                    remeasured.append(f"{key}#{r}")
+                    table.add(_entry_of(by_key[key], list(rounds_of[key].values()), this_device))
+            guard.read(timed)
     finally:
         jf.close()
+    if guard is not None:
+        table.timing["sentinel"] = guard.report(remeasured)
     if todo:  # what else ran on the device while this run metered (absent if nothing was metered)
         state = device_state.activity(start_state, device_state.snapshot())
         table.timing["device_state"] = state.to_dict()

@@ -356,3 +356,43 @@ def test_one_round_is_the_old_protocol(tiny_ops_copy: Path) -> None:
     assert table.noise_floor() is None
     with pytest.raises(MeteringError, match=r"`rounds` must be an integer >= 1, but got rounds=0"):
         meter_ops(tiny_ops_copy, times=4, rounds=0)
+
+
+def test_a_sentinel_catches_a_neighbour_burst_and_the_timings_next_to_it_are_timed_again(tmp_path: Path) -> None:
+    """A real second process shares the metering process's CPU for a second, mid-metering."""
+    from mmt_nas.converter import generate_ops_list
+
+    shapes = ", ".join(f"[1, 16, {12 + i}, {12 + i}]" for i in range(24))
+    space = (
+        f"torch.nn:\n  Conv2d: {{in_channels: [16], out_channels: [16], kernel_size: [3], input_shape: [{shapes}]}}\n"
+    )
+    ops_dir = tmp_path / "ops"
+    generate_ops_list(write_space(tmp_path, space), ops_dir)
+    journal = ops_dir / ("meta_latency.json" + JOURNAL_SUFFIX)
+    code = (
+        "import os; os.sched_setaffinity(0, {0})\n"
+        f"from mmt_nas.meter import meter_ops; meter_ops({str(ops_dir)!r}, times=400, sentinel_every=4)"
+    )
+    meter = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    burner = None
+    try:
+        deadline = time.monotonic() + 240
+        while not (journal.exists() and journal.read_text().count("\n") >= 16):  # a third of the way
+            assert meter.poll() is None and time.monotonic() < deadline, "metering ended or made no progress"
+            time.sleep(0.02)
+        burner = subprocess.Popen([sys.executable, "-c", "import os; os.sched_setaffinity(0, {0})\nwhile True: pass"])
+        time.sleep(1.5)
+    finally:
+        if burner is not None:
+            burner.kill()
+            burner.wait()
+        assert meter.wait(timeout=240) == 0
+    table = LatencyTable.load(ops_dir)
+    guard = table.timing["sentinel"]
+    assert len(table) == 24 and guard["key"] in table
+    readings = [ms for _, _, ms in guard["series"]]
+    assert max(readings) > 1.4 * guard["baseline_ms"], guard  # the burst, seen by the sentinel
+    assert guard["remeasured"], guard  # and the timings next to it timed again
+    for item in guard["remeasured"]:
+        key, _, r = item.rpartition("#")
+        assert table.get(key) is not None and len(table.get(key).rounds_ms) == 2 and int(r) in (0, 1)  # type: ignore[union-attr,arg-type]
