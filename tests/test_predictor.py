@@ -342,3 +342,21 @@ def test_a_table_of_another_device_is_refused_when_a_device_is_asked_for(tiny_op
         cwd=Path(__file__).parent,
     )
     assert out.returncode == 2 and "--expect-device must be 'local' or a mapping" in out.stderr
+
+
+def test_a_table_metered_before_rounds_predicts_as_it_did(tiny_ops: Path, tmp_path: Path) -> None:
+    """Entries without rounds (and a table without sentinel or device state) load and predict unchanged."""
+    import json
+
+    doc = json.loads((tiny_ops / "meta_latency.json").read_text())
+    for e in doc["entries"]:
+        e.pop("rounds_ms", None)
+    doc["timing"] = {"times": 20, "warmup": "auto", "method": "runSession"}  # what tables held before rounds
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    old, new = LatencyTable.load(tmp_path / "old.json"), LatencyTable.load(tiny_ops)
+    assert all(e.rounds_ms is None for e in old) and old.noise_floor() is None
+    assert all(e.rounds_ms is not None for e in new) and new.noise_floor() is not None
+    assert [(e.latency_ms, e.core_ms) for e in old] == [(e.latency_ms, e.core_ms) for e in new]
+    a = LatencyPredictor(old).predict(TinyNet(), TINY_SHAPE)
+    b = LatencyPredictor(new).predict(TinyNet(), TINY_SHAPE)
+    assert float(a) == float(b) and [o.to_dict() for o in a.ops] == [o.to_dict() for o in b.ops]
