@@ -1,11 +1,12 @@
 """Measure, predict and profile whole models, journaling the measurements so an interrupted run continues.
 
-For each model: measure it end to end with MNN (the same settings as the table, repeated so its own
-run-to-run spread is known), predict it from the table, and profile it op by op in context, so the
-error can be split by op category (:func:`evaluate`, giving one :class:`ModelResult` per model).
+For each model: measure it end to end with MNN as a deployed app runs it (input written, run, output
+read; the same settings as the table; all models in interleaved rounds, so each one's run-to-run spread
+is known), predict it from the table, and profile it op by op in context, so the error can be split by
+op category (:func:`evaluate`, giving one :class:`ModelResult` per model).
 
 Measuring is the slow part, so :func:`evaluate` can journal each model's measurements as soon as
-they are taken (``journal=``, one fsynced JSON line per model): a report that is interrupted
+they are complete (``journal=``, one fsynced JSON line per model): a report that is interrupted
 (Ctrl-C, a crash, a kill) continues where it stopped when run again with the same settings.
 :mod:`mmt_nas.report` renders the results.
 
@@ -21,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mmt_nas._files import open_journal, pid_alive
+from mmt_nas.endtoend import InterleavedResult, Method, measure_interleaved
 from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError
-from mmt_nas.meter import OpProfile, device_info, profile_model, time_model
+from mmt_nas.meter import OpProfile, device_info, profile_model
 from mmt_nas.opspace import load_model, yaml_error_text
 from mmt_nas.vocab import check_shape, mnn_category, op_category
 
@@ -51,6 +54,8 @@ _logger = logging.getLogger("mmt_nas.report")
 JOURNAL_FILENAME = "report.json.journal"
 _JOURNAL_SCHEMA = "mmt_nas/report-journal"
 _JOURNAL_SCHEMA_VERSION = 1
+# how a model's end-to-end latency is timed: as a deployed app runs it (input written, run, output read)
+_METHOD: Method = "inference"
 
 # -- the models to evaluate -----------------------------------------------------------
 
@@ -135,9 +140,10 @@ class ModelResult:
     Attributes:
         name: The model's name.
         input_shape: Its input shape.
-        measured_ms: Median of the repeated measurements' medians.
-        run_medians_ms: Each measurement's median.
-        within_run_cv: Mean spread (std / mean) of the runs within a measurement.
+        measured_ms: Median of the rounds' medians (each round: ``times`` runs of the model, the models
+            interleaved; see :func:`evaluate`).
+        run_medians_ms: Each round's median, in round order.
+        within_run_cv: Mean spread (std / mean) of the runs within a round.
         predicted_ms: The prediction.
         prediction: The prediction's ``to_dict()`` (every op's share).
         by_category: Predicted vs in-context ms per op category.
@@ -145,6 +151,9 @@ class ModelResult:
         samples: In-context calibration samples of the profiled ops (not written to JSON).
         profile: MNN's per-op profile of the whole model (not written to JSON).
         reused: The measurements came from the journal of an interrupted run.
+        timing_method: What a timed run is: ``"inference"`` (input written from a host array, the run,
+            the output read back to a host array: :func:`mmt_nas.endtoend.time_inference`); ``None`` when
+            nothing was measured.
     """
 
     name: str
@@ -159,6 +168,7 @@ class ModelResult:
     samples: list[CalibrationSample] = field(default_factory=list, repr=False)
     profile: list[OpProfile] = field(default_factory=list, repr=False)
     reused: bool = False
+    timing_method: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -182,6 +192,16 @@ class ModelResult:
         mean = sum(xs) / len(xs)
         return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) / mean
 
+    @property
+    def run_to_run(self) -> float | None:
+        """Spread of the rounds' medians relative to their median, ``(max - min) / median`` (as
+        :attr:`mmt_nas.endtoend.InterleavedResult.run_to_run`); ``None`` for fewer than two rounds."""
+        xs = self.run_medians_ms
+        if len(xs) < 2:
+            return None
+        mid = statistics.median(xs)
+        return (max(xs) - min(xs)) / mid if mid > 0 else None
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return {
@@ -193,6 +213,9 @@ class ModelResult:
             "run_medians_ms": self.run_medians_ms,
             "within_run_cv": self.within_run_cv,
             "run_to_run_cv": self.run_to_run_cv,
+            "run_to_run": self.run_to_run,
+            "rounds": len(self.run_medians_ms),
+            "timing_method": self.timing_method,
             "predicted_ms": self.predicted_ms,
             "error_pct": self.error_pct,
             "by_category": self.by_category,
@@ -370,17 +393,28 @@ def evaluate(
     """Measure, predict and profile every model. A model that fails is recorded with its error.
 
     Each model is traced once (:meth:`LatencyPredictor.parse`); its ops give both the prediction and
-    the in-context calibration samples.
+    the in-context calibration samples. Then every model is exported and profiled op by op, and the
+    models are measured together in ``repeats`` interleaved rounds
+    (:func:`mmt_nas.endtoend.measure_interleaved`): in each round every model once, in a seeded shuffled
+    order, ``times`` runs each, so a slow spell of the machine hits every model a little, not one model
+    a lot. A model's measured latency is the median of its rounds' medians; ``run_medians_ms`` keeps
+    each round's, and ``run_to_run`` their spread.
+
+    What is timed (the deployed app's latency, ``timing_method="inference"``): each run writes the
+    input from a host numpy array, runs the model and reads its output back into a host numpy array,
+    with MNN's module API (:func:`mmt_nas.endtoend.time_inference`); the bare session run that op
+    tables are metered with measures a few percent less.
 
     Args:
         predictor: Predicts from the table (its settings are used to measure).
         cases: ``(name, model, input_shape)``; ``model`` is an ``nn.Module`` or a :class:`ModelSpec`.
-        times: Timed runs per measurement.
-        repeats: Measurements per model (each is ``times`` runs); the reported value is their median.
+        times: Timed runs of each model per round.
+        repeats: Rounds (the model's measurements, each of ``times`` runs); the reported value is the
+            median of their medians.
         profile_times: Runs of the in-context per-op profile (0 to skip it).
-        on_result: Called with each result as soon as it is ready.
+        on_result: Called with each result, in the order of ``cases``, once all are measured.
         journal: A file (e.g. ``report/`` + :data:`JOURNAL_FILENAME`) to which each model's measurements
-            are appended, on disk, as soon as they are taken, and from which they are reused: a model
+            are appended, on disk, as soon as its last round is timed, and from which they are reused: a model
             journaled with the same name, definition (target and kwargs, or class) and architecture
             (its ``repr``), input shape, ``times``, ``repeats``, ``profile_times``, MNN settings and device
             is not measured again (``result.reused``); predictions are always recomputed. Delete the file
@@ -390,12 +424,14 @@ def evaluate(
         One result per case, in order.
 
     Raises:
-        MeteringError: The journal cannot be read or written.
+        MeteringError: ``times`` or ``repeats`` is not an integer >= 1, or the journal cannot be read or
+            written.
     """
     from mmt_nas.calibration import samples_from_profile  # these import torch
     from mmt_nas.converter import export_to_mnn
 
     settings = predictor.table.settings
+    _check_measuring(times, repeats)
     _remove_dead_work_dirs()
     jr = _Journal(journal) if journal is not None else None
     how: dict[str, Any] = {}
@@ -407,56 +443,91 @@ def evaluate(
             "profile_times": profile_times,
             "runtime": settings.to_dict(),
             "device": {k: dev.get(k) for k in ("hostname", "cpu_model", "cpu_count", "mnn_version")},
+            # journal lines of other definitions of the truth (the bare session, back-to-back) are not reused
+            "method": _METHOD,
+            "interleaved": True,
         }
-    results = []
-    for name, case, shape in cases:
-        result = ModelResult(name, tuple(shape))
-        try:
-            if isinstance(case, ModelSpec):
-                spec, model = case, case.build()
-            else:
-                spec, model = None, case
-            ops: list[ParsedOp] = []
-            prediction: Prediction | None = None
+    pending: list[_Pending] = []
+    to_measure: dict[str, Path] = {}
+    # the work folder carries this process's id, so that the next run removes it if we are killed
+    with tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}_") as tmp:
+        # 1. every model: built, predicted, and exported and profiled unless its measurement is journaled
+        for index, (name, case, shape) in enumerate(cases):
+            item = _Pending(ModelResult(name, tuple(shape)))
+            pending.append(item)
+            result = item.result
             try:
-                ops = predictor.parse(model, shape)  # traced once: the prediction and the samples share the ops
-                prediction = predictor.predict_ops(ops)
-                result.predicted_ms = float(prediction)
-                result.prediction = prediction.to_dict()
-            except MmtNasError as exc:
-                result.error = f"predict: {exc}"
-            key = _journal_key(name, spec, model, shape, how) if jr is not None else None
-            saved = jr.get(key) if jr is not None and key is not None else None
-            if saved is not None:
-                result.run_medians_ms = list(saved["run_medians_ms"])
-                result.within_run_cv = saved["within_run_cv"]
-                result.profile = [OpProfile(*p) for p in saved["profile"]]
-                result.reused = True
-            else:
-                # the work folder carries this process's id, so that the next run removes it if we are killed
-                with tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}_") as tmp:
-                    path = Path(tmp) / "model.mnn"
-                    export_to_mnn(model, shape, path, onnx_path=Path(tmp) / "model.onnx")
-                    runs = [time_model(path, times, settings=settings) for _ in range(repeats)]
-                    result.run_medians_ms = [r.median_ms for r in runs]
-                    result.within_run_cv = sum(r.cv for r in runs) / len(runs)
+                if isinstance(case, ModelSpec):
+                    spec, model = case, case.build()
+                else:
+                    spec, model = None, case
+                try:
+                    item.ops = predictor.parse(model, shape)  # traced once: the prediction and the samples share ops
+                    item.prediction = predictor.predict_ops(item.ops)
+                    result.predicted_ms = float(item.prediction)
+                    result.prediction = item.prediction.to_dict()
+                except MmtNasError as exc:
+                    result.error = f"predict: {exc}"
+                item.key = _journal_key(name, spec, model, shape, how) if jr is not None else None
+                saved = jr.get(item.key) if jr is not None and item.key is not None else None
+                if saved is not None:
+                    result.run_medians_ms = list(saved["run_medians_ms"])
+                    result.within_run_cv = saved["within_run_cv"]
+                    result.profile = [OpProfile(*p) for p in saved["profile"]]
+                    result.reused = True
+                else:
+                    path = Path(tmp) / f"model-{index}.mnn"
+                    export_to_mnn(model, shape, path, onnx_path=Path(tmp) / f"model-{index}.onnx")
                     if profile_times > 0:
                         result.profile = profile_model(path, profile_times, settings=settings)
-                if jr is not None and key is not None:
-                    jr.append(key, result)
-            result.measured_ms = sorted(result.run_medians_ms)[len(result.run_medians_ms) // 2]
-            if prediction is not None and profile_times > 0:
-                result.by_category = _category_split(prediction, result.profile)
-                result.samples = samples_from_profile(
-                    name, ops, result.profile, predictor.table, predictor.latency, result.measured_ms
-                )
-        except _JournalError:
-            raise  # the journal itself failed: continuing would lose what it is for
-        except Exception as exc:  # a failing model is reported, never fatal to the report
-            result.error = (result.error + "; " if result.error else "") + f"{type(exc).__name__}: {exc}"
+                    to_measure[str(index)] = path
+            except Exception as exc:  # a failing model is reported, never fatal to the report
+                item.fail(exc)
+
+        # 2. the models to measure, in interleaved rounds (a round: each model once, in a seeded shuffled order);
+        # each is journaled as soon as its last round is timed
+        def complete(label: str, measured: InterleavedResult) -> None:
+            item = pending[int(label)]
+            item.result.run_medians_ms = list(measured.rounds_ms)
+            item.result.within_run_cv = measured.within_run_cv
+            if jr is not None and item.key is not None:
+                jr.append(item.key, item.result)  # a _JournalError propagates: continuing would lose what it is for
+
+        if to_measure:
+            _logger.info(
+                "measuring %d model(s) in %d interleaved round(s) of %d run(s) each",
+                len(to_measure),
+                repeats,
+                times,
+            )
+            measure_interleaved(
+                to_measure,
+                times * repeats,  # each round: `times` runs of every model
+                rounds=repeats,
+                settings=settings,
+                method=_METHOD,
+                on_complete=complete,
+                on_error=lambda label, exc: pending[int(label)].fail(exc),
+            )
+
+    # 3. what follows from the measurements, and the results in order
+    results = []
+    for item in pending:
+        result = item.result
+        try:
+            if result.run_medians_ms:
+                result.measured_ms = statistics.median(result.run_medians_ms)
+                result.timing_method = _METHOD
+                if item.prediction is not None and profile_times > 0:
+                    result.by_category = _category_split(item.prediction, result.profile)
+                    result.samples = samples_from_profile(
+                        result.name, item.ops, result.profile, predictor.table, predictor.latency, result.measured_ms
+                    )
+        except Exception as exc:
+            item.fail(exc)
         _logger.info(
             "%s: measured %s ms, predicted %s ms%s",
-            name,
+            result.name,
             result.measured_ms,
             result.predicted_ms,
             " (measurement reused from the journal)" if result.reused else "",
@@ -465,3 +536,26 @@ def evaluate(
         if on_result is not None:
             on_result(result)
     return results
+
+
+def _check_measuring(times: Any, repeats: Any) -> None:
+    for what, v in (("times", times), ("repeats", repeats)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise MeteringError(f"`{what}` must be an integer >= 1, but got {what}={v!r}.")
+
+
+@dataclass
+class _Pending:
+    """A model of :func:`evaluate` between its preparation and its result."""
+
+    result: ModelResult
+    ops: list[ParsedOp] = field(default_factory=list)
+    prediction: Prediction | None = None
+    key: dict[str, Any] | None = None
+
+    def fail(self, exc: Exception) -> None:
+        """Record ``exc`` as (another of) the model's errors; a journal error is fatal instead."""
+        if isinstance(exc, _JournalError):
+            raise exc
+        r = self.result
+        r.error = (r.error + "; " if r.error else "") + f"{type(exc).__name__}: {exc}"

@@ -128,7 +128,8 @@ def test_meter_writes_one_entry_per_op(tiny_ops_copy: Path, capfd: pytest.Captur
     assert out.startswith(f"{len(keys)} ops in the table")
     floor = table.noise_floor()
     assert floor is not None and f"noise floor: run-to-run spread of {len(keys)} ops: median " in out
-    assert out.splitlines()[-1].startswith("device: ") and table.timing["device_state"]["wall_s"] > 0
+    assert any(line.startswith("device: ") for line in out.splitlines()) and table.timing["device_state"]["wall_s"] > 0
+    assert any(line.startswith("sentinel: ") for line in out.splitlines()) and table.timing["sentinel"]["series"]
     assert f"median {floor.median_pct:.1f}%, p90 {floor.p90_pct:.1f}%" in out
 
 

@@ -360,9 +360,10 @@ def test_journal_torn_or_unreadable_lines_are_ignored(tiny_ops: Path, tmp_path: 
     predictor = LatencyPredictor(tiny_ops)
     journal = tmp_path / "j"
     first = evaluate(predictor, _journal_cases(), times=3, repeats=1, profile_times=0, journal=journal)
-    lines = journal.read_text().splitlines()
+    # lines in the order the models' last rounds ended (interleaved, shuffled): find each model's
+    lines = {json.loads(line)["key"]["name"]: line for line in journal.read_text().splitlines()}
     # a garbage line in the middle, and the last line torn as a kill during the append leaves it
-    journal.write_text(lines[0] + "\n{not json\n" + lines[1][: len(lines[1]) // 2])
+    journal.write_text(lines["tiny"] + "\n{not json\n" + lines["wide"][: len(lines["wide"]) // 2])
     again = evaluate(predictor, _journal_cases(), times=3, repeats=1, profile_times=0, journal=journal)
     assert [r.reused for r in again] == [True, False]
     assert again[0].run_medians_ms == first[0].run_medians_ms
