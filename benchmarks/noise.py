@@ -7,8 +7,8 @@ started and stopped by this script. Per op, the run-to-run difference is ``|a - 
 tables' medians; the script prints its median and p90, the share of ops more than 10% apart, the tables'
 own noise floor (new protocol) and the wall time of each protocol.
 
-- old: ``meter_ops(rounds=1)``: every op once, in folder order (the protocol before rounds existed);
-- new: ``meter_ops()`` with its defaults: two rounds, each in its own seeded shuffled order.
+- old: ``meter_ops(rounds=1, sentinel_every=0)``: every op once, in folder order (the protocol before);
+- new: ``meter_ops()`` with its defaults: two rounds, each in its own seeded shuffled order, and the sentinel.
 
 Run:  python benchmarks/noise.py [--times 1000]   (about 5 minutes)
 Prints a table and rewrites the "noise" section of benchmarks/RESULTS.md.
@@ -44,7 +44,10 @@ _LOAD = (
     "while True:\n"
     "    a = a.copy()\n"
 )
-PROTOCOLS = {"old (1 round, folder order)": {"rounds": 1}, "new (2 shuffled rounds)": {}}
+PROTOCOLS = {
+    "old (1 round, folder order, no sentinel)": {"rounds": 1, "sentinel_every": 0},
+    "new (defaults: 2 shuffled rounds, sentinel)": {},
+}
 
 
 def metered(ops: Path, out: Path, times: int, kwargs: dict[str, int], load: tuple[float, float] | None) -> float:
@@ -63,10 +66,9 @@ def metered(ops: Path, out: Path, times: int, kwargs: dict[str, int], load: tupl
         for p in procs:
             p.send_signal(signal.SIGCONT)
 
-    def stop() -> None:
+    def stop() -> None:  # killed, not waited for here: a waited child's CPU time would count as the meter's own
         for p in procs:
             p.kill()
-            p.wait()
 
     timers = [] if load is None else [threading.Timer(load[0], start), threading.Timer(load[1], stop)]
     t0 = time.perf_counter()
@@ -78,6 +80,8 @@ def metered(ops: Path, out: Path, times: int, kwargs: dict[str, int], load: tupl
         for t in timers:
             t.cancel()
         stop()
+        for p in procs:
+            p.wait()
     return time.perf_counter() - t0
 
 
@@ -136,7 +140,8 @@ def main() -> None:
                     f"{statistics.median([w for w in walls[name]]):.1f} |"
                 )
         n = len(tables[next(iter(PROTOCOLS))][0])
-    cost = statistics.median(walls["new (2 shuffled rounds)"]) / statistics.median(walls["old (1 round, folder order)"])
+    old_name, new_name = PROTOCOLS
+    cost = statistics.median(walls[new_name]) / statistics.median(walls[old_name])
     body = (
         f"## Metering noise, old protocol vs shuffled rounds (`benchmarks/noise.py`)\n\nMachine: {machine_line()}. "
         f"{n} ops (conv, BN, ReLU; the op space of `benchmarks/scale_out.py`), times={args.times}, MNN CPU, 1 "
