@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from mmt_nas.exceptions import MeteringError
-from mmt_nas.meter import _check_times, _mnn, quiet_native_output, round_order, time_model
+from mmt_nas.meter import _check_times, _mnn, quiet_native_output, time_model
+from mmt_nas.rounds import round_order
 from mmt_nas.table import LatencyStats, RuntimeSettings
 
 __all__ = ["METHODS", "InterleavedResult", "Method", "measure_interleaved", "time_inference"]

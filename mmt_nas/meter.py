@@ -20,12 +20,10 @@ import json
 import logging
 import os
 import platform
-import random
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,8 +32,10 @@ from mmt_nas import device_state
 from mmt_nas._files import atomic_write_text, exclusive_lock, lock_path, open_journal, remove_stale_temp_files
 from mmt_nas._imports import require, try_import
 from mmt_nas.exceptions import MeteringError, TableError
-from mmt_nas.records import TABLE_FILENAME, OpRecord, load_ops_meta
-from mmt_nas.table import LatencyStats, LatencyTable, Precision, RuntimeSettings, TableEntry
+from mmt_nas.records import TABLE_FILENAME, load_ops_meta
+from mmt_nas.rounds import RoundTiming, entry_of, read_journal, round_order, round_times
+from mmt_nas.sentinel import SENTINEL_THRESHOLD, Sentinel, choose_sentinel
+from mmt_nas.table import LatencyStats, LatencyTable, Precision, RuntimeSettings
 
 __all__ = [
     "meter_ops",
@@ -300,93 +300,6 @@ def _check_times(times: Any, warmup: Any) -> None:
         raise MeteringError(f"`warmup` must be None or an integer >= 0, but got warmup={warmup!r}.")
 
 
-@dataclass(frozen=True)
-class RoundTiming:
-    """One op timed in one round: a line of the metering journal.
-
-    Attributes:
-        key: The op's key.
-        round: Which round (0-based).
-        latency: The round's statistics.
-        core_ms: The op's own time from MNN's profile (round 0 only; ``None`` otherwise or unprofiled).
-        device: The id of the device it was timed on.
-    """
-
-    key: str
-    round: int
-    latency: LatencyStats
-    core_ms: float | None
-    device: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The journal line."""
-        return {
-            "key": self.key,
-            "round": self.round,
-            "latency_ms": self.latency.to_dict(),
-            "core_ms": self.core_ms,
-            "device": self.device,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Any) -> RoundTiming:
-        """Read a journal line written by :meth:`to_dict`.
-
-        Raises:
-            TableError: It is not one.
-        """
-        if not isinstance(d, dict) or not isinstance(d.get("key"), str) or not isinstance(d.get("round"), int):
-            raise TableError(f"not a round timing: {str(d)[:200]}")
-        core = d.get("core_ms")
-        if core is not None and (isinstance(core, bool) or not isinstance(core, (int, float)) or core < 0):
-            raise TableError(f"core_ms of a round timing must be None or a number >= 0, but got {core!r}.")
-        device = d.get("device")
-        return cls(
-            d["key"],
-            d["round"],
-            LatencyStats.from_dict(d.get("latency_ms")),
-            core,
-            device if isinstance(device, str) and device else None,
-        )
-
-
-def _read_journal(path: Path) -> tuple[list[TableEntry], list[RoundTiming]]:
-    """What an interrupted run journaled: whole entries (from before rounds existed) and round timings.
-
-    A torn or unreadable line (an interrupted write) is skipped with a warning.
-    """
-    entries: list[TableEntry] = []
-    timings: list[RoundTiming] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return entries, timings
-    for line in lines:
-        try:
-            d = json.loads(line)
-            if isinstance(d, dict) and "round" in d:
-                timings.append(RoundTiming.from_dict(d))
-            else:
-                entries.append(TableEntry.from_dict(d))
-        except (ValueError, TableError):
-            _logger.warning("ignoring an unreadable line in %s (an interrupted write)", path)
-    return entries, timings
-
-
-def round_order(keys: Iterable[str], seed: int, round_index: int) -> list[str]:
-    """The order in which round ``round_index`` times ``keys``: a shuffle seeded by ``seed`` and the round,
-    the same on every run and every machine (so a resumed run keeps its order)."""
-    order = sorted(set(keys))
-    random.Random(f"mmt_nas-rounds:{seed}:{round_index}").shuffle(order)
-    return order
-
-
-def round_times(times: int, rounds: int) -> list[int]:
-    """How the ``times`` timed runs of an op are split over ``rounds`` rounds (they add up to ``times``)."""
-    rounds = max(1, min(rounds, times))
-    return [times // rounds + (1 if r < times % rounds else 0) for r in range(rounds)]
-
-
 def parse_shard(shard: Any) -> tuple[int, int]:
     """Validate a shard given as ``(i, n)`` or ``"i/n"`` (1 <= i <= n) and return ``(i, n)``.
 
@@ -520,78 +433,6 @@ def meter_ops(
         )
 
 
-#: A sentinel reading is the mean time per run over a block of at least this long (and 5 runs): a share of
-#: the device taken by others shows in it, where a median of single runs can slip between their slices.
-SENTINEL_BLOCK_S = 0.02
-#: A reading this much (relative) above or below the sentinel's median marks the ops timed next to it.
-SENTINEL_THRESHOLD = 0.25
-
-
-def choose_sentinel(ops: Sequence[OpRecord]) -> OpRecord | None:
-    """The reference op a metering run re-times between batches: of the folder's ops, the one with the
-    median FLOPs (ties by key), so that it is neither trivial nor slow; ``None`` for an empty folder."""
-    usable = sorted((op for op in ops if op.file), key=lambda op: (op.flops, op.key))
-    return usable[len(usable) // 2] if usable else None
-
-
-class _Sentinel:
-    """The reference op, loaded once, and its readings during one metering run."""
-
-    def __init__(self, path: Path, op: OpRecord, settings: RuntimeSettings, every: int) -> None:
-        self.op, self.every = op, every
-        self.session = _Session(path, settings)
-        self.t0 = time.monotonic()
-        self.readings: list[tuple[int, float, float]] = []  # (timings before it, seconds since start, ms per run)
-        self.read(0)  # a first block warms the sentinel up: not kept
-        self.readings.clear()
-
-    def read(self, position: int) -> float:
-        run, clock, n = self.session.run, time.perf_counter_ns, 0
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            start = clock()
-            while n < 5 or clock() - start < SENTINEL_BLOCK_S * 1e9:
-                run()
-                n += 1
-            ms = (clock() - start) / 1e6 / n
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        self.readings.append((position, time.monotonic() - self.t0, ms))
-        return ms
-
-    def suspects(self) -> list[int]:
-        """Indices of the batches (between readings ``i - 1`` and ``i``) next to a reading off the median."""
-        if len(self.readings) < 3:
-            return []
-        base = statistics.median(ms for _, _, ms in self.readings)
-        off = [abs(ms / base - 1) > SENTINEL_THRESHOLD for _, _, ms in self.readings]
-        return [i for i in range(1, len(off)) if off[i - 1] or off[i]]
-
-    def report(self, remeasured: Sequence[str]) -> dict[str, Any]:
-        base = statistics.median(ms for _, _, ms in self.readings) if self.readings else None
-        drift = [100 * (ms / base - 1) for _, _, ms in self.readings] if base else []
-        return {
-            "key": self.op.key,
-            "every": self.every,
-            "block_s": SENTINEL_BLOCK_S,
-            "threshold": SENTINEL_THRESHOLD,
-            "baseline_ms": base,
-            "series": [[pos, round(t, 3), ms] for pos, t, ms in self.readings],
-            "max_drift_pct": max(drift, key=abs) if drift else None,
-            "remeasured": list(remeasured),
-        }
-
-
-def _entry_of(op: OpRecord, timings: Sequence[RoundTiming], device: str | None) -> TableEntry:
-    """An op's table entry from its rounds (in round order)."""
-    ordered = sorted(timings, key=lambda t: t.round)
-    core = next((t.core_ms for t in ordered if t.core_ms is not None), None)
-    stats = ordered[0].latency if len(ordered) == 1 else LatencyStats.combine(t.latency for t in ordered)
-    return TableEntry(op, stats, core, ordered[0].device or device, tuple(t.latency.median_ms for t in ordered))
-
-
 def _meter_locked(
     ops_dir: Path,
     ops: list[Any],
@@ -642,7 +483,7 @@ def _meter_locked(
         "seed": seed,
     }
     table.save(out)  # the device is on disk before any journal line names it
-    old_entries, journaled = _read_journal(journal)
+    old_entries, journaled = read_journal(journal)
     for entry in old_entries:
         if entry.device is not None and entry.device not in table.devices:
             _logger.warning(
@@ -665,7 +506,7 @@ def _meter_locked(
     def complete(key: str) -> None:
         if len(pending.get(key, {})) >= len(split):
             pending.pop(key)
-            table.add(_entry_of(by_key[key], list(rounds_of[key].values()), this_device))
+            table.add(entry_of(by_key[key], list(rounds_of[key].values()), this_device))
 
     for key in list(pending):
         complete(key)
@@ -681,7 +522,7 @@ def _meter_locked(
     guard = None
     if reference is not None and todo:
         try:
-            guard = _Sentinel(ops_dir / str(reference.file), reference, settings, sentinel_every)
+            guard = Sentinel(_Session(ops_dir / str(reference.file), settings).run, reference, sentinel_every)
         except MeteringError as exc:
             _logger.warning("no sentinel: its op %s cannot be run (%s)", reference.key, exc)
     batch_of: dict[tuple[str, int], int] = {}  # (key, round) -> the sentinel batch it was timed in
@@ -751,7 +592,7 @@ def _meter_locked(
             for key, r in again:  # the device was off its usual speed around them: once more, now
                 if measure(r, key) is not None:
                     remeasured.append(f"{key}#{r}")
-                    table.add(_entry_of(by_key[key], list(rounds_of[key].values()), this_device))
+                    table.add(entry_of(by_key[key], list(rounds_of[key].values()), this_device))
             guard.read(timed)
     finally:
         jf.close()

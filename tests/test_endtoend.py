@@ -13,7 +13,8 @@ import mmt_nas.converter as converter
 import mmt_nas.endtoend as endtoend
 from mmt_nas.endtoend import InterleavedResult, measure_interleaved, time_inference
 from mmt_nas.exceptions import MeteringError
-from mmt_nas.meter import round_order, time_model
+from mmt_nas.meter import time_model
+from mmt_nas.rounds import round_order
 from mmt_nas.table import LatencyStats, RuntimeSettings, load_ops_meta
 
 

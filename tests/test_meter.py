@@ -18,6 +18,7 @@ from conftest import ROOT, write_space
 
 from mmt_nas.exceptions import MeteringError
 from mmt_nas.meter import JOURNAL_SUFFIX, meter_ops, time_model
+from mmt_nas.rounds import read_journal
 from mmt_nas.table import LatencyTable, RuntimeSettings, load_ops_meta
 
 
@@ -295,7 +296,7 @@ def test_entries_after_a_torn_journal_line_stay_readable(tiny_ops_copy: Path, mo
         meter_ops(tiny_ops_copy, times=3, profile=False)
     lines = journal.read_text().splitlines()
     assert lines[0].startswith('{"key": "half') and len(lines) == 3
-    entries, timings = meter._read_journal(journal)
+    entries, timings = read_journal(journal)
     assert entries == [] and len(timings) == 2  # both new round timings survive the torn line before them
 
 
