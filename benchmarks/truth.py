@@ -39,8 +39,9 @@ import nas_zoo  # noqa: E402
 from results_md import RESULTS, machine_line, update_section  # noqa: E402
 
 from mmt_nas.converter import export_to_mnn  # noqa: E402
-from mmt_nas.endtoend import InterleavedResult, _Inference, round_runs, time_inference  # noqa: E402
+from mmt_nas.endtoend import InterleavedResult, _Inference, time_inference  # noqa: E402
 from mmt_nas.meter import _Session, round_order, time_model  # noqa: E402
+from mmt_nas.rounds import round_times  # noqa: E402
 from mmt_nas.table import LatencyStats, RuntimeSettings  # noqa: E402
 
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         stats: dict[str, dict[str, list[LatencyStats]]] = {n: {"inference": [], "session": []} for n in files}
         pairs: dict[str, list[tuple[float, float]]] = {n: [] for n in files}
         t0 = time.perf_counter()
-        for r, runs in enumerate(round_runs(args.times, args.rounds)):
+        for r, runs in enumerate(round_times(args.times, args.rounds)):
             for name in round_order(files, args.seed, r):
                 methods = ["inference", "session"]
                 random.Random(f"truth:{args.seed}:{r}:{name}").shuffle(methods)

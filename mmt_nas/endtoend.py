@@ -22,17 +22,15 @@ hits every model a little instead of one model a lot, and each model's run-to-ru
 
 from __future__ import annotations
 
-import gc
 import math
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from mmt_nas.exceptions import MeteringError
-from mmt_nas.meter import _check_times, _mnn, quiet_native_output, time_model
-from mmt_nas.rounds import round_order
+from mmt_nas.meter import _check_times, _mnn, quiet_native_output, time_model, timed_runs
+from mmt_nas.rounds import round_order, round_times
 from mmt_nas.table import LatencyStats, RuntimeSettings
 
 __all__ = ["METHODS", "InterleavedResult", "Method", "measure_interleaved", "time_inference"]
@@ -151,29 +149,13 @@ def time_inference(
     """
     _check_times(times, warmup)
     model = _Inference(path, _check_settings(settings))
-    run = model.run
-    clock = time.perf_counter_ns
-    samples: list[int] = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        start, done = clock(), 0
-        while (done < warmup) if warmup is not None else (done < 5 or (clock() - start < 20e6 and done < 1000)):
-            run()
-            done += 1
-        for _ in range(times):
-            t0 = clock()
-            run()
-            samples.append(clock() - t0)
+        return timed_runs(model.run, times, warmup)
     except Exception as exc:
         raise MeteringError(
             f"MNN failed running {model.path!r} with {model.settings}: {exc}. "
             "Check that the model runs on this backend (try backend='CPU')."
         ) from exc
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return LatencyStats.from_samples(x / 1e6 for x in samples)
 
 
 @dataclass(frozen=True)
@@ -248,12 +230,6 @@ def check_plan(times: Any, rounds: Any, *, warmup: Any = None, seed: Any = 0) ->
         raise MeteringError(f"`seed` must be an integer, but got seed={seed!r}.")
 
 
-def round_runs(times: int, rounds: int) -> list[int]:
-    """How ``times`` timed runs are split over ``rounds`` rounds: ``times // rounds`` each, one more for the
-    first ``times % rounds`` rounds (they add up to ``times``)."""
-    return [times // rounds + (1 if r < times % rounds else 0) for r in range(rounds)]
-
-
 def measure_interleaved(
     paths: Mapping[str, str | os.PathLike[str]],
     times: int = 100,
@@ -304,7 +280,7 @@ def measure_interleaved(
     for name in paths:
         check_method(how.get(name), f"`method` of {name!r}")
     settings = _check_settings(settings)
-    split = round_runs(times, rounds)
+    split = round_times(times, rounds)  # check_plan: 1 <= rounds <= times
     done: dict[str, list[LatencyStats]] = {name: [] for name in paths}
     failed: set[str] = set()
     results: dict[str, InterleavedResult] = {}

@@ -23,7 +23,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -191,8 +191,21 @@ def time_model(
     """
     _check_times(times, warmup)
     settings = settings or RuntimeSettings()
-    s = _Session(path, settings)
-    run = s.run
+    return timed_runs(_Session(path, settings).run, times, warmup)
+
+
+def timed_runs(run: Callable[[], Any], times: int, warmup: int | None = None) -> LatencyStats:
+    """Warm ``run`` up, then time ``times`` calls of it, garbage collector paused: the one timing loop of
+    metering (:func:`time_model`) and of end-to-end measurement (:func:`mmt_nas.endtoend.time_inference`).
+
+    Args:
+        run: One inference, ready to call.
+        times: Timed calls, >= 1.
+        warmup: Untimed calls first. ``None``: at least 5 and at least 20 ms' worth (at most 1000).
+
+    Returns:
+        The statistics of the ``times`` calls, in milliseconds.
+    """
     clock = time.perf_counter_ns
     gc_was_enabled = gc.isenabled()
     gc.disable()
