@@ -508,20 +508,18 @@ def _meter_locked(
         table.add(entry)
 
     by_key = {op.key: op for op in ops if op.file}
-    pending: dict[str, dict[int, RoundTiming]] = {}  # key -> round -> timing, for ops not complete yet
+    rounds_of: dict[str, dict[int, RoundTiming]] = {}  # key -> round -> timing, kept once the op is complete
     for t in journaled:
         if t.key in by_key and t.key not in table:
             device = t.device if t.device in table.devices else this_device
-            pending.setdefault(t.key, {})[t.round] = dataclasses.replace(t, device=device)
-
-    rounds_of: dict[str, dict[int, RoundTiming]] = {k: dict(v) for k, v in pending.items()}  # kept when complete
+            rounds_of.setdefault(t.key, {})[t.round] = dataclasses.replace(t, device=device)
+    failed: dict[str, str] = {}
 
     def complete(key: str) -> None:
-        if len(pending.get(key, {})) >= len(split):
-            pending.pop(key)
+        if key not in table and len(rounds_of.get(key, {})) >= len(split):
             table.add(entry_of(by_key[key], list(rounds_of[key].values()), this_device))
 
-    for key in list(pending):
+    for key in list(rounds_of):
         complete(key)
     todo = [op for op in ops if op.key not in table and op.file]
     _logger.info(
@@ -529,7 +527,6 @@ def _meter_locked(
         len(todo), len(ops), len(ops) - len(todo), len(split),
     )  # fmt: skip
     last_save = time.monotonic()
-    failed: dict[str, str] = {}
     start_state = device_state.snapshot()
     reference = choose_sentinel(list(by_key.values())) if sentinel_every else None
     guard = None
@@ -556,7 +553,6 @@ def _meter_locked(
         except MeteringError as exc:
             _logger.error("skipping %s: %s", key, exc)
             failed[key] = str(exc)
-            pending.pop(key, None)
             return None
         timed += 1
         if guard is not None:
@@ -572,23 +568,20 @@ def _meter_locked(
     jf = open_journal(journal)
     try:
         work = [(r, key) for r in range(len(split)) for key in round_order((op.key for op in todo), seed, r)]
-        work = [(r, key) for r, key in work if r not in pending.get(key, {})]
+        work = [(r, key) for r, key in work if r not in rounds_of.get(key, {})]
         for r, key in progress(work, len(work), "meter", show_progress):
             if key in failed or key in table:
                 continue
-            timing = measure(r, key)
-            if timing is None:
-                continue
-            pending.setdefault(key, {})[r] = timing
-            complete(key)
+            if measure(r, key) is not None:
+                complete(key)
             if time.monotonic() - last_save > _CHECKPOINT_SECONDS:
                 table.save(out)
                 # the journal keeps only what the table does not hold yet: the rounds of incomplete ops
                 jf.close()
                 atomic_write_text(
                     journal,
-                    "".join(json.dumps(t.to_dict(), allow_nan=False) + "\n" for ts in pending.values()
-                            for t in ts.values()),
+                    "".join(json.dumps(t.to_dict(), allow_nan=False) + "\n" for k, ts in rounds_of.items()
+                            if k not in table and k not in failed for t in ts.values()),
                 )  # fmt: skip
                 jf = open_journal(journal)
                 last_save = time.monotonic()
