@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "examples" / "resnet18"))
 from results_md import machine_line, update_section  # noqa: E402
 
 from mmt_nas.converter import export_to_mnn, generate_ops_list  # noqa: E402
-from mmt_nas.meter import _mnn, meter_ops, quiet_native_output, time_model  # noqa: E402
+from mmt_nas.meter import mnn_runtime, meter_ops, quiet_native_output, time_model  # noqa: E402
 from mmt_nas.parser import predict_latency  # noqa: E402
 from mmt_nas.table import RuntimeSettings  # noqa: E402
 
@@ -45,7 +45,7 @@ torch.nn:
 
 def module_api_ms(path: Path, shape: list[int], n: int) -> float:
     """Median per-run time through MNN's nn module API (forward + read), for comparison."""
-    mnn = _mnn()
+    mnn = mnn_runtime()
     with quiet_native_output():
         rt = mnn.nn.create_runtime_manager(({"backend": "CPU", "precision": "high", "numThread": 1},))
         net = mnn.nn.load_module_from_file(str(path), ["input"], ["output"], runtime_manager=rt)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from mmt_nas.exceptions import MeteringError
-from mmt_nas.meter import _check_times, _mnn, quiet_native_output, time_model, timed_runs
+from mmt_nas.meter import check_times, mnn_runtime, quiet_native_output, time_model, timed_runs
 from mmt_nas.rounds import round_order, round_times
 from mmt_nas.table import LatencyStats, RuntimeSettings
 
@@ -57,7 +57,7 @@ class _Inference:
     """A model loaded with MNN's module API, its inputs as placeholders and their host arrays."""
 
     def __init__(self, path: str | os.PathLike[str], settings: RuntimeSettings) -> None:
-        mnn = _mnn()
+        mnn = mnn_runtime()
         import numpy as np
 
         path = str(path)
@@ -147,7 +147,7 @@ def time_inference(
     Raises:
         MeteringError: Bad arguments, or MNN cannot load or run the model.
     """
-    _check_times(times, warmup)
+    check_times(times, warmup)
     model = _Inference(path, _check_settings(settings))
     try:
         return timed_runs(model.run, times, warmup)
@@ -218,7 +218,7 @@ def check_method(method: Any, what: str = "`method`") -> None:
 def check_plan(times: Any, rounds: Any, *, warmup: Any = None, seed: Any = 0) -> None:
     """Raise :class:`MeteringError` unless ``times`` runs can be split over ``rounds`` rounds (and ``warmup``
     and ``seed`` are valid), before anything slow happens."""
-    _check_times(times, warmup)
+    check_times(times, warmup)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise MeteringError(f"`rounds` must be an integer >= 1, but got rounds={rounds!r}.")
     if rounds > times:

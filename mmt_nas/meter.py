@@ -46,6 +46,10 @@ __all__ = [
     "OpProfile",
     "device_info",
     "JOURNAL_SUFFIX",
+    "check_times",
+    "mnn_runtime",
+    "timed_runs",
+    "core_ms",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -87,7 +91,7 @@ def quiet_native_output() -> Iterator[list[str]]:
             captured.append(sink.read().decode("utf-8", "replace"))
 
 
-def _mnn() -> Any:
+def mnn_runtime() -> Any:
     """Import the MNN runtime (not its ``tools`` subpackage), hiding its start-up banner."""
     if "MNN" not in sys.modules:
         with quiet_native_output():
@@ -125,7 +129,7 @@ def device_info() -> dict[str, Any]:
     Returns:
         A JSON-ready dict: CPU model, core count, machine, OS, Python and MNN versions, host name.
     """
-    mnn = _mnn()
+    mnn = mnn_runtime()
     return {
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count() or 1,
@@ -141,7 +145,7 @@ class _Session:
     """An MNN interpreter session with a random input written once."""
 
     def __init__(self, path: str | os.PathLike[str], settings: RuntimeSettings) -> None:
-        mnn = _mnn()
+        mnn = mnn_runtime()
         import numpy as np
 
         path = str(path)
@@ -189,7 +193,7 @@ def time_model(
     Raises:
         MeteringError: Bad arguments, or MNN cannot load or run the model.
     """
-    _check_times(times, warmup)
+    check_times(times, warmup)
     settings = settings or RuntimeSettings()
     return timed_runs(_Session(path, settings).run, times, warmup)
 
@@ -246,6 +250,7 @@ def profile_model(
     times: int = 20,
     *,
     settings: RuntimeSettings | None = None,
+    before_run: Callable[[], Any] | None = None,
 ) -> list[OpProfile]:
     """Time every op of a whole model in context, with MNN's per-op callbacks.
 
@@ -256,11 +261,12 @@ def profile_model(
         path: The ``.mnn`` file.
         times: Profiled runs, >= 1 (after 3 warm-up runs).
         settings: Backend, threads and precision.
+        before_run: Called (untimed) before each profiled run, e.g. an :class:`~mmt_nas.memory.Evictor`.
 
     Returns:
         The ops in execution order, each with its median time in ms.
     """
-    _check_times(times, None)
+    check_times(times, None)
     s = _Session(path, settings or RuntimeSettings())
     clock = time.perf_counter_ns
     order: list[tuple[str, str]] = []
@@ -283,6 +289,8 @@ def profile_model(
     for _ in range(3):
         s.run()
     for _ in range(times):
+        if before_run is not None:
+            before_run()
         s.interpreter.runSessionWithCallBackInfo(s.session, before, after)
     return [OpProfile(n, t, LatencyStats.from_samples(x / 1e6 for x in samples[(n, t)]).median_ms) for n, t in order]
 
@@ -306,7 +314,8 @@ def core_ms(profile: list[OpProfile]) -> float:
     return sum(o.latency_ms for o in ops)
 
 
-def _check_times(times: Any, warmup: Any) -> None:
+def check_times(times: Any, warmup: Any) -> None:
+    """Raise :class:`MeteringError` unless ``times`` is an integer >= 1 and ``warmup`` ``None`` or >= 0."""
     if isinstance(times, bool) or not isinstance(times, int) or times < 1:
         raise MeteringError(f"`times` must be an integer >= 1, but got times={times!r}.")
     if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
@@ -413,7 +422,7 @@ def meter_ops(
             settings or on another kind of device.
         LockedError: Another process is metering into the same table.
     """
-    _check_times(times, warmup)
+    check_times(times, warmup)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise MeteringError(f"`rounds` must be an integer >= 1, but got rounds={rounds!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int):
