@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "examples" / "resnet18"))
 from results_md import machine_line, update_section  # noqa: E402
 
 from mmt_nas.converter import export_to_mnn, generate_ops_list  # noqa: E402
-from mmt_nas.meter import mnn_runtime, meter_ops, quiet_native_output, time_model  # noqa: E402
+from mmt_nas.meter import meter_ops, mnn_runtime, quiet_native_output, time_model  # noqa: E402
 from mmt_nas.parser import predict_latency  # noqa: E402
 from mmt_nas.table import RuntimeSettings  # noqa: E402
 

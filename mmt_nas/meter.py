@@ -142,7 +142,14 @@ def device_info() -> dict[str, Any]:
 
 
 class _Session:
-    """An MNN interpreter session with a random input written once."""
+    """An MNN interpreter session and its random input.
+
+    MNN reuses a session's input buffer for the tensors computed from it, so a run leaves its input
+    overwritten: run after run without writing it again, a model is fed its own results, whose values
+    shrink (or grow) geometrically until they are denormal numbers, on which x86 arithmetic runs up to
+    100 times slower (measured: a 256-channel 3x3 convolution at 7x7 went from 0.47 ms to 54 ms per run
+    after about 200 runs). So every timed run is preceded by :attr:`write_input` (untimed).
+    """
 
     def __init__(self, path: str | os.PathLike[str], settings: RuntimeSettings) -> None:
         mnn = mnn_runtime()
@@ -163,6 +170,7 @@ class _Session:
                 data = np.random.default_rng(0).random(shape, dtype=np.float32)
                 host = mnn.Tensor(shape, mnn.Halide_Type_Float, data, mnn.Tensor_DimensionType_Caffe)
                 inp.copyFrom(host)
+                self.write_input = lambda: inp.copyFrom(host)
         except Exception as exc:
             detail = " ".join((out[0] if out else "").split())[-300:]
             raise MeteringError(
@@ -195,10 +203,13 @@ def time_model(
     """
     check_times(times, warmup)
     settings = settings or RuntimeSettings()
-    return timed_runs(_Session(path, settings).run, times, warmup)
+    session = _Session(path, settings)
+    return timed_runs(session.run, times, warmup, prepare=session.write_input)
 
 
-def timed_runs(run: Callable[[], Any], times: int, warmup: int | None = None) -> LatencyStats:
+def timed_runs(
+    run: Callable[[], Any], times: int, warmup: int | None = None, *, prepare: Callable[[], Any] | None = None
+) -> LatencyStats:
     """Warm ``run`` up, then time ``times`` calls of it, garbage collector paused: the one timing loop of
     metering (:func:`time_model`) and of end-to-end measurement (:func:`mmt_nas.endtoend.time_inference`).
 
@@ -206,6 +217,8 @@ def timed_runs(run: Callable[[], Any], times: int, warmup: int | None = None) ->
         run: One inference, ready to call.
         times: Timed calls, >= 1.
         warmup: Untimed calls first. ``None``: at least 5 and at least 20 ms' worth (at most 1000).
+        prepare: Called before every call of ``run`` (warm-up included), outside the timing: e.g. writing
+            the input that the previous run overwrote.
 
     Returns:
         The statistics of the ``times`` calls, in milliseconds.
@@ -216,13 +229,22 @@ def timed_runs(run: Callable[[], Any], times: int, warmup: int | None = None) ->
     try:
         start, done = clock(), 0
         while (done < warmup) if warmup is not None else (done < 5 or (clock() - start < 20e6 and done < 1000)):
+            if prepare is not None:
+                prepare()
             run()
             done += 1
         samples = []
-        for _ in range(times):
-            t0 = clock()
-            run()
-            samples.append(clock() - t0)
+        if prepare is None:
+            for _ in range(times):
+                t0 = clock()
+                run()
+                samples.append(clock() - t0)
+        else:
+            for _ in range(times):
+                prepare()
+                t0 = clock()
+                run()
+                samples.append(clock() - t0)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -250,7 +272,7 @@ def profile_model(
     times: int = 20,
     *,
     settings: RuntimeSettings | None = None,
-    before_run: Callable[[], Any] | None = None,
+    cold: Callable[[], Any] | None = None,
 ) -> list[OpProfile]:
     """Time every op of a whole model in context, with MNN's per-op callbacks.
 
@@ -261,7 +283,9 @@ def profile_model(
         path: The ``.mnn`` file.
         times: Profiled runs, >= 1 (after 3 warm-up runs).
         settings: Backend, threads and precision.
-        before_run: Called (untimed) before each profiled run, e.g. an :class:`~mmt_nas.memory.Evictor`.
+        cold: An :class:`~mmt_nas.memory.Evictor` (or any call): called before each profiled run (untimed),
+            before the input is written again as every run's is. The op then runs as inside a whole model:
+            its weights last touched a whole model's worth of data ago, its input just written by the op before.
 
     Returns:
         The ops in execution order, each with its median time in ms.
@@ -287,10 +311,12 @@ def profile_model(
         return True
 
     for _ in range(3):
+        s.write_input()
         s.run()
     for _ in range(times):
-        if before_run is not None:
-            before_run()
+        if cold is not None:
+            cold()
+        s.write_input()  # the last run overwrote it (see _Session)
         s.interpreter.runSessionWithCallBackInfo(s.session, before, after)
     return [OpProfile(n, t, LatencyStats.from_samples(x / 1e6 for x in samples[(n, t)]).median_ms) for n, t in order]
 
@@ -541,7 +567,13 @@ def _meter_locked(
     guard = None
     if reference is not None and todo:
         try:
-            guard = Sentinel(_Session(ops_dir / str(reference.file), settings).run, reference, sentinel_every)
+            ref = _Session(ops_dir / str(reference.file), settings)
+
+            def reference_run(ref: _Session = ref) -> None:
+                ref.write_input()
+                ref.run()
+
+            guard = Sentinel(reference_run, reference, sentinel_every)
         except MeteringError as exc:
             _logger.warning("no sentinel: its op %s cannot be run (%s)", reference.key, exc)
     batch_of: dict[tuple[str, int], int] = {}  # (key, round) -> the sentinel batch it was timed in

@@ -397,3 +397,56 @@ def test_a_sentinel_catches_a_neighbour_burst_and_the_timings_next_to_it_are_tim
     for item in guard["remeasured"]:
         key, _, r = item.rpartition("#")
         assert table.get(key) is not None and len(table.get(key).rounds_ms) == 2 and int(r) in (0, 1)  # type: ignore[union-attr,arg-type]
+
+
+def _conv_chain(path: Path, n: int = 8, channels: int = 64, size: int = 7) -> Path:
+    """n bias-free 3x3 convolutions in a row: each shrinks its input's values about 2x (default init)."""
+    import torch
+
+    from mmt_nas.converter import export_to_mnn
+
+    torch.manual_seed(0)
+    convs = [torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False) for _ in range(n)]
+    export_to_mnn(torch.nn.Sequential(*convs).eval(), [1, channels, size, size], path)
+    return path
+
+
+def _input_values(session: object) -> list[float]:
+    import numpy as np
+
+    from mmt_nas.meter import mnn_runtime
+
+    mnn = mnn_runtime()
+    inp = session.interpreter.getSessionInput(session.session)  # type: ignore[attr-defined]
+    shape = inp.getShape()
+    host = mnn.Tensor(shape, mnn.Halide_Type_Float, np.zeros(shape, np.float32), mnn.Tensor_DimensionType_Caffe)
+    inp.copyToHostTensor(host)
+    return [float(x) for x in np.array(host.getData()).ravel()[:64]]
+
+
+def test_every_timed_run_gets_its_input_written_again(tmp_path: Path) -> None:
+    """MNN reuses a session's input buffer for the tensors computed from it. Run after run, a model fed its
+    own shrinking results reaches denormal numbers, on which it runs many times slower; every timed run
+    must start from the same input."""
+    from mmt_nas.meter import _Session, timed_runs
+
+    path = _conv_chain(tmp_path / "chain.mnn")
+    session = _Session(path, RuntimeSettings())
+    fresh = _input_values(session)
+    session.run()
+    assert _input_values(session) != fresh  # what MNN does: the run overwrote its input
+    session.write_input()
+    assert _input_values(session) == fresh
+    timed_runs(session.run, 50, warmup=5, prepare=session.write_input)
+    session.write_input()
+    assert _input_values(session) == fresh
+
+
+def test_long_timings_do_not_decay_into_denormal_numbers(tmp_path: Path) -> None:
+    """Before every run wrote its input again, 300 runs of this chain took ~50x the first runs' time:
+    after a few dozen runs its values were denormal."""
+    path = _conv_chain(tmp_path / "chain.mnn")
+    short = time_model(path, 5, warmup=1).median_ms
+    long = time_model(path, 300, warmup=1)
+    assert long.median_ms < 3 * short, (long.median_ms, short)
+    assert long.p90_ms < 4 * short, (long.p90_ms, short)
