@@ -108,6 +108,7 @@ def _cmd_meter(a: argparse.Namespace) -> int:
         rounds=a.rounds,
         seed=a.seed,
         sentinel_every=a.sentinel_every,
+        cold=a.cold,
     )
     part = f" (shard {a.shard})" if a.shard else ""
     print(f"{len(table)} ops in the table{part} ({time.perf_counter() - t0:.1f} s); {table.settings}")
@@ -418,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--sentinel-every", type=int, default=16,
         help="re-time a reference op before every N timings; timings next to a drifted reading are timed again "
         "(default: 16; 0: none)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-cold", dest="cold", action="store_false",
+        help="do not also time each op cold (copies cycled, as in a large model); predictions then count every "
+        "op as timed alone",
     )  # fmt: skip
     p.add_argument(
         "--shard",

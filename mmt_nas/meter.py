@@ -50,10 +50,19 @@ __all__ = [
     "mnn_runtime",
     "timed_runs",
     "core_ms",
+    "cold_core_ms",
+    "cold_copies",
+    "COLD_REUSE_BYTES",
 ]
 
 _logger = logging.getLogger(__name__)
 JOURNAL_SUFFIX = ".journal"
+#: The reuse distance (bytes of other data between two runs of one op) of a cold timing: past the ~10-16 MB
+#: of weights at which this project's 2-core VM's layers turned slower (``benchmarks/context.py``).
+COLD_REUSE_BYTES = 48 << 20
+#: At most this many copies of an op are cycled for a cold timing (small ops need many to reach the
+#: distance, and are the least affected).
+COLD_MOST_COPIES = 24
 _CHECKPOINT_SECONDS = 5.0
 _T = TypeVar("_T")
 
@@ -272,7 +281,7 @@ def profile_model(
     times: int = 20,
     *,
     settings: RuntimeSettings | None = None,
-    cold: Callable[[], Any] | None = None,
+    copies: int = 1,
 ) -> list[OpProfile]:
     """Time every op of a whole model in context, with MNN's per-op callbacks.
 
@@ -281,17 +290,21 @@ def profile_model(
 
     Args:
         path: The ``.mnn`` file.
-        times: Profiled runs, >= 1 (after 3 warm-up runs).
+        times: Profiled runs, >= 1 (after 3 warm-up runs of each copy).
         settings: Backend, threads and precision.
-        cold: An :class:`~mmt_nas.memory.Evictor` (or any call): called before each profiled run (untimed),
-            before the input is written again as every run's is. The op then runs as inside a whole model:
-            its weights last touched a whole model's worth of data ago, its input just written by the op before.
+        copies: Load the model this many times (each with its own weights and buffers) and run the copies
+            in turn: each run then finds its weights as a whole model leaves a layer's weights, last
+            touched ``copies - 1`` other models' worth of data ago, and its input just written (the
+            *cold* time, :func:`cold_core_ms`). 1: the same copy every run (hot).
 
     Returns:
         The ops in execution order, each with its median time in ms.
     """
     check_times(times, None)
-    s = _Session(path, settings or RuntimeSettings())
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise MeteringError(f"`copies` must be an integer >= 1, but got copies={copies!r}.")
+    settings = settings or RuntimeSettings()
+    sessions = [_Session(path, settings) for _ in range(copies)]
     clock = time.perf_counter_ns
     order: list[tuple[str, str]] = []
     samples: dict[tuple[str, str], list[int]] = {}
@@ -310,15 +323,47 @@ def profile_model(
         samples[key].append(elapsed)
         return True
 
-    for _ in range(3):
-        s.write_input()
-        s.run()
-    for _ in range(times):
-        if cold is not None:
-            cold()
+    for s in sessions:
+        for _ in range(3):
+            s.write_input()
+            s.run()
+    for k in range(times):
+        s = sessions[k % copies]
         s.write_input()  # the last run overwrote it (see _Session)
         s.interpreter.runSessionWithCallBackInfo(s.session, before, after)
     return [OpProfile(n, t, LatencyStats.from_samples(x / 1e6 for x in samples[(n, t)]).median_ms) for n, t in order]
+
+
+def cold_copies(op_bytes: int, reuse_bytes: int = COLD_REUSE_BYTES, most: int = COLD_MOST_COPIES) -> int:
+    """How many copies of an op :func:`cold_core_ms` cycles: enough that ``reuse_bytes`` of other copies'
+    weights and outputs pass between two runs of one copy (at least 2, at most ``most``)."""
+    if op_bytes <= 0:
+        return most
+    return max(2, min(most, -(-reuse_bytes // op_bytes) + 1))
+
+
+def cold_core_ms(
+    path: str | os.PathLike[str],
+    op_bytes: int,
+    times: int = 20,
+    *,
+    settings: RuntimeSettings | None = None,
+    reuse_bytes: int = COLD_REUSE_BYTES,
+) -> float:
+    """An op's own time (as :func:`core_ms`) in the cache state of a layer of a large model: copies of it
+    cycled (:func:`profile_model` with ``copies``) so that ``reuse_bytes`` of other data pass between two
+    runs of one copy, as a whole model's other layers pass between two runs of one layer.
+
+    Args:
+        path: The op's ``.mnn`` file.
+        op_bytes: The bytes one copy touches besides its input: weights and output (see
+            :func:`mmt_nas.records.OpRecord.weight_bytes`).
+        times: Profiled runs, over all copies (at least 2 per copy are run).
+        settings: Backend, threads and precision.
+        reuse_bytes: The reuse distance to reach, in bytes.
+    """
+    copies = cold_copies(op_bytes, reuse_bytes)
+    return core_ms(profile_model(path, max(times, 2 * copies), settings=settings, copies=copies))
 
 
 _BOUNDARY_TYPES = ("Raster", "ConvertTensor")
@@ -399,6 +444,7 @@ def meter_ops(
     rounds: int = 2,
     seed: int = 0,
     sentinel_every: int = 16,
+    cold: bool = True,
 ) -> LatencyTable:
     """Time every op of an ops folder and save the latency table (``meta_latency.json``).
 
@@ -439,6 +485,10 @@ def meter_ops(
             :data:`SENTINEL_BLOCK_S`; the timings next to a reading more than :data:`SENTINEL_THRESHOLD`
             off the sentinel's median are timed again at the end of the run. The readings, the drift and
             what was timed again are in ``table.timing["sentinel"]``. 0: no sentinel.
+        cold: With ``profile``, also time each op cold (:func:`cold_core_ms`: copies of it cycled so that
+            :data:`COLD_REUSE_BYTES` of other data pass between two runs of one, as in a large model) and
+            store it as ``cold_ms``; the predictor's ``context="model"`` uses it for models whose weights do
+            not stay in the caches.
 
     Returns:
         The complete table.
@@ -477,7 +527,7 @@ def meter_ops(
         lock_path(out), f"metering into {str(out)!r}", "meter into another table (--shard i/n, or --output)"
     ):
         return _meter_locked(
-            ops_dir, ops, out, times, warmup, settings, show_progress, profile, rounds, seed, sentinel_every
+            ops_dir, ops, out, times, warmup, settings, show_progress, profile, rounds, seed, sentinel_every, cold
         )
 
 
@@ -493,6 +543,7 @@ def _meter_locked(
     rounds: int,
     seed: int,
     sentinel_every: int,
+    cold: bool,
 ) -> LatencyTable:
     journal = out.with_name(out.name + JOURNAL_SUFFIX)
     remove_stale_temp_files(out.parent, [out.name, journal.name])  # what a killed run's atomic writes left
@@ -530,6 +581,8 @@ def _meter_locked(
         "rounds": len(split),
         "seed": seed,
     }
+    if profile and cold:
+        table.timing["cold"] = {"reuse_bytes": COLD_REUSE_BYTES, "most_copies": COLD_MOST_COPIES}
     table.save(out)  # the device is on disk before any journal line names it
     old_entries, journaled = read_journal(journal)
     for entry in old_entries:
@@ -586,11 +639,11 @@ def _meter_locked(
             guard.read(timed)
         try:
             stats = time_model(ops_dir / op.file, split[r], warmup=warmup, settings=settings)
-            core = (
-                core_ms(profile_model(ops_dir / op.file, min(times, 20), settings=settings))
-                if profile and r == 0
-                else None
-            )
+            core = cold_ms = None
+            if profile and r == 0:
+                core = core_ms(profile_model(ops_dir / op.file, min(times, 20), settings=settings))
+                if cold:
+                    cold_ms = cold_core_ms(ops_dir / op.file, op.footprint_bytes, min(times, 20), settings=settings)
         except MeteringError as exc:
             _logger.error("skipping %s: %s", key, exc)
             failed[key] = str(exc)
@@ -598,7 +651,7 @@ def _meter_locked(
         timed += 1
         if guard is not None:
             batch_of[key, r] = len(guard.readings)
-        timing = RoundTiming(key, r, stats, core, this_device)
+        timing = RoundTiming(key, r, stats, core, this_device, cold_ms)
         rounds_of.setdefault(key, {})[r] = timing
         jf.write(json.dumps(timing.to_dict(), allow_nan=False) + "\n")
         jf.flush()

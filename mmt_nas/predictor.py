@@ -33,6 +33,10 @@ __all__ = [
     "LatencyPredictor",
     "OpEstimator",
     "load_table_cached",
+    "Context",
+    "CONTEXTS",
+    "CACHE_BYTES",
+    "cold_share",
 ]
 
 #: What the predictor does with an op that is not in the table: raise (``"error"``) or ask its fallback.
@@ -40,6 +44,27 @@ OnMissing = Literal["error", "fallback"]
 ON_MISSING: tuple[OnMissing, ...] = ("error", "fallback")
 #: Where an op's time in a prediction came from.
 Source = Literal["table", "fallback", "fused"]
+#: Which cache state an op's time is counted in: as timed alone (``"alone"``: hot, its weights and input
+#: kept in the caches run after run), or as a model of this size leaves it (``"model"``, see
+#: :func:`cold_share`).
+Context = Literal["alone", "model"]
+CONTEXTS: tuple[Context, ...] = ("alone", "model")
+#: A model's weights (bytes) below which its layers' weights stay in the caches between two inferences, and
+#: above which they do not: measured on this project's 2-core VM (``benchmarks/context.py``: a chain of n
+#: 256-channel 3x3 convolutions at 7x7 ran each conv as fast as alone up to 9 MB of weights, 1.5-2x slower
+#: from 18 MB). Pass your device's to ``LatencyPredictor(cache_bytes=...)``.
+CACHE_BYTES: tuple[int, int] = (8 << 20, 20 << 20)
+
+
+def cold_share(model_weight_bytes: float, cache_bytes: tuple[int, int] = CACHE_BYTES) -> float:
+    """How much of the way from an op's hot time to its cold time a model of this many weight bytes takes
+    it: 0 up to ``cache_bytes[0]``, 1 from ``cache_bytes[1]``, linear between."""
+    lo, hi = cache_bytes
+    if model_weight_bytes <= lo:
+        return 0.0
+    if model_weight_bytes >= hi or hi <= lo:
+        return 1.0
+    return (model_weight_bytes - lo) / (hi - lo)
 
 
 def check_on_missing(on_missing: Any) -> OnMissing:
@@ -173,6 +198,13 @@ class LatencyPredictor:
         device: If given, refuse a table measured on another device: a mapping of device facts
             (e.g. ``{"cpu_model": "..."}``, see :meth:`~mmt_nas.table.LatencyTable.check_device`), or
             ``"local"`` for this machine.
+        context: ``"model"`` (default): where the table has an op's cold time (``cold_ms``), its time
+            moves from hot toward cold by :func:`cold_share` of the model's weight bytes (small models keep
+            their weights in the caches, large ones do not); ``"alone"``: every op as timed alone (hot).
+            Tables without cold times predict the same either way. The factor is in
+            ``OpContribution.ratio`` (with the calibration's).
+        cache_bytes: The device's ``(lo, hi)`` weight bytes of :func:`cold_share` (default
+            :data:`CACHE_BYTES`, measured on this project's VM).
     """
 
     def __init__(
@@ -188,8 +220,21 @@ class LatencyPredictor:
         latency: Latency = "core",
         calibration: InContextCalibration | None = None,
         device: Mapping[str, Any] | str | None = None,
+        context: Context = "model",
+        cache_bytes: tuple[int, int] = CACHE_BYTES,
     ) -> None:
         self.composition: Composition = check_composition(composition)
+        self.context: Context = check_choice("context", context, CONTEXTS)
+        if (
+            not isinstance(cache_bytes, tuple)
+            or len(cache_bytes) != 2
+            or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in cache_bytes)
+            or cache_bytes[0] > cache_bytes[1]
+        ):
+            raise OptionError(
+                f"cache_bytes must be a tuple (lo, hi) of byte counts with 0 <= lo <= hi, but got {cache_bytes!r}."
+            )
+        self.cache_bytes = cache_bytes
         self.latency: Latency = check_latency(latency)
         self.calibration = calibration
         check_on_missing(on_missing)
@@ -267,7 +312,7 @@ class LatencyPredictor:
             else:
                 assert self.fallback is not None
                 parts.append((key, group, float(self.fallback.predict_op(group[0])), "fallback"))
-        ratios = self._calibration_ratios(parts)
+        ratios = [c * r for c, r in zip(self._context_ratios(parts), self._calibration_ratios(parts))]
         parts = [(key, group, ms * r, source) for (key, group, ms, source), r in zip(parts, ratios)]
         parts += [(key, group, 0.0, "fused") for key, group in fused.items()]
         ratios += [1.0] * len(fused)
@@ -287,6 +332,25 @@ class LatencyPredictor:
             for (key, group, ms, source), r in zip(parts, ratios)
         ]
         return Prediction(total, contributions)
+
+    def _context_ratios(self, parts: list[tuple[str, list[ParsedOp], float, Source]]) -> list[float]:
+        """Each op's factor from its time alone to its time in this model's cache state (``context``)."""
+        ratios = [1.0] * len(parts)
+        if self.context == "alone":
+            return ratios
+        weights = 0
+        for key, group, _, _ in parts:
+            entry = self.table.get(key)
+            weights += len(group) * (entry.op if entry is not None else record_from_parsed(group[0])).weight_bytes
+        share = cold_share(weights, self.cache_bytes)
+        if share == 0.0:
+            return ratios
+        for i, (key, _, ms, source) in enumerate(parts):
+            entry = self.table.get(key) if source == "table" else None
+            if entry is None or entry.cold_ms is None or entry.core_ms is None or ms <= 0:
+                continue
+            ratios[i] = (ms + share * (entry.cold_ms - entry.core_ms)) / ms
+        return ratios
 
     def _calibration_ratios(self, parts: list[tuple[str, list[ParsedOp], float, Source]]) -> list[float]:
         """In-context ratios of the module ops (functions and unknown shapes keep 1)."""

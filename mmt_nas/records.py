@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -94,6 +95,16 @@ class OpRecord:
     params: int = 0
     file: str | None = None
     single_output: bool | None = None
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of its parameters (float32)."""
+        return 4 * self.params
+
+    @property
+    def footprint_bytes(self) -> int:
+        """Bytes one run touches besides its input: its parameters and its output (float32)."""
+        return 4 * (self.params + math.prod(self.output_shape or self.input_shape))
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""

@@ -32,6 +32,8 @@ class RoundTiming:
         latency: The round's statistics.
         core_ms: The op's own time from MNN's profile (round 0 only; ``None`` otherwise or unprofiled).
         device: The id of the device it was timed on.
+        cold_ms: Its own time with the caches filled with other data first (round 0 only; ``None``
+            otherwise, or not timed cold): :attr:`mmt_nas.table.TableEntry.cold_ms`.
     """
 
     key: str
@@ -39,6 +41,7 @@ class RoundTiming:
     latency: LatencyStats
     core_ms: float | None
     device: str | None
+    cold_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The journal line."""
@@ -48,6 +51,7 @@ class RoundTiming:
             "latency_ms": self.latency.to_dict(),
             "core_ms": self.core_ms,
             "device": self.device,
+            **({"cold_ms": self.cold_ms} if self.cold_ms is not None else {}),
         }
 
     @classmethod
@@ -59,9 +63,10 @@ class RoundTiming:
         """
         if not isinstance(d, dict) or not isinstance(d.get("key"), str) or not isinstance(d.get("round"), int):
             raise TableError(f"not a round timing: {str(d)[:200]}")
-        core = d.get("core_ms")
-        if core is not None and (isinstance(core, bool) or not isinstance(core, (int, float)) or core < 0):
-            raise TableError(f"core_ms of a round timing must be None or a number >= 0, but got {core!r}.")
+        core, cold = d.get("core_ms"), d.get("cold_ms")
+        for name, v in (("core_ms", core), ("cold_ms", cold)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+                raise TableError(f"{name} of a round timing must be None or a number >= 0, but got {v!r}.")
         device = d.get("device")
         return cls(
             d["key"],
@@ -69,6 +74,7 @@ class RoundTiming:
             LatencyStats.from_dict(d.get("latency_ms")),
             core,
             device if isinstance(device, str) and device else None,
+            cold,
         )
 
 
@@ -113,5 +119,7 @@ def entry_of(op: OpRecord, timings: Sequence[RoundTiming], device: str | None) -
     """An op's table entry from its rounds (in round order)."""
     ordered = sorted(timings, key=lambda t: t.round)
     core = next((t.core_ms for t in ordered if t.core_ms is not None), None)
+    cold = next((t.cold_ms for t in ordered if t.cold_ms is not None), None)
     stats = ordered[0].latency if len(ordered) == 1 else LatencyStats.combine(t.latency for t in ordered)
-    return TableEntry(op, stats, core, ordered[0].device or device, tuple(t.latency.median_ms for t in ordered))
+    medians = tuple(t.latency.median_ms for t in ordered)
+    return TableEntry(op, stats, core, ordered[0].device or device, medians, cold)

@@ -244,6 +244,10 @@ class TableEntry:
         rounds_ms: The median of each round it was timed in, in the order of the rounds (``None``: one
             round, as in tables written before rounds existed). Their spread is the entry's run-to-run
             noise, minutes apart; ``latency`` is the rounds combined (:meth:`LatencyStats.combine`).
+        cold_ms: Its own time (like ``core_ms``) in the cache state a whole model leaves it: the caches
+            filled with other data before each run, then its input written, so that its weights come from
+            memory and its input from the op before (:func:`mmt_nas.meter.cold_core_ms`;
+            ``None``: not timed so, as in tables written before it existed).
     """
 
     op: OpRecord
@@ -251,11 +255,13 @@ class TableEntry:
     core_ms: float | None = None
     device: str | None = None
     rounds_ms: tuple[float, ...] | None = None
+    cold_ms: float | None = None
 
     def __post_init__(self) -> None:
-        c = self.core_ms
-        if c is not None and not _finite_nonnegative(c):
-            raise TableError(f"core_ms of {self.op.key!r} must be None or a finite number >= 0, but got {c!r}.")
+        for name in ("core_ms", "cold_ms"):
+            c = getattr(self, name)
+            if c is not None and not _finite_nonnegative(c):
+                raise TableError(f"{name} of {self.op.key!r} must be None or a finite number >= 0, but got {c!r}.")
         if self.device is not None and (not isinstance(self.device, str) or not self.device):
             raise TableError(
                 f"the device of {self.op.key!r} must be None or a device id (a non-empty string), "
@@ -299,6 +305,8 @@ class TableEntry:
             d["device"] = self.device
         if self.rounds_ms is not None:
             d["rounds_ms"] = list(self.rounds_ms)
+        if self.cold_ms is not None:
+            d["cold_ms"] = self.cold_ms
         return d
 
     @classmethod
@@ -313,6 +321,7 @@ class TableEntry:
                 d.get("core_ms"),
                 d.get("device"),
                 tuple(rounds) if isinstance(rounds, list) else rounds,
+                d.get("cold_ms"),
             )
         except TableError as exc:
             msg = str(exc)

@@ -1,0 +1,146 @@
+"""Accuracy on networks nobody tuned for: the families of ``examples/zoo/families.py``, per family.
+
+As a new user would: one op space written from all the models (``space_from_model``), generated and metered
+into one table (the defaults: shuffled rounds, sentinel, hot and cold times), then every model measured end
+to end (``measure_models``: interleaved rounds, input written and output read every run) right after. The
+same table and truths score each composition side by side, nothing fitted on these models:
+
+- ``alone``: every op as timed alone (hot caches), the composition before the cold times existed;
+- ``model``: the default, each op moved toward its cold time by the model's weight bytes
+  (``mmt_nas.predictor.cold_share``; its bytes measured on a synthetic chain, ``benchmarks/context.py``).
+
+Run:  python benchmarks/unseen.py [--resolutions 160] [--families all] [--times 100]
+Prints per-family and overall metrics and rewrites the "unseen" section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "examples" / "zoo"))
+
+import families  # noqa: E402
+from results_md import machine_line, update_section  # noqa: E402
+
+from mmt_nas.converter import generate_ops_list, measure_models  # noqa: E402
+from mmt_nas.describe import space_from_model  # noqa: E402
+from mmt_nas.meter import meter_ops  # noqa: E402
+from mmt_nas.metrics import compute_metrics  # noqa: E402
+from mmt_nas.opspace import dump_space  # noqa: E402
+from mmt_nas.predictor import CONTEXTS, LatencyPredictor  # noqa: E402
+
+
+def merged_space(spaces: list[dict]) -> dict:
+    """One op space holding every entry of ``spaces`` once."""
+    out: dict = {}
+    seen: set[str] = set()
+    for space in spaces:
+        for module, classes in space.items():
+            for cls, entries in classes.items():
+                for entry in entries if isinstance(entries, list) else [entries]:
+                    key = json.dumps([module, cls, entry], sort_keys=True, default=str)
+                    if key not in seen:
+                        seen.add(key)
+                        out.setdefault(module, {}).setdefault(cls, []).append(entry)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--resolutions", default="160", help="comma-separated, e.g. 96,128,160,224")
+    ap.add_argument("--families", default="all")
+    ap.add_argument("--times", type=int, default=100, help="timed runs per op and per model")
+    ap.add_argument("--work-dir", type=Path, default=None, help="keep the table and truths here")
+    args = ap.parse_args()
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    fams = None if args.families == "all" else args.families.split(",")
+    cases = families.cases(resolutions, fams)
+    models = {}
+    for name, _family, build, kwargs, shape in cases:
+        torch.manual_seed(0)
+        models[name] = (build(**kwargs), shape)
+    family_of = {name: family for name, family, *_ in cases}
+    tmp = tempfile.TemporaryDirectory(prefix="mmt_nas_unseen_")
+    work = args.work_dir or Path(tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    space = merged_space([space_from_model(m, s) for m, s in models.values()])
+    dump_space(space, work / "ops.yaml")
+    generate_ops_list(work / "ops.yaml", work / "ops", show_progress=False)
+    t_gen = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    table = meter_ops(work / "ops", args.times, output=work / "table.json", show_progress=False)
+    t_meter = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    truths = measure_models(models, args.times)
+    t_measure = time.perf_counter() - t0
+    measured = {n: r.latency.median_ms for n, r in truths.items()}
+    spread = {n: r.run_to_run for n, r in truths.items()}
+    predictors = {c: LatencyPredictor(table, context=c) for c in CONTEXTS}
+    predicted: dict[str, dict[str, float]] = {c: {} for c in CONTEXTS}
+    for name, (model, shape) in models.items():
+        ops = predictors["alone"].parse(model, shape)
+        for c, p in predictors.items():
+            predicted[c][name] = float(p.predict_ops(ops))
+    (work / "results.json").write_text(json.dumps({"measured": measured, "predicted": predicted, "run_to_run": spread}))
+
+    def row(label: str, names: list[str]) -> str:
+        cells = []
+        for c in CONTEXTS:
+            m = compute_metrics([predicted[c][n] for n in names], [measured[n] for n in names])
+            cells.append(
+                f"{m['within_10_pct']:.0f}% / {m['within_5_pct']:.0f}% / {m['mape_pct']:.1f}% / "
+                f"{m['mean_signed_error_pct']:+.1f}%"
+            )
+        return f"| {label} | {len(names)} | " + " | ".join(cells) + " |"
+
+    names = list(models)
+    rows = [row(f, [n for n in names if family_of[n] == f]) for f in dict.fromkeys(family_of.values())]
+    rows += (
+        [row(f"@{r}", [n for n in names if n.endswith(f"@{r}")]) for r in resolutions] if len(resolutions) > 1 else []
+    )
+    rows.append(row("**all**", names))
+    per_model = "\n".join(
+        f"| {n} | {family_of[n]} | {measured[n]:.2f} | {(spread[n] or 0):.1%} | "
+        + " | ".join(f"{predicted[c][n]:.2f} ({predicted[c][n] / measured[n] - 1:+.1%})" for c in CONTEXTS)
+        + " |"
+        for n in names
+    )
+    floor = table.noise_floor()
+    floor_text = f"{floor.median_pct:.1f}% median, {floor.p90_pct:.1f}% p90" if floor is not None else "unknown"
+    runs = [s for s in spread.values() if s is not None]
+    body = (
+        "## Accuracy on unseen families (`benchmarks/unseen.py`)\n\n"
+        f"Machine: {machine_line()}. {len(names)} models of `examples/zoo/families.py` at "
+        f"{', '.join(map(str, resolutions))}, one table of {len(table)} ops from their op spaces (generated in "
+        f"{t_gen:.0f} s, metered in {t_meter:.0f} s with the defaults), the truths measured right after "
+        f"({t_measure:.0f} s; 3 interleaved rounds, {args.times} runs each, input written and output read). "
+        f"Table's noise floor (run-to-run of its ops' rounds): {floor_text}; truths' run-to-run (spread of a "
+        f"model's 3 rounds): median {100 * statistics.median(runs):.1f}%, max {100 * max(runs):.1f}%. Nothing is "
+        "fitted on these models. Cells: within ±10% / within ±5% / MAPE / mean signed error.\n\n"
+        "| family | models | " + " | ".join(f"context={c}" for c in CONTEXTS) + " |\n"
+        "| --- | --- | " + " | ".join("---" for _ in CONTEXTS) + " |\n" + "\n".join(rows) + "\n\n"
+        "<details><summary>Per model</summary>\n\n| model | family | measured ms | run-to-run | "
+        + " | ".join(f"{c} ms" for c in CONTEXTS)
+        + " |\n| --- | --- | --- | --- | "
+        + " | ".join("---" for _ in CONTEXTS)
+        + " |\n"
+        + per_model
+        + "\n\n</details>\n"
+    )
+    print(body)
+    update_section("unseen" if resolutions == [160] else "unseen-" + "-".join(map(str, resolutions)), body)
+
+
+if __name__ == "__main__":
+    main()

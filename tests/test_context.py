@@ -1,0 +1,127 @@
+"""Cold times: metered with copies cycled, kept in tables and journals, composed by a model's weight bytes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmt_nas.exceptions import OptionError, TableError
+from mmt_nas.meter import COLD_REUSE_BYTES, cold_copies, cold_core_ms, meter_ops, profile_model
+from mmt_nas.parser import parse_model
+from mmt_nas.predictor import CACHE_BYTES, LatencyPredictor, cold_share
+from mmt_nas.rounds import RoundTiming
+from mmt_nas.table import LatencyStats, LatencyTable, OpRecord, RuntimeSettings, TableEntry
+
+MB = 1 << 20
+
+
+def test_cold_copies_reach_the_reuse_distance() -> None:
+    assert cold_copies(2 * MB, 48 * MB) == 24  # 25 would reach it: capped
+    assert cold_copies(8 * MB, 48 * MB) == 7  # 6 others pass between two runs of one copy: 48 MB
+    assert cold_copies(100 * MB, 48 * MB) == 2  # never fewer than 2: else it is the hot time
+    assert cold_copies(0) == 24
+
+
+def test_cold_share_is_zero_below_the_caches_one_above_and_linear_between() -> None:
+    lo, hi = CACHE_BYTES
+    assert cold_share(0) == cold_share(lo) == 0.0
+    assert cold_share(hi) == cold_share(10 * hi) == 1.0
+    assert cold_share((lo + hi) / 2) == pytest.approx(0.5)
+
+
+def _stats(ms: float) -> LatencyStats:
+    return LatencyStats(ms, ms, 0.0, ms, ms, 1)
+
+
+def test_cold_ms_round_trips_and_old_entries_have_none() -> None:
+    op = OpRecord("Conv2d|c|1x3x8x8", "Conv2d", "torch.nn", {}, (1, 3, 8, 8), (1, 4, 8, 8), 100, 108)
+    entry = TableEntry(op, _stats(1.0), core_ms=0.8, cold_ms=1.3)
+    d = json.loads(json.dumps(entry.to_dict()))
+    assert d["cold_ms"] == 1.3
+    assert TableEntry.from_dict(d) == entry
+    del d["cold_ms"]  # a table written before cold times
+    assert TableEntry.from_dict(d).cold_ms is None
+    with pytest.raises(TableError, match="cold_ms"):
+        TableEntry(op, _stats(1.0), cold_ms=-1.0)
+    line = RoundTiming("k", 0, _stats(1.0), 0.8, None, 1.3)
+    assert RoundTiming.from_dict(json.loads(json.dumps(line.to_dict()))) == line
+    old = RoundTiming("k", 1, _stats(1.0), None, None).to_dict()
+    assert "cold_ms" not in old and RoundTiming.from_dict(old).cold_ms is None
+    with pytest.raises(TableError, match="cold_ms"):
+        RoundTiming.from_dict({**line.to_dict(), "cold_ms": "slow"})
+
+
+def test_metering_stores_cold_times_unless_asked_not_to(tiny_ops_copy: Path, tmp_path: Path) -> None:
+    table = meter_ops(tiny_ops_copy, 10, output=tmp_path / "cold.json", show_progress=False, sentinel_every=0)
+    assert len(table) > 0
+    assert all(e.cold_ms is not None and e.cold_ms > 0 for e in table)
+    assert table.timing["cold"]["reuse_bytes"] == COLD_REUSE_BYTES
+    again = LatencyTable.load(tmp_path / "cold.json")
+    assert [e.cold_ms for e in again] == [e.cold_ms for e in table]
+    hot_only = meter_ops(
+        tiny_ops_copy, 10, output=tmp_path / "hot.json", show_progress=False, sentinel_every=0, cold=False
+    )
+    assert all(e.cold_ms is None for e in hot_only) and "cold" not in hot_only.timing
+
+
+def test_copies_cycled_each_get_their_own_weights(tmp_path: Path) -> None:
+    """A weight-bound conv (2.25 MB of weights) cycled through copies past the reuse distance is profiled from
+    every copy: the profile has one entry per op (not per copy), and the cold time is a real positive time."""
+    from mmt_nas.converter import export_to_mnn
+
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).eval()
+    path = tmp_path / "conv.mnn"
+    export_to_mnn(conv, [1, 256, 7, 7], path)
+    prof = profile_model(path, 6, copies=3)
+    assert [p.type for p in prof].count("Convolution") == 1
+    cold = cold_core_ms(path, 4 * (256 * 256 * 9 + 256 * 49), 4)
+    assert math.isfinite(cold) and cold > 0
+    with pytest.raises(Exception, match="copies"):
+        profile_model(path, 2, copies=0)
+
+
+def _linear_table(model: torch.nn.Module, shape: list[int], hot: float, cold: float) -> LatencyTable:
+    entries = []
+    for op in parse_model(model, shape):
+        params = sum(p.numel() for p in op.module.parameters()) if op.module is not None else 0
+        rec = OpRecord(op.key, op.class_name, "torch.nn", {}, op.input_shape, op.output_shape, 0, params)
+        entries.append(TableEntry(rec, _stats(hot + 0.5), core_ms=hot, cold_ms=cold))
+    return LatencyTable(RuntimeSettings(), {"cpu_model": "test"}, {}, entries)
+
+
+@pytest.mark.parametrize(
+    ("features", "share"),
+    [(256, 0.0), (1200, None), (2048, 1.0)],  # 2 x 0.25 MB, 2 x 5.5 MB, 2 x 16 MB of weights
+)
+def test_a_model_is_composed_between_hot_and_cold_by_its_weight_bytes(features: int, share: float | None) -> None:
+    """Two Linear layers, hot 1 ms and cold 3 ms each: a small model keeps its weights in the caches (2 ms), a
+    large one does not (6 ms), one in between is in between by cold_share; context='alone' is always hot."""
+    model = torch.nn.Sequential(torch.nn.Linear(features, features), torch.nn.Linear(features, features)).eval()
+    table = _linear_table(model, [1, features], hot=1.0, cold=3.0)
+    weights = sum(4 * p.numel() for p in model.parameters())
+    expected = cold_share(weights) if share is None else share
+    assert 0 < cold_share(weights) < 1 if share is None else cold_share(weights) == share
+    got = LatencyPredictor(table).predict(model, [1, features])
+    assert float(got) == pytest.approx(2 * (1.0 + 2.0 * expected))
+    assert all(c.ratio == pytest.approx(1 + 2 * expected) for c in got.ops)
+    assert float(LatencyPredictor(table, context="alone").predict(model, [1, features])) == pytest.approx(2.0)
+
+
+def test_tables_without_cold_times_predict_the_same_in_either_context() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2048, 2048), torch.nn.Linear(2048, 2048)).eval()
+    table = _linear_table(model, [1, 2048], hot=1.0, cold=3.0)
+    old = LatencyTable(table.settings, table.device, {}, [TableEntry(e.op, e.latency, e.core_ms) for e in table])
+    assert float(LatencyPredictor(old).predict(model, [1, 2048])) == pytest.approx(2.0)
+    assert float(LatencyPredictor(old, context="alone").predict(model, [1, 2048])) == pytest.approx(2.0)
+
+
+def test_bad_context_options_are_option_errors() -> None:
+    table = _linear_table(torch.nn.Linear(4, 4), [1, 4], 1.0, 2.0)
+    with pytest.raises(OptionError, match="context"):
+        LatencyPredictor(table, context="warm")  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="cache_bytes"):
+        LatencyPredictor(table, cache_bytes=(20, 10))
