@@ -580,6 +580,7 @@ def _meter_locked(
         "method": "runSession",
         "rounds": len(split),
         "seed": seed,
+        "input": "written before every run",
     }
     if profile and cold:
         table.timing["cold"] = {"reuse_bytes": COLD_REUSE_BYTES, "most_copies": COLD_MOST_COPIES}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ __all__ = [
     "CACHE_BYTES",
     "cold_share",
 ]
+
+_logger = logging.getLogger(__name__)
+_WARNED: set[int] = set()
 
 #: What the predictor does with an op that is not in the table: raise (``"error"``) or ask its fallback.
 OnMissing = Literal["error", "fallback"]
@@ -241,6 +245,14 @@ class LatencyPredictor:
         if on_missing == "fallback" and fallback is None:
             raise OptionError("on_missing='fallback' needs a fallback estimator; pass fallback=... .")
         self.table = table if isinstance(table, LatencyTable) else load_table_cached(table)
+        timing = self.table.timing
+        if timing.get("method") == "runSession" and "input" not in timing and id(self.table) not in _WARNED:
+            _WARNED.add(id(self.table))
+            _logger.warning(
+                "this table was metered before mmt_nas wrote each op's input again before every run: ops timed "
+                "long enough may have decayed into denormal numbers and measured up to 100x too slow. Meter it "
+                "again (mmt-nas meter OPS_DIR -o NEW.json)."
+            )
         self.on_missing = on_missing
         self.fallback = fallback
         asked = self.table.settings

@@ -125,3 +125,24 @@ def test_bad_context_options_are_option_errors() -> None:
         LatencyPredictor(table, context="warm")  # type: ignore[arg-type]
     with pytest.raises(OptionError, match="cache_bytes"):
         LatencyPredictor(table, cache_bytes=(20, 10))
+
+
+def test_tables_metered_before_the_input_was_written_each_run_are_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    table = _linear_table(torch.nn.Linear(4, 4), [1, 4], 1.0, 2.0)
+    table.timing = {"times": 20, "method": "runSession"}
+    with caplog.at_level("WARNING", logger="mmt_nas.predictor"):
+        LatencyPredictor(table)
+    assert "denormal" in caplog.text and "Meter it again" in caplog.text
+    caplog.clear()
+    fresh = _linear_table(torch.nn.Linear(4, 4), [1, 4], 1.0, 2.0)
+    fresh.timing = {"times": 20, "method": "runSession", "input": "written before every run"}
+    with caplog.at_level("WARNING", logger="mmt_nas.predictor"):
+        LatencyPredictor(fresh)
+    assert "denormal" not in caplog.text
+
+
+def test_a_metered_table_says_its_input_was_written_before_every_run(tiny_ops: Path) -> None:
+    table = LatencyTable.load(tiny_ops / "meta_latency.json")
+    assert table.timing["input"] == "written before every run"
