@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results_md import machine_line, update_section  # noqa: E402
 
+from mmt_nas.cache import CACHE_BYTES  # noqa: E402
 from mmt_nas.converter import export_to_mnn  # noqa: E402
 from mmt_nas.meter import cold_core_ms, core_ms, profile_model  # noqa: E402
-from mmt_nas.predictor import CACHE_BYTES  # noqa: E402
 
 COPIES = (1, 2, 4, 6, 8, 12, 16, 24)
 

@@ -32,12 +32,13 @@ sys.path.insert(0, str(ROOT / "examples" / "zoo"))
 import families  # noqa: E402
 from results_md import machine_line, update_section  # noqa: E402
 
+from mmt_nas.cache import CONTEXTS  # noqa: E402
 from mmt_nas.converter import generate_ops_list, measure_models  # noqa: E402
 from mmt_nas.describe import space_from_model  # noqa: E402
 from mmt_nas.meter import meter_ops  # noqa: E402
 from mmt_nas.metrics import compute_metrics  # noqa: E402
 from mmt_nas.opspace import dump_space  # noqa: E402
-from mmt_nas.predictor import CONTEXTS, LatencyPredictor  # noqa: E402
+from mmt_nas.predictor import LatencyPredictor  # noqa: E402
 
 
 def merged_space(spaces: list[dict]) -> dict:

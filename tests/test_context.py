@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmt_nas.cache import CACHE_BYTES, cold_share
 from mmt_nas.exceptions import OptionError, TableError
 from mmt_nas.meter import COLD_REUSE_BYTES, cold_copies, cold_core_ms, meter_ops, profile_model
 from mmt_nas.parser import parse_model
-from mmt_nas.predictor import CACHE_BYTES, LatencyPredictor, cold_share
+from mmt_nas.predictor import LatencyPredictor
 from mmt_nas.rounds import RoundTiming
 from mmt_nas.table import LatencyStats, LatencyTable, OpRecord, RuntimeSettings, TableEntry
 
