@@ -36,13 +36,14 @@ from mmt_nas.endtoend import InterleavedResult, Method, measure_interleaved
 from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError
 from mmt_nas.meter import OpProfile, device_info, profile_model
 from mmt_nas.opspace import load_model, yaml_error_text
-from mmt_nas.vocab import check_shape, mnn_category, op_category
+from mmt_nas.vocab import check_shape, mnn_category, op_category, op_family
 
 if TYPE_CHECKING:
     import torch
 
     from mmt_nas.calibration import CalibrationSample
     from mmt_nas.predictor import LatencyPredictor, Prediction
+    from mmt_nas.table import LatencyTable
     from mmt_nas.trace import ParsedOp
 
 __all__ = ["JOURNAL_FILENAME", "ModelSpec", "ModelCase", "ModelResult", "load_model_specs", "evaluate"]
@@ -154,6 +155,8 @@ class ModelResult:
         timing_method: What a timed run is: ``"inference"`` (input written from a host array, the run,
             the output read back to a host array: :func:`mmt_nas.endtoend.time_inference`); ``None`` when
             nothing was measured.
+        ops_in_context: One row per profiled op of the model (:func:`ops_in_context`): its time alone (hot),
+            cold, as predicted and inside the model, its bytes and what ran before it.
     """
 
     name: str
@@ -169,6 +172,7 @@ class ModelResult:
     profile: list[OpProfile] = field(default_factory=list, repr=False)
     reused: bool = False
     timing_method: str | None = None
+    ops_in_context: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -221,7 +225,70 @@ class ModelResult:
             "by_category": self.by_category,
             "measurement_reused": self.reused,
             "prediction": self.prediction,
+            "ops_in_context": self.ops_in_context,
         }
+
+
+def ops_in_context(
+    ops: Sequence[ParsedOp],
+    prediction: Prediction,
+    profile: Sequence[OpProfile],
+    table: LatencyTable,
+    scale: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Each counted module op of a model that MNN's profile shows under its module path, once called: what it
+    took alone (hot ``core_ms``), cold (``cold_ms``), as predicted (the context and calibration applied), and
+    inside the model (the profile's ops under its path, times ``scale``), with its ratio in-context / alone, op
+    family, weight, input and output bytes, and the MNN op type that ran just before it (``"Raster"``: a layout
+    conversion; ``"Concat"``-like joins show as ``Raster`` too).
+
+    Args:
+        ops: The model's parsed ops (:meth:`LatencyPredictor.parse`).
+        prediction: Its prediction from those ops.
+        profile: MNN's per-op profile of the whole model, in execution order.
+        table: The table the prediction used.
+        scale: Multiplies the profile's times (e.g. measured / profiled total).
+    """
+    from mmt_nas.calibration import profile_scope
+
+    scopes = [profile_scope(p.name) for p in profile]
+    first: dict[str, int] = {}
+    in_ctx: dict[str, float] = {}
+    for i, (scope, p) in enumerate(zip(scopes, profile)):
+        if scope:
+            first.setdefault(scope, i)
+            in_ctx[scope] = in_ctx.get(scope, 0.0) + p.latency_ms * scale
+    predicted = {name: c.latency_ms for c in prediction.ops for name in c.names}
+    calls: dict[str, int] = {}
+    for op in ops:
+        calls[op.name] = calls.get(op.name, 0) + 1
+    rows = []
+    for op in ops:
+        entry = table.get(op.key)
+        if op.fused_into is not None or op.function is not None or calls[op.name] != 1 or op.name not in in_ctx:
+            continue
+        idx = first[op.name]
+        rec = entry.op if entry is not None else None
+        alone = entry.time_ms("core") if entry is not None else None
+        ctx = in_ctx[op.name]
+        rows.append(
+            {
+                "name": op.name,
+                "key": op.key,
+                "class_name": op.class_name,
+                "family": op_family(op.class_name, dict(rec.args) if rec is not None else None, op.key),
+                "alone_ms": alone,
+                "cold_ms": entry.cold_ms if entry is not None else None,
+                "predicted_ms": predicted.get(op.name),
+                "in_context_ms": ctx,
+                "ratio": ctx / alone if alone else None,
+                "weight_bytes": rec.weight_bytes if rec is not None else None,
+                "input_bytes": 4 * math.prod(op.input_shape),
+                "output_bytes": 4 * math.prod(op.output_shape) if op.output_shape else None,
+                "before": profile[idx - 1].type if idx > 0 else None,
+            }
+        )
+    return rows
 
 
 def _category_split(prediction: Prediction, profile: Iterable[OpProfile]) -> dict[str, dict[str, float]]:
@@ -520,6 +587,14 @@ def evaluate(
                 result.timing_method = _METHOD
                 if item.prediction is not None and profile_times > 0:
                     result.by_category = _category_split(item.prediction, result.profile)
+                    profiled = sum(p.latency_ms for p in result.profile)
+                    result.ops_in_context = ops_in_context(
+                        item.ops,
+                        item.prediction,
+                        result.profile,
+                        predictor.table,
+                        result.measured_ms / profiled if profiled > 0 else 1.0,
+                    )
                     result.samples = samples_from_profile(
                         result.name, item.ops, result.profile, predictor.table, predictor.latency, result.measured_ms
                     )

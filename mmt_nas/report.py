@@ -220,7 +220,39 @@ class Report:
                 f"{'' if r.error_pct is None else f'{r.error_pct:+.1f}%'} | {_fmt(self.noise_floor_pct(r))}% | "
                 f"{'' if within is None else ('yes' if within else 'no')} | {note} |"
             )
+        lines += self._ops_in_context_markdown()
         return "\n".join(lines) + "\n"
+
+    def _ops_in_context_markdown(self, top: int = 8) -> list[str]:
+        """Per model, the ops whose in-context time is furthest from their prediction."""
+        out: list[str] = []
+        for r in self.results:
+            rows = [o for o in r.ops_in_context if o.get("predicted_ms") is not None]
+            if not rows:
+                continue
+            rows.sort(key=lambda o: -abs(o["in_context_ms"] - o["predicted_ms"]))
+            out += [
+                "",
+                f"### {r.name}: the ops furthest from their prediction ({min(top, len(rows))} of {len(rows)} profiled)",
+                "",
+                "Alone: timed alone (hot); cold: with copies cycled (a large model's cache state); in context: "
+                "MNN's profile of the whole model, scaled to its measured time. Bytes in KB.",
+                "",
+                "| op | family | alone ms | cold ms | predicted ms | in context ms | in context / alone | weights | "
+                "input | output | after |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            ]
+            for o in rows[:top]:
+                kb = [
+                    None if o.get(k) is None else o[k] / 1024 for k in ("weight_bytes", "input_bytes", "output_bytes")
+                ]
+                out.append(
+                    f"| {o['name']} ({o['class_name']}) | {o['family']} | {_fmt(o['alone_ms'])} | "
+                    f"{_fmt(o['cold_ms'])} | {_fmt(o['predicted_ms'])} | {_fmt(o['in_context_ms'])} | "
+                    f"{_fmt(o['ratio'])} | "
+                    f"{_fmt(kb[0])} | {_fmt(kb[1])} | {_fmt(kb[2])} | {o['before'] or '-'} |"
+                )
+        return out
 
     def write(self, folder: str | os.PathLike[str], *, plots: bool = True) -> dict[str, Path]:
         """Write ``report.json``, ``report.md``, the PNG plots and ``report.html`` into ``folder``.

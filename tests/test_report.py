@@ -136,6 +136,19 @@ def test_report_with_a_failing_model(tiny_ops: Path, tmp_path: Path) -> None:
     assert "data:image/png;base64," in paths["html"].read_text()
     md = paths["md"].read_text()
     assert "| not-exportable |" in md and "within_10_pct" in md
+    # op by op: each profiled module op alone, cold, predicted and in context, with its bytes
+    rows = {o["name"]: o for o in tiny["ops_in_context"]}
+    stem = rows["stem"]
+    entry = predictor.table.get(stem["key"])
+    assert entry is not None
+    assert stem["alone_ms"] == entry.core_ms and stem["cold_ms"] == entry.cold_ms
+    assert stem["in_context_ms"] > 0 and stem["ratio"] == pytest.approx(stem["in_context_ms"] / stem["alone_ms"])
+    assert stem["weight_bytes"] == 4 * entry.op.params > 0
+    assert stem["input_bytes"] == 4 * 3 * 16 * 16 and stem["family"] == "conv"
+    assert stem["predicted_ms"] == pytest.approx(
+        next(c["latency_ms"] for c in tiny["prediction"]["ops"] if "stem" in c["names"])
+    )
+    assert "### tiny: the ops furthest from their prediction" in md and "| stem (Conv2d) | conv |" in md
 
 
 def test_model_list_yaml(tmp_path: Path) -> None:
