@@ -6,13 +6,21 @@ cache, and large layers run several times slower (measured here: a 256-channel
 3x3 convolution at 8x8 took 0.15 ms alone and 0.6 ms inside a ResNet-18). MNN's
 per-op callback gives every op's time inside a whole model, and the op names it
 reports carry the torch module path, so each profiled model yields one training
-sample per op: (the op's features and its time alone) → (its time in context).
+sample per op: (the op's features, its time as the predictor composes it, the
+model's weight bytes) → (its time in context).
+
+The predictor's ``context="model"`` already moves an op from its hot time toward its
+cold time by :func:`mmt_nas.cache.cold_share` of the model's weight bytes; the samples
+are built from that composed time (:func:`samples_from_profile`), so the calibration
+learns only what the composition misses, and never counts the cache twice.
 
 :class:`InContextCalibration` learns the ratio from such samples (a scikit-learn
-regressor on :func:`mmt_nas.fallback.op_features` plus the op's time alone) and the
-predictor multiplies each op's table time by it. Fit it on models you measured;
-never score it on the models it was fitted on (the accuracy benchmark uses
-cross-validation by model).
+regressor on :func:`mmt_nas.fallback.op_features`, the op's composed time and the
+model's context) and the predictor multiplies each op's composed time by it. Out of
+the training data's range (an op or a model unlike any it was fitted on), the
+predicted log-ratio shrinks toward 0 (no correction) instead of extrapolating; see
+:meth:`InContextCalibration.trust`. Fit it on models you measured; never score it on
+the models it was fitted on (:func:`cross_fitted`, :func:`leave_one_group_out`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mmt_nas._files import atomic_write_text
 from mmt_nas._imports import try_import
-from mmt_nas.exceptions import NotFittedError, TableError
+from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, cold_share
+from mmt_nas.describe import record_from_parsed
+from mmt_nas.exceptions import NotFittedError, OptionError, TableError
 from mmt_nas.fallback import op_features
 from mmt_nas.records import OpRecord
 from mmt_nas.table import Latency, TableEntry
@@ -40,18 +51,79 @@ if TYPE_CHECKING:
 #: The regression models :class:`InContextCalibration` can fit.
 CalibrationKind = Literal["boosting", "forest"]
 CALIBRATION_KINDS: tuple[CalibrationKind, ...] = ("boosting", "forest")
+#: What :attr:`CalibrationSample.context` holds (:func:`model_context`).
+CONTEXT_FEATURE_NAMES = ("log1p_model_weight_bytes", "cold_share")
 
 __all__ = [
     "CalibrationKind",
     "CALIBRATION_KINDS",
+    "CONTEXT_FEATURE_NAMES",
     "CalibrationSample",
     "InContextCalibration",
+    "model_context",
+    "model_weight_bytes",
     "profile_scope",
     "samples_from_profile",
     "cross_fitted",
+    "leave_one_group_out",
 ]
 
 _SCHEMA = "mmt_nas/calibration"
+_SCHEMA_VERSION = 2  # 2: samples carry their model's context; params shrink and cache_bytes
+#: Trust is computed from the mean distance to this many nearest training samples.
+_TRUST_NEIGHBORS = 5
+#: Trust is 1 up to this quantile of the training samples' own (leave-one-out) distances.
+_TRUST_QUANTILE = 90
+
+
+def model_context(model_weight_bytes: float, cache_bytes: tuple[int, int] = CACHE_BYTES) -> tuple[float, float]:
+    """The model-level features of the calibration (:data:`CONTEXT_FEATURE_NAMES`).
+
+    Args:
+        model_weight_bytes: The model's weight bytes, as the predictor counts them (:func:`model_weight_bytes`).
+        cache_bytes: The device's ``(lo, hi)`` of :func:`mmt_nas.cache.cold_share`.
+
+    Returns:
+        ``(log(1 + model_weight_bytes), cold_share(model_weight_bytes, cache_bytes))``.
+
+    Raises:
+        OptionError: ``model_weight_bytes`` is not a finite number >= 0.
+    """
+    w = model_weight_bytes
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+        raise OptionError(f"model_weight_bytes must be a finite number >= 0, but got {w!r}.")
+    return (math.log1p(w), cold_share(w, cache_bytes))
+
+
+def model_weight_bytes(ops: Sequence[ParsedOp], table: Any) -> int:
+    """A model's weight bytes as the predictor's ``context="model"`` counts them: every non-fused op, once per
+    call, from its table entry (or, for an op the table lacks, from :func:`~mmt_nas.describe.record_from_parsed`;
+    tensor functions and ops without a module count 0)."""
+    total = 0
+    for op in ops:
+        if op.fused_into is not None:
+            continue
+        entry = table.get(op.key)
+        if entry is not None:
+            total += entry.op.weight_bytes
+        elif op.function is None and op.module is not None:
+            total += record_from_parsed(op).weight_bytes
+    return total
+
+
+def _check_cache_bytes(cache_bytes: Any) -> tuple[int, int]:
+    if isinstance(cache_bytes, list):
+        cache_bytes = tuple(cache_bytes)
+    if (
+        not isinstance(cache_bytes, tuple)
+        or len(cache_bytes) != 2
+        or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in cache_bytes)
+        or cache_bytes[0] > cache_bytes[1]
+    ):
+        raise OptionError(
+            f"cache_bytes must be a tuple (lo, hi) of byte counts with 0 <= lo <= hi, but got {cache_bytes!r}."
+        )
+    return (cache_bytes[0], cache_bytes[1])
 
 
 @dataclass(frozen=True)
@@ -62,8 +134,11 @@ class CalibrationSample:
         model: Name of the profiled model (for cross-validation by model).
         key: The op's key.
         features: :func:`mmt_nas.fallback.op_features` of the op.
-        alone_ms: Its time alone, as the predictor counts it (core time).
+        alone_ms: Its time before calibration, as the predictor composes it: its table time (core or wall),
+            moved toward its cold time by the model's cold share where the samples were built with
+            ``context="model"`` and the entry has a cold time.
         in_context_ms: Its time inside the model (MNN's per-op profile, fused followers included).
+        context: The model's :func:`model_context` (``()``: samples written before it existed).
     """
 
     model: str
@@ -71,6 +146,7 @@ class CalibrationSample:
     features: tuple[float, ...]
     alone_ms: float
     in_context_ms: float
+    context: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -80,7 +156,30 @@ class CalibrationSample:
             "features": list(self.features),
             "alone_ms": self.alone_ms,
             "in_context_ms": self.in_context_ms,
+            "context": list(self.context),
         }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> CalibrationSample:
+        """Inverse of :meth:`to_dict` (dicts without ``context``, written before it existed, load with ``()``).
+
+        Raises:
+            TableError: ``d`` is not a sample.
+        """
+        try:
+            return cls(
+                str(d["model"]),
+                str(d["key"]),
+                tuple(float(v) for v in d["features"]),
+                float(d["alone_ms"]),
+                float(d["in_context_ms"]),
+                tuple(float(v) for v in d.get("context") or ()),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TableError(
+                f"a calibration sample must have model, key, features, alone_ms and in_context_ms, but got {d!r} "
+                f"({exc!r})."
+            ) from None
 
 
 def profile_scope(op_name: str) -> str | None:
@@ -106,11 +205,16 @@ def samples_from_profile(
     table: Any,
     latency: Latency = "core",
     measured_ms: float | None = None,
+    *,
+    context: Context = "model",
+    cache_bytes: tuple[int, int] = CACHE_BYTES,
 ) -> list[CalibrationSample]:
     """Pair a model's counted module ops with their in-context times.
 
     An op is used when its module is called once and the profile holds ops under its
     module path (fused batch norms and activations run inside the convolution's op).
+    Build the samples with the ``latency``, ``context`` and ``cache_bytes`` of the predictor
+    the calibration will serve.
 
     Args:
         model_name: Name for the samples.
@@ -121,7 +225,20 @@ def samples_from_profile(
         measured_ms: The model's measured end-to-end time. The profile's per-op times are scaled
             so that they sum to it: the callbacks themselves cost about a microsecond per op, which
             is 5-10% of a small depthwise net.
+        context: ``"model"`` (default): an op's ``alone_ms`` is its table time plus
+            ``cold_share(W) * (cold_ms - core_ms)`` where its entry has both (``W``: the model's weight bytes,
+            :func:`model_weight_bytes`), as the predictor's ``context="model"`` composes it; ``"alone"``: its
+            table time.
+        cache_bytes: The device's ``(lo, hi)`` of :func:`mmt_nas.cache.cold_share`.
+
+    Returns:
+        The samples, each with the model's :func:`model_context` (whatever ``context`` is).
+
+    Raises:
+        OptionError: Bad ``context`` or ``cache_bytes``.
     """
+    context = check_choice("context", context, CONTEXTS)
+    cache_bytes = _check_cache_bytes(cache_bytes)
     profile = list(profile)
     total = sum(p.latency_ms for p in profile)
     scale = measured_ms / total if measured_ms and total > 0 else 1.0
@@ -130,6 +247,8 @@ def samples_from_profile(
         scope = profile_scope(p.name)
         if scope:
             by_scope[scope] = by_scope.get(scope, 0.0) + p.latency_ms * scale
+    ctx_features = model_context(model_weight_bytes(ops, table), cache_bytes)
+    share = ctx_features[1] if context == "model" else 0.0
     counted = [op for op in ops if op.fused_into is None and op.function is None]
     calls: dict[str, int] = {}
     for op in counted:
@@ -141,39 +260,71 @@ def samples_from_profile(
         if entry is None or ctx is None or calls[op.name] != 1 or ctx <= 0:
             continue
         alone = entry.time_ms(latency)
+        if share > 0 and entry.cold_ms is not None and entry.core_ms is not None and alone > 0:
+            alone += share * (entry.cold_ms - entry.core_ms)
         if alone > 0:
-            samples.append(CalibrationSample(model_name, op.key, tuple(op_features(entry)), alone, ctx))
+            samples.append(CalibrationSample(model_name, op.key, tuple(op_features(entry)), alone, ctx, ctx_features))
     return samples
 
 
 class InContextCalibration:
-    """Learns how much slower (or faster) an op runs inside a whole model than alone.
+    """Learns how much slower (or faster) an op runs inside a whole model than its composed time.
+
+    The regressor's input is the op's :func:`~mmt_nas.fallback.op_features`, the log of its composed time
+    and its model's :func:`model_context`; its target is ``log(in_context_ms / alone_ms)``.
+
+    With ``shrink``, each prediction's log-ratio is multiplied by a trust weight ``w`` in ``[0, 1]``
+    (:meth:`trust`): ``d`` is the mean distance of the standardized input to its nearest training samples,
+    ``d0`` the 90th percentile of the same distance for the training samples themselves (leave one out), and
+    ``w = exp(-((d - d0) / d0) ** 2)`` beyond ``d0`` (1 within it). An op as far from the training data as the
+    training samples are from each other is corrected fully; twice as far, by 37%; three times, by 2%.
 
     Args:
         model: ``"boosting"`` (histogram gradient boosting, default) or ``"forest"``.
         max_ratio: Predicted ratios are clipped to ``[1 / max_ratio, max_ratio]``.
         random_state: Seed.
+        shrink: Shrink the correction toward none out of the training data's range.
+        cache_bytes: The ``(lo, hi)`` of :func:`mmt_nas.cache.cold_share` the samples were built with (and the
+            predictor uses); :meth:`ratios` computes a model's cold share with it.
     """
 
-    def __init__(self, model: CalibrationKind = "boosting", max_ratio: float = 20.0, random_state: int = 0) -> None:
+    def __init__(
+        self,
+        model: CalibrationKind = "boosting",
+        max_ratio: float = 20.0,
+        random_state: int = 0,
+        shrink: bool = True,
+        cache_bytes: tuple[int, int] = CACHE_BYTES,
+    ) -> None:
         self.model = model
         self.max_ratio = max_ratio
         self.random_state = random_state
+        self.shrink = shrink
+        self.cache_bytes = cache_bytes
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters (scikit-learn convention)."""
-        return {"model": self.model, "max_ratio": self.max_ratio, "random_state": self.random_state}
+        return {
+            "model": self.model,
+            "max_ratio": self.max_ratio,
+            "random_state": self.random_state,
+            "shrink": self.shrink,
+            "cache_bytes": self.cache_bytes,
+        }
 
     @staticmethod
-    def _x(features: Sequence[float], alone_ms: float) -> list[float]:
-        return [*features, math.log(max(alone_ms, 1e-6))]
+    def _x(features: Sequence[float], alone_ms: float, context: Sequence[float] = ()) -> list[float]:
+        return [*features, math.log(max(alone_ms, 1e-6)), *context]
 
     def fit(self, samples: Sequence[CalibrationSample]) -> InContextCalibration:
         """Fit on in-context samples; returns ``self``.
 
+        Samples without a context (written before it existed) fit a calibration without context features,
+        which ignores the model's weight bytes.
+
         Raises:
-            TableError: Fewer than 10 samples.
-            OptionError: Bad parameters.
+            TableError: Fewer than 10 samples, or samples with and without a context mixed.
+            OptionError: Bad parameters, or samples built with other ``cache_bytes``.
         """
         samples = list(samples)
         if len(samples) < 10:
@@ -182,8 +333,26 @@ class InContextCalibration:
                 "Profile more models (mmt_nas.report.evaluate collects them)."
             )
         check_choice("model", self.model, CALIBRATION_KINDS)
+        if not isinstance(self.shrink, bool):
+            raise OptionError(f"shrink must be True or False, but got shrink={self.shrink!r}.")
+        cache_bytes = _check_cache_bytes(self.cache_bytes)
+        widths = {len(s.context) for s in samples}
+        if widths not in ({0}, {len(CONTEXT_FEATURE_NAMES)}):
+            raise TableError(
+                "calibration samples must all carry their model's context (samples_from_profile writes it) or "
+                f"all lack it (older files), but got context lengths {sorted(widths)}."
+            )
+        for s in samples:
+            if s.context and abs(s.context[1] - cold_share(math.expm1(s.context[0]), cache_bytes)) > 1e-6:
+                raise OptionError(
+                    f"the samples of {s.model!r} were built with other cache_bytes than this calibration's "
+                    f"{cache_bytes}: pass samples_from_profile(..., cache_bytes=...) and "
+                    "InContextCalibration(cache_bytes=...) the same (the predictor's)."
+                )
         with try_import("fallback", "the in-context calibration") as imported:
             from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+            from sklearn.neighbors import NearestNeighbors
+            from sklearn.preprocessing import StandardScaler
         imported.check()
         est = (
             HistGradientBoostingRegressor(
@@ -192,38 +361,112 @@ class InContextCalibration:
             if self.model == "boosting"
             else RandomForestRegressor(n_estimators=200, min_samples_leaf=3, random_state=self.random_state, n_jobs=1)
         )
-        est.fit(
-            [self._x(s.features, s.alone_ms) for s in samples],
-            [math.log(s.in_context_ms / s.alone_ms) for s in samples],
-        )
+        x = [self._x(s.features, s.alone_ms, s.context) for s in samples]
+        est.fit(x, [math.log(s.in_context_ms / s.alone_ms) for s in samples])
         self.estimator_ = est
         self.samples_ = samples
         self.models_ = sorted({s.model for s in samples})
+        if 0 in widths:
+            self.default_context_: tuple[float, ...] = ()
+        else:  # the median training model's weight bytes, for callers that do not give theirs
+            per_model = {s.model: s.context[0] for s in samples}
+            self.default_context_ = model_context(math.expm1(statistics.median(per_model.values())), cache_bytes)
+        if self.shrink:
+            self.scaler_ = StandardScaler().fit(x)
+            xs = self.scaler_.transform(x)
+            k = min(_TRUST_NEIGHBORS, len(samples) - 1)
+            self.neighbors_ = NearestNeighbors(n_neighbors=k).fit(xs)
+            dist, _ = self.neighbors_.kneighbors(xs, n_neighbors=k + 1)  # the first is the sample itself
+            own = sorted(float(d) for d in dist[:, 1:].mean(axis=1))
+            d0 = _percentile(own, _TRUST_QUANTILE)
+            if d0 <= 1e-9:  # mostly duplicates: the typical distance between distinct samples
+                positive = [d for d in own if d > 1e-9]
+                d0 = _percentile(positive, _TRUST_QUANTILE) if positive else 1.0
+            self.trust_scale_ = d0
         return self
 
-    def ratio(self, entry: TableEntry | OpRecord, alone_ms: float) -> float:
-        """Predicted in-context / alone ratio for an op (a table entry or a record) whose time alone is
-        ``alone_ms``."""
-        return self.ratios([(entry, alone_ms)])[0]
-
-    def ratios(self, items: Sequence[tuple[TableEntry | OpRecord, float]]) -> list[float]:
-        """Batched :meth:`ratio`."""
+    def _check_fitted(self) -> None:
         if not hasattr(self, "estimator_"):
             raise NotFittedError("this InContextCalibration is not fitted yet; call fit(samples) first.")
+
+    def _inputs(
+        self, items: Sequence[tuple[TableEntry | OpRecord, float]], model_weight_bytes: float | None
+    ) -> list[list[float]]:
+        if not self.default_context_:
+            ctx: tuple[float, ...] = ()
+        elif model_weight_bytes is None:
+            ctx = self.default_context_
+        else:
+            ctx = model_context(model_weight_bytes, _check_cache_bytes(self.cache_bytes))
+        return [self._x(op_features(e), ms, ctx) for e, ms in items]
+
+    def ratio(self, entry: TableEntry | OpRecord, alone_ms: float, model_weight_bytes: float | None = None) -> float:
+        """Predicted in-context / composed ratio of one op; see :meth:`ratios`."""
+        return self.ratios([(entry, alone_ms)], model_weight_bytes)[0]
+
+    def ratios(
+        self, items: Sequence[tuple[TableEntry | OpRecord, float]], model_weight_bytes: float | None = None
+    ) -> list[float]:
+        """Predicted in-context / composed ratios of a model's ops.
+
+        Args:
+            items: ``(op, ms)`` pairs: the op (a table entry or a record) and its time *as composed before
+                calibration*, the same way the samples' ``alone_ms`` was: its table time (core or wall) times
+                the predictor's context ratio (``context="model"``: moved toward its cold time by the model's
+                cold share; ``context="alone"``: its table time).
+            model_weight_bytes: The whole model's weight bytes (:func:`model_weight_bytes`: every non-fused op
+                once per call), the same for all items. ``None``: the median training model's (the correction
+                then ignores the model's size). Ignored by a calibration fitted on samples without a context.
+
+        Returns:
+            One ratio per item, in ``[1 / max_ratio, max_ratio]``; with ``shrink``, ``exp(w * log_ratio)``
+            with ``w`` from :meth:`trust`.
+
+        Raises:
+            NotFittedError: Not fitted.
+            OptionError: ``model_weight_bytes`` is not a finite number >= 0.
+        """
+        self._check_fitted()
         if not items:
             return []
-        logs = self.estimator_.predict([self._x(op_features(e), ms) for e, ms in items])
+        x = self._inputs(items, model_weight_bytes)
+        logs = self.estimator_.predict(x)
+        weights = self._trust(x) if self.shrink else [1.0] * len(x)
         lim = math.log(self.max_ratio)
-        return [math.exp(min(lim, max(-lim, float(v)))) for v in logs]
+        return [math.exp(w * min(lim, max(-lim, float(v)))) for v, w in zip(logs, weights)]
+
+    def trust(
+        self, items: Sequence[tuple[TableEntry | OpRecord, float]], model_weight_bytes: float | None = None
+    ) -> list[float]:
+        """How much of its correction :meth:`ratios` applies to each item, in ``[0, 1]``.
+
+        1 for an op (in a model) as close to the training samples as they are to each other, falling toward 0
+        further out (see the class docstring); always 1 without ``shrink``. Arguments as :meth:`ratios`.
+
+        Raises:
+            NotFittedError: Not fitted.
+        """
+        self._check_fitted()
+        if not items:
+            return []
+        x = self._inputs(items, model_weight_bytes)
+        return self._trust(x) if self.shrink else [1.0] * len(x)
+
+    def _trust(self, x: list[list[float]]) -> list[float]:
+        dist, _ = self.neighbors_.kneighbors(self.scaler_.transform(x))
+        d0 = self.trust_scale_
+        return [math.exp(-((max(0.0, float(d) - d0) / d0) ** 2)) for d in dist.mean(axis=1)]
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the parameters and training samples as JSON (loading refits the estimator; never a pickle)."""
         if not hasattr(self, "samples_"):
             raise NotFittedError("this InContextCalibration is not fitted yet; fit it before saving it.")
+        params = self.get_params()
+        params["cache_bytes"] = list(self.cache_bytes)
         doc = {
             "schema": _SCHEMA,
-            "schema_version": 1,
-            "params": self.get_params(),
+            "schema_version": _SCHEMA_VERSION,
+            "params": params,
             "models": self.models_,
             "samples": [s.to_dict() for s in self.samples_],
         }
@@ -231,7 +474,8 @@ class InContextCalibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> InContextCalibration:
-        """Read :meth:`save` output and refit (deterministic).
+        """Read :meth:`save` output and refit (deterministic). Files written before schema version 2 (no
+        context, no ``shrink``) load with the defaults of the new parameters.
 
         Raises:
             TableError: The file is missing or not a calibration.
@@ -242,11 +486,25 @@ class InContextCalibration:
             raise TableError(f"cannot read the calibration {str(path)!r}: {exc}.") from None
         if not isinstance(doc, dict) or doc.get("schema") != _SCHEMA:
             raise TableError(f"{str(path)!r} is not an mmt_nas calibration file.")
-        samples = [
-            CalibrationSample(s["model"], s["key"], tuple(s["features"]), s["alone_ms"], s["in_context_ms"])
-            for s in doc.get("samples", [])
-        ]
-        return cls(**doc.get("params", {})).fit(samples)
+        version = doc.get("schema_version", 1)
+        if not isinstance(version, int) or version > _SCHEMA_VERSION:
+            raise TableError(
+                f"{str(path)!r} has calibration schema version {version!r}; this mmt_nas reads up to "
+                f"{_SCHEMA_VERSION}. Upgrade mmt_nas."
+            )
+        params = dict(doc.get("params") or {})
+        if "cache_bytes" in params:
+            params["cache_bytes"] = _check_cache_bytes(params["cache_bytes"])
+        samples = [CalibrationSample.from_dict(s) for s in doc.get("samples", [])]
+        return cls(**params).fit(samples)
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of sorted values, linearly interpolated."""
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def cross_fitted(
@@ -283,4 +541,42 @@ def cross_fitted(
         for n in names:
             if fold_of[group(n)] == f:
                 out[n] = cal
+    return out
+
+
+def leave_one_group_out(
+    samples: Sequence[CalibrationSample],
+    group: Callable[[str], str] = lambda name: name,
+    **params: Any,
+) -> dict[str, InContextCalibration]:
+    """For every profiled model, a calibration fitted on the models of every other group (e.g. family).
+
+    One calibration per group, fitted on all the samples of the other groups (scikit-learn's
+    ``LeaveOneGroupOut`` over the models): the strictest test of how a calibration carries over
+    to a family it never saw.
+
+    Args:
+        samples: In-context samples of every model.
+        group: Maps a model name to its group.
+        **params: Passed to :class:`InContextCalibration`.
+
+    Returns:
+        Model name → the calibration of its group (fitted without any model of that group).
+
+    Raises:
+        TableError: Fewer than 2 groups, or too few samples outside a group.
+    """
+    names = sorted({s.model for s in samples})
+    groups = [group(n) for n in names]
+    if len(set(groups)) < 2:
+        raise TableError(f"leave-one-group-out needs models of at least 2 groups, but got {sorted(set(groups))}.")
+    with try_import("fallback", "the in-context calibration") as imported:
+        from sklearn.model_selection import LeaveOneGroupOut
+    imported.check()
+    out: dict[str, InContextCalibration] = {}
+    for train_idx, test_idx in LeaveOneGroupOut().split([[0]] * len(names), groups=groups):
+        seen = {names[i] for i in train_idx}
+        cal = InContextCalibration(**params).fit([s for s in samples if s.model in seen])
+        for i in test_idx:
+            out[names[i]] = cal
     return out

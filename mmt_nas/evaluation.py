@@ -596,7 +596,14 @@ def evaluate(
                         result.measured_ms / profiled if profiled > 0 else 1.0,
                     )
                     result.samples = samples_from_profile(
-                        result.name, item.ops, result.profile, predictor.table, predictor.latency, result.measured_ms
+                        result.name,
+                        item.ops,
+                        result.profile,
+                        predictor.table,
+                        predictor.latency,
+                        result.measured_ms,
+                        context=predictor.context,
+                        cache_bytes=predictor.cache_bytes,
                     )
         except Exception as exc:
             item.fail(exc)

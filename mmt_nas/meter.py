@@ -49,7 +49,6 @@ __all__ = [
     "check_times",
     "mnn_runtime",
     "timed_runs",
-    "core_ms",
     "cold_core_ms",
     "cold_copies",
     "COLD_REUSE_BYTES",

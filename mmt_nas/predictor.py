@@ -304,7 +304,8 @@ class LatencyPredictor:
             else:
                 assert self.fallback is not None
                 parts.append((key, group, float(self.fallback.predict_op(group[0])), "fallback"))
-        ratios = [c * r for c, r in zip(self._context_ratios(parts), self._calibration_ratios(parts))]
+        context = self._context_ratios(parts)
+        ratios = [c * r for c, r in zip(context, self._calibration_ratios(parts, context))]
         parts = [(key, group, ms * r, source) for (key, group, ms, source), r in zip(parts, ratios)]
         parts += [(key, group, 0.0, "fused") for key, group in fused.items()]
         ratios += [1.0] * len(fused)
@@ -330,11 +331,7 @@ class LatencyPredictor:
         ratios = [1.0] * len(parts)
         if self.context == "alone":
             return ratios
-        weights = 0
-        for key, group, _, _ in parts:
-            entry = self.table.get(key)
-            weights += len(group) * (entry.op if entry is not None else record_from_parsed(group[0])).weight_bytes
-        share = cold_share(weights, self.cache_bytes)
+        share = cold_share(self._model_weight_bytes(parts), self.cache_bytes)
         if share == 0.0:
             return ratios
         for i, (key, _, ms, source) in enumerate(parts):
@@ -344,8 +341,23 @@ class LatencyPredictor:
             ratios[i] = (ms + share * (entry.cold_ms - entry.core_ms)) / ms
         return ratios
 
-    def _calibration_ratios(self, parts: list[tuple[str, list[ParsedOp], float, Source]]) -> list[float]:
-        """In-context ratios of the module ops (functions and unknown shapes keep 1)."""
+    def _model_weight_bytes(self, parts: list[tuple[str, list[ParsedOp], float, Source]]) -> int:
+        """The model's weight bytes: every counted op's, once per call (the table's record, else the module's
+        parameters; an op known by its key alone, without a module, counts none)."""
+        weights = 0
+        for key, group, _, _ in parts:
+            entry = self.table.get(key)
+            if entry is not None:
+                weights += len(group) * entry.op.weight_bytes
+            elif group[0].module is not None:
+                weights += len(group) * 4 * sum(p.numel() for p in group[0].module.parameters())
+        return weights
+
+    def _calibration_ratios(
+        self, parts: list[tuple[str, list[ParsedOp], float, Source]], context: list[float]
+    ) -> list[float]:
+        """In-context ratios of the module ops (functions and unknown shapes keep 1), on top of ``context``'s:
+        the calibration learned what the composition misses (its samples' time alone is the composed time)."""
         ratios = [1.0] * len(parts)
         if self.calibration is None:
             return ratios
@@ -353,8 +365,9 @@ class LatencyPredictor:
         items: list[tuple[TableEntry | OpRecord, float]] = []
         for i in todo:
             key, group, ms, _ = parts[i]
-            items.append((self.table.get(key) or record_from_parsed(group[0]), ms))
-        for i, r in zip(todo, self.calibration.ratios(items)):
+            items.append((self.table.get(key) or record_from_parsed(group[0]), ms * context[i]))
+        weights = self._model_weight_bytes(parts)
+        for i, r in zip(todo, self.calibration.ratios(items, model_weight_bytes=weights)):
             ratios[i] = r
         return ratios
 
