@@ -55,6 +55,10 @@ __all__ = [
     "LatencyRegressor",
     "InContextCalibration",
     "cross_fitted",
+    "leave_one_group_out",
+    "cold_share",
+    "CACHE_BYTES",
+    "cold_core_ms",
     "evaluate",
     "Report",
     "Functional",
@@ -70,6 +74,10 @@ __all__ = [
 ]
 
 _WHERE = {
+    "leave_one_group_out": "calibration",
+    "cold_share": "cache",
+    "CACHE_BYTES": "cache",
+    "cold_core_ms": "meter",
     "MmtNasError": "exceptions",
     "OpSpaceError": "exceptions",
     "ExportError": "exceptions",
