@@ -7,7 +7,9 @@ same table and truths score each composition side by side, nothing fitted on the
 
 - ``alone``: every op as timed alone (hot caches), the composition before the cold times existed;
 - ``model``: the default, each op moved toward its cold time by the model's weight bytes
-  (``mmt_nas.predictor.cold_share``; its bytes measured on a synthetic chain, ``benchmarks/context.py``).
+  (``mmt_nas.predictor.cold_share``; its bytes measured on a synthetic chain, ``benchmarks/context.py``);
+- ``model + calibration (LOFO)``: the default plus an in-context calibration fitted, for each model, on the
+  MNN per-op profiles of the models of every *other* family (``leave_one_group_out``): never on its own family.
 
 Run:  python benchmarks/unseen.py [--resolutions 160] [--families all] [--times 100]
 Prints per-family and overall metrics and rewrites the "unseen" section of benchmarks/RESULTS.md.
@@ -33,12 +35,15 @@ import families  # noqa: E402
 from results_md import machine_line, update_section  # noqa: E402
 
 from mmt_nas.cache import CONTEXTS  # noqa: E402
+from mmt_nas.calibration import leave_one_group_out, samples_from_profile  # noqa: E402
 from mmt_nas.converter import generate_ops_list, measure_models  # noqa: E402
 from mmt_nas.describe import space_from_model  # noqa: E402
-from mmt_nas.meter import meter_ops  # noqa: E402
+from mmt_nas.meter import meter_ops, profile_model  # noqa: E402
 from mmt_nas.metrics import compute_metrics  # noqa: E402
 from mmt_nas.opspace import dump_space  # noqa: E402
 from mmt_nas.predictor import LatencyPredictor  # noqa: E402
+
+CALIBRATED = "model + calibration (LOFO)"
 
 
 def merged_space(spaces: list[dict]) -> dict:
@@ -83,21 +88,31 @@ def main() -> None:
     table = meter_ops(work / "ops", args.times, output=work / "table.json", show_progress=False)
     t_meter = time.perf_counter() - t0
     t0 = time.perf_counter()
-    truths = measure_models(models, args.times)
+    truths = measure_models(models, args.times, keep_mnn=work / "models")
     t_measure = time.perf_counter() - t0
+    profiles = {name: profile_model(work / "models" / f"model-{i}.mnn", 10) for i, name in enumerate(models)}
     measured = {n: r.latency.median_ms for n, r in truths.items()}
     spread = {n: r.run_to_run for n, r in truths.items()}
     predictors = {c: LatencyPredictor(table, context=c) for c in CONTEXTS}
-    predicted: dict[str, dict[str, float]] = {c: {} for c in CONTEXTS}
+    kinds = [*CONTEXTS, CALIBRATED]
+    predicted: dict[str, dict[str, float]] = {c: {} for c in kinds}
+    parsed = {}
+    samples = []
     for name, (model, shape) in models.items():
-        ops = predictors["alone"].parse(model, shape)
+        ops = parsed[name] = predictors["alone"].parse(model, shape)
         for c, p in predictors.items():
             predicted[c][name] = float(p.predict_ops(ops))
+        samples += samples_from_profile(name, ops, profiles[name], table, measured_ms=measured[name])
+    calibrations = leave_one_group_out(samples, group=family_of.__getitem__)
+    for name in models:
+        cal = calibrations.get(name)
+        p = LatencyPredictor(table, calibration=cal) if cal is not None else predictors["model"]
+        predicted[CALIBRATED][name] = float(p.predict_ops(parsed[name]))
     (work / "results.json").write_text(json.dumps({"measured": measured, "predicted": predicted, "run_to_run": spread}))
 
     def row(label: str, names: list[str]) -> str:
         cells = []
-        for c in CONTEXTS:
+        for c in kinds:
             m = compute_metrics([predicted[c][n] for n in names], [measured[n] for n in names])
             cells.append(
                 f"{m['within_10_pct']:.0f}% / {m['within_5_pct']:.0f}% / {m['mape_pct']:.1f}% / "
@@ -113,7 +128,7 @@ def main() -> None:
     rows.append(row("**all**", names))
     per_model = "\n".join(
         f"| {n} | {family_of[n]} | {measured[n]:.2f} | {(spread[n] or 0):.1%} | "
-        + " | ".join(f"{predicted[c][n]:.2f} ({predicted[c][n] / measured[n] - 1:+.1%})" for c in CONTEXTS)
+        + " | ".join(f"{predicted[c][n]:.2f} ({predicted[c][n] / measured[n] - 1:+.1%})" for c in kinds)
         + " |"
         for n in names
     )
@@ -129,12 +144,12 @@ def main() -> None:
         f"Table's noise floor (run-to-run of its ops' rounds): {floor_text}; truths' run-to-run (spread of a "
         f"model's 3 rounds): median {100 * statistics.median(runs):.1f}%, max {100 * max(runs):.1f}%. Nothing is "
         "fitted on these models. Cells: within ±10% / within ±5% / MAPE / mean signed error.\n\n"
-        "| family | models | " + " | ".join(f"context={c}" for c in CONTEXTS) + " |\n"
-        "| --- | --- | " + " | ".join("---" for _ in CONTEXTS) + " |\n" + "\n".join(rows) + "\n\n"
+        "| family | models | " + " | ".join(f"context={c}" for c in CONTEXTS) + f" | {CALIBRATED} |\n"
+        "| --- | --- | " + " | ".join("---" for _ in kinds) + " |\n" + "\n".join(rows) + "\n\n"
         "<details><summary>Per model</summary>\n\n| model | family | measured ms | run-to-run | "
-        + " | ".join(f"{c} ms" for c in CONTEXTS)
+        + " | ".join(f"{c} ms" for c in kinds)
         + " |\n| --- | --- | --- | --- | "
-        + " | ".join("---" for _ in CONTEXTS)
+        + " | ".join("---" for _ in kinds)
         + " |\n"
         + per_model
         + "\n\n</details>\n"

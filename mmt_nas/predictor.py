@@ -184,7 +184,9 @@ class LatencyPredictor:
             ``"local"`` for this machine.
         context: ``"model"`` (default): where the table has an op's cold time (``cold_ms``), its time
             moves from hot toward cold by :func:`cold_share` of the model's weight bytes (small models keep
-            their weights in the caches, large ones do not); ``"alone"``: every op as timed alone (hot).
+            their weights in the caches, large ones do not), times the share of the op's bytes that are
+            weights (``weight_bytes / footprint_bytes``: only its weights are cold inside a model, its output
+            buffer is not); ``"alone"``: every op as timed alone (hot).
             Tables without cold times predict the same either way. The factor is in
             ``OpContribution.ratio`` (with the calibration's).
         cache_bytes: The device's ``(lo, hi)`` weight bytes of :func:`cold_share` (default
@@ -338,7 +340,12 @@ class LatencyPredictor:
             entry = self.table.get(key) if source == "table" else None
             if entry is None or entry.cold_ms is None or entry.core_ms is None or ms <= 0:
                 continue
-            ratios[i] = (ms + share * (entry.cold_ms - entry.core_ms)) / ms
+            # the cold timing found the op's weights and its output buffer out of the caches; inside a model only
+            # the weights are (its output goes to a pool buffer that the ops before it keep warm): the weights'
+            # part of the op's bytes
+            footprint = entry.op.footprint_bytes
+            weights = entry.op.weight_bytes / footprint if footprint > 0 else 0.0
+            ratios[i] = (ms + share * weights * (entry.cold_ms - entry.core_ms)) / ms
         return ratios
 
     def _model_weight_bytes(self, parts: list[tuple[str, list[ParsedOp], float, Source]]) -> int:

@@ -100,13 +100,17 @@ def _linear_table(model: torch.nn.Module, shape: list[int], hot: float, cold: fl
 )
 def test_a_model_is_composed_between_hot_and_cold_by_its_weight_bytes(features: int, share: float | None) -> None:
     """Two Linear layers, hot 1 ms and cold 3 ms each: a small model keeps its weights in the caches (2 ms), a
-    large one does not (6 ms), one in between is in between by cold_share; context='alone' is always hot."""
+    large one does not (about 6 ms: the weights' part of each op's bytes), one in between is in between by
+    cold_share; context='alone' is always hot."""
     model = torch.nn.Sequential(torch.nn.Linear(features, features), torch.nn.Linear(features, features)).eval()
     table = _linear_table(model, [1, features], hot=1.0, cold=3.0)
     weights = sum(4 * p.numel() for p in model.parameters())
     expected = cold_share(weights) if share is None else share
     assert 0 < cold_share(weights) < 1 if share is None else cold_share(weights) == share
     got = LatencyPredictor(table).predict(model, [1, features])
+    # only the weights' part of an op's bytes is cold inside a model (its output buffer is not)
+    w = 4 * (features * features + features)
+    expected *= w / (w + 4 * features)
     assert float(got) == pytest.approx(2 * (1.0 + 2.0 * expected))
     assert all(c.ratio == pytest.approx(1 + 2 * expected) for c in got.ops)
     assert float(LatencyPredictor(table, context="alone").predict(model, [1, features])) == pytest.approx(2.0)
@@ -147,3 +151,14 @@ def test_tables_metered_before_the_input_was_written_each_run_are_warned_about(
 def test_a_metered_table_says_its_input_was_written_before_every_run(tiny_ops: Path) -> None:
     table = LatencyTable.load(tiny_ops / "meta_latency.json")
     assert table.timing["input"] == "written before every run"
+
+
+def test_an_op_whose_bytes_are_its_output_stays_hot_in_a_large_model() -> None:
+    """A weightless op (its output is all its bytes) keeps its hot time even in a model of 32 MB of weights:
+    the cold timing's output buffer was cold, a model's is not."""
+    model = torch.nn.Sequential(torch.nn.Linear(2048, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 2048)).eval()
+    table = _linear_table(model, [1, 2048], hot=1.0, cold=3.0)
+    got = LatencyPredictor(table, composition="modules").predict(model, [1, 2048])
+    by_class = {c.class_name: c for c in got.ops}
+    assert by_class["ReLU"].ratio == 1.0 and by_class["ReLU"].latency_ms == pytest.approx(1.0)
+    assert by_class["Linear"].ratio == pytest.approx(1 + 2 * (4 * 2048 * 2049) / (4 * 2048 * 2049 + 4 * 2048))
