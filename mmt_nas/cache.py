@@ -9,9 +9,14 @@ simplest model the measurements support (``benchmarks/context.py``). Standard li
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["Context", "CONTEXTS", "CACHE_BYTES", "cold_share"]
+from mmt_nas.exceptions import OptionError
+
+if TYPE_CHECKING:
+    from mmt_nas.table import TableEntry
+
+__all__ = ["Context", "CONTEXTS", "CACHE_BYTES", "cold_share", "check_cache_bytes", "in_model_ms"]
 
 #: Which cache state an op's time is counted in: as timed alone (``"alone"``: hot, its weights and input
 #: kept in the caches run after run), or as a model of this size leaves it (``"model"``, see
@@ -34,3 +39,32 @@ def cold_share(model_weight_bytes: float, cache_bytes: tuple[int, int] = CACHE_B
     if model_weight_bytes >= hi or hi <= lo:
         return 1.0
     return (model_weight_bytes - lo) / (hi - lo)
+
+
+def check_cache_bytes(cache_bytes: Any) -> tuple[int, int]:
+    """Return ``cache_bytes`` as a ``(lo, hi)`` tuple of byte counts (a list is accepted, as JSON gives it), else
+    raise :class:`~mmt_nas.exceptions.OptionError`."""
+    if isinstance(cache_bytes, list):
+        cache_bytes = tuple(cache_bytes)
+    if (
+        not isinstance(cache_bytes, tuple)
+        or len(cache_bytes) != 2
+        or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in cache_bytes)
+        or cache_bytes[0] > cache_bytes[1]
+    ):
+        raise OptionError(
+            f"cache_bytes must be a tuple (lo, hi) of byte counts with 0 <= lo <= hi, but got {cache_bytes!r}."
+        )
+    return (cache_bytes[0], cache_bytes[1])
+
+
+def in_model_ms(entry: TableEntry, ms: float, share: float) -> float:
+    """An op's time ``ms`` (as the predictor counts it, e.g. its hot core time) moved toward its cold time by
+    ``share`` (:func:`cold_share` of its model), times the weights' part of its bytes: inside a model only its
+    weights are cold; its output goes to a buffer that the ops before it keep warm, while the cold timing found
+    that buffer cold too. Entries without a cold (or core) time keep ``ms``."""
+    if share <= 0 or entry.cold_ms is None or entry.core_ms is None or ms <= 0:
+        return ms
+    footprint = entry.op.footprint_bytes
+    weights = entry.op.weight_bytes / footprint if footprint > 0 else 0.0
+    return ms + share * weights * (entry.cold_ms - entry.core_ms)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mmt_nas._files import atomic_write_text
 from mmt_nas._imports import try_import
-from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, cold_share
+from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
 from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import NotFittedError, OptionError, TableError
 from mmt_nas.fallback import op_features
@@ -111,21 +111,6 @@ def model_weight_bytes(ops: Sequence[ParsedOp], table: Any) -> int:
     return total
 
 
-def _check_cache_bytes(cache_bytes: Any) -> tuple[int, int]:
-    if isinstance(cache_bytes, list):
-        cache_bytes = tuple(cache_bytes)
-    if (
-        not isinstance(cache_bytes, tuple)
-        or len(cache_bytes) != 2
-        or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in cache_bytes)
-        or cache_bytes[0] > cache_bytes[1]
-    ):
-        raise OptionError(
-            f"cache_bytes must be a tuple (lo, hi) of byte counts with 0 <= lo <= hi, but got {cache_bytes!r}."
-        )
-    return (cache_bytes[0], cache_bytes[1])
-
-
 @dataclass(frozen=True)
 class CalibrationSample:
     """One op seen inside one whole model.
@@ -198,6 +183,19 @@ def profile_scope(op_name: str) -> str | None:
     return name
 
 
+def times_by_scope(profile: Sequence[OpProfile], scale: float = 1.0) -> tuple[dict[str, float], dict[str, int]]:
+    """The profile's time under each torch module path (:func:`profile_scope`), times ``scale``, and the index
+    of each path's first profiled op."""
+    times: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for i, p in enumerate(profile):
+        scope = profile_scope(p.name)
+        if scope:
+            first.setdefault(scope, i)
+            times[scope] = times.get(scope, 0.0) + p.latency_ms * scale
+    return times, first
+
+
 def samples_from_profile(
     model_name: str,
     ops: Sequence[ParsedOp],
@@ -238,15 +236,11 @@ def samples_from_profile(
         OptionError: Bad ``context`` or ``cache_bytes``.
     """
     context = check_choice("context", context, CONTEXTS)
-    cache_bytes = _check_cache_bytes(cache_bytes)
+    cache_bytes = check_cache_bytes(cache_bytes)
     profile = list(profile)
     total = sum(p.latency_ms for p in profile)
     scale = measured_ms / total if measured_ms and total > 0 else 1.0
-    by_scope: dict[str, float] = {}
-    for p in profile:
-        scope = profile_scope(p.name)
-        if scope:
-            by_scope[scope] = by_scope.get(scope, 0.0) + p.latency_ms * scale
+    by_scope, _ = times_by_scope(profile, scale)
     ctx_features = model_context(model_weight_bytes(ops, table), cache_bytes)
     share = ctx_features[1] if context == "model" else 0.0
     counted = [op for op in ops if op.fused_into is None and op.function is None]
@@ -259,9 +253,7 @@ def samples_from_profile(
         ctx = by_scope.get(op.name)
         if entry is None or ctx is None or calls[op.name] != 1 or ctx <= 0:
             continue
-        alone = entry.time_ms(latency)
-        if share > 0 and entry.cold_ms is not None and entry.core_ms is not None and alone > 0:
-            alone += share * (entry.cold_ms - entry.core_ms)
+        alone = in_model_ms(entry, entry.time_ms(latency), share)
         if alone > 0:
             samples.append(CalibrationSample(model_name, op.key, tuple(op_features(entry)), alone, ctx, ctx_features))
     return samples
@@ -335,7 +327,7 @@ class InContextCalibration:
         check_choice("model", self.model, CALIBRATION_KINDS)
         if not isinstance(self.shrink, bool):
             raise OptionError(f"shrink must be True or False, but got shrink={self.shrink!r}.")
-        cache_bytes = _check_cache_bytes(self.cache_bytes)
+        cache_bytes = check_cache_bytes(self.cache_bytes)
         widths = {len(s.context) for s in samples}
         if widths not in ({0}, {len(CONTEXT_FEATURE_NAMES)}):
             raise TableError(
@@ -397,7 +389,7 @@ class InContextCalibration:
         elif model_weight_bytes is None:
             ctx = self.default_context_
         else:
-            ctx = model_context(model_weight_bytes, _check_cache_bytes(self.cache_bytes))
+            ctx = model_context(model_weight_bytes, check_cache_bytes(self.cache_bytes))
         return [self._x(op_features(e), ms, ctx) for e, ms in items]
 
     def ratio(self, entry: TableEntry | OpRecord, alone_ms: float, model_weight_bytes: float | None = None) -> float:
@@ -494,7 +486,7 @@ class InContextCalibration:
             )
         params = dict(doc.get("params") or {})
         if "cache_bytes" in params:
-            params["cache_bytes"] = _check_cache_bytes(params["cache_bytes"])
+            params["cache_bytes"] = check_cache_bytes(params["cache_bytes"])
         samples = [CalibrationSample.from_dict(s) for s in doc.get("samples", [])]
         return cls(**params).fit(samples)
 

@@ -249,15 +249,9 @@ def ops_in_context(
         table: The table the prediction used.
         scale: Multiplies the profile's times (e.g. measured / profiled total).
     """
-    from mmt_nas.calibration import profile_scope
+    from mmt_nas.calibration import times_by_scope
 
-    scopes = [profile_scope(p.name) for p in profile]
-    first: dict[str, int] = {}
-    in_ctx: dict[str, float] = {}
-    for i, (scope, p) in enumerate(zip(scopes, profile)):
-        if scope:
-            first.setdefault(scope, i)
-            in_ctx[scope] = in_ctx.get(scope, 0.0) + p.latency_ms * scale
+    in_ctx, first = times_by_scope(profile, scale)
     predicted = {name: c.latency_ms for c in prediction.ops for name in c.names}
     calls: dict[str, int] = {}
     for op in ops:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, cold_share
+from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
 from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import OpSpaceError, OptionError, TableError, UnknownOpError
 from mmt_nas.meter import device_info
@@ -211,16 +211,7 @@ class LatencyPredictor:
     ) -> None:
         self.composition: Composition = check_composition(composition)
         self.context: Context = check_choice("context", context, CONTEXTS)
-        if (
-            not isinstance(cache_bytes, tuple)
-            or len(cache_bytes) != 2
-            or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in cache_bytes)
-            or cache_bytes[0] > cache_bytes[1]
-        ):
-            raise OptionError(
-                f"cache_bytes must be a tuple (lo, hi) of byte counts with 0 <= lo <= hi, but got {cache_bytes!r}."
-            )
-        self.cache_bytes = cache_bytes
+        self.cache_bytes = check_cache_bytes(cache_bytes)
         self.latency: Latency = check_latency(latency)
         self.calibration = calibration
         check_on_missing(on_missing)
@@ -338,14 +329,8 @@ class LatencyPredictor:
             return ratios
         for i, (key, _, ms, source) in enumerate(parts):
             entry = self.table.get(key) if source == "table" else None
-            if entry is None or entry.cold_ms is None or entry.core_ms is None or ms <= 0:
-                continue
-            # the cold timing found the op's weights and its output buffer out of the caches; inside a model only
-            # the weights are (its output goes to a pool buffer that the ops before it keep warm): the weights'
-            # part of the op's bytes
-            footprint = entry.op.footprint_bytes
-            weights = entry.op.weight_bytes / footprint if footprint > 0 else 0.0
-            ratios[i] = (ms + share * weights * (entry.cold_ms - entry.core_ms)) / ms
+            if entry is not None and ms > 0:
+                ratios[i] = in_model_ms(entry, ms, share) / ms
         return ratios
 
     def _model_weight_bytes(self, parts: list[tuple[str, list[ParsedOp], float, Source]]) -> int:
