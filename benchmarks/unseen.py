@@ -11,7 +11,7 @@ same table and truths score each composition side by side, nothing fitted on the
 - ``model + calibration (LOFO)``: the default plus an in-context calibration fitted, for each model, on the
   MNN per-op profiles of the models of every *other* family (``leave_one_group_out``): never on its own family.
 
-Run:  python benchmarks/unseen.py [--resolutions 160] [--families all] [--times 100]
+Run:  python benchmarks/unseen.py [--resolutions 160] [--families all] [--times 100] [--work-dir D [--rescore]]
 Prints per-family and overall metrics and rewrites the "unseen" section of benchmarks/RESULTS.md.
 """
 
@@ -42,6 +42,7 @@ from mmt_nas.meter import meter_ops, profile_model  # noqa: E402
 from mmt_nas.metrics import compute_metrics  # noqa: E402
 from mmt_nas.opspace import dump_space  # noqa: E402
 from mmt_nas.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.table import LatencyTable  # noqa: E402
 
 CALIBRATED = "model + calibration (LOFO)"
 
@@ -67,6 +68,10 @@ def main() -> None:
     ap.add_argument("--families", default="all")
     ap.add_argument("--times", type=int, default=100, help="timed runs per op and per model")
     ap.add_argument("--work-dir", type=Path, default=None, help="keep the table and truths here")
+    ap.add_argument(
+        "--rescore", action="store_true",
+        help="reuse the table, exported models and truths of an earlier run in --work-dir: predict and score again",
+    )  # fmt: skip
     args = ap.parse_args()
     resolutions = [int(r) for r in args.resolutions.split(",")]
     fams = None if args.families == "all" else args.families.split(",")
@@ -79,20 +84,26 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="mmt_nas_unseen_")
     work = args.work_dir or Path(tmp.name)
     work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    space = merged_space([space_from_model(m, s) for m, s in models.values()])
-    dump_space(space, work / "ops.yaml")
-    generate_ops_list(work / "ops.yaml", work / "ops", show_progress=False)
-    t_gen = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    table = meter_ops(work / "ops", args.times, output=work / "table.json", show_progress=False)
-    t_meter = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    truths = measure_models(models, args.times, keep_mnn=work / "models")
-    t_measure = time.perf_counter() - t0
+    if args.rescore:  # the table, the exported models and the truths of an earlier run in --work-dir
+        table = LatencyTable.load(work / "table.json")
+        saved = json.loads((work / "results.json").read_text())
+        measured, spread = saved["measured"], saved["run_to_run"]
+        t_gen, t_meter, t_measure = (saved.get("seconds") or {}).get("steps", [float("nan")] * 3)
+    else:
+        t0 = time.perf_counter()
+        space = merged_space([space_from_model(m, s) for m, s in models.values()])
+        dump_space(space, work / "ops.yaml")
+        generate_ops_list(work / "ops.yaml", work / "ops", show_progress=False)
+        t_gen = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        table = meter_ops(work / "ops", args.times, output=work / "table.json", show_progress=False)
+        t_meter = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        truths = measure_models(models, args.times, keep_mnn=work / "models")
+        t_measure = time.perf_counter() - t0
+        measured = {n: r.latency.median_ms for n, r in truths.items()}
+        spread = {n: r.run_to_run for n, r in truths.items()}
     profiles = {name: profile_model(work / "models" / f"model-{i}.mnn", 10) for i, name in enumerate(models)}
-    measured = {n: r.latency.median_ms for n, r in truths.items()}
-    spread = {n: r.run_to_run for n, r in truths.items()}
     predictors = {c: LatencyPredictor(table, context=c) for c in CONTEXTS}
     kinds = [*CONTEXTS, CALIBRATED]
     predicted: dict[str, dict[str, float]] = {c: {} for c in kinds}
@@ -108,7 +119,9 @@ def main() -> None:
         cal = calibrations.get(name)
         p = LatencyPredictor(table, calibration=cal) if cal is not None else predictors["model"]
         predicted[CALIBRATED][name] = float(p.predict_ops(parsed[name]))
-    (work / "results.json").write_text(json.dumps({"measured": measured, "predicted": predicted, "run_to_run": spread}))
+    seconds = {"steps": [t_gen, t_meter, t_measure]}
+    doc = {"measured": measured, "predicted": predicted, "run_to_run": spread, "seconds": seconds}
+    (work / "results.json").write_text(json.dumps(doc))
 
     def row(label: str, names: list[str]) -> str:
         cells = []
