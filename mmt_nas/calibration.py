@@ -29,7 +29,7 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from mmt_nas._files import atomic_write_text
 from mmt_nas._imports import try_import
 from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
-from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import NotFittedError, OptionError, TableError
 from mmt_nas.fallback import op_features
 from mmt_nas.records import OpRecord
@@ -97,8 +96,8 @@ def model_context(model_weight_bytes: float, cache_bytes: tuple[int, int] = CACH
 
 def model_weight_bytes(ops: Sequence[ParsedOp], table: Any) -> int:
     """A model's weight bytes as the predictor's ``context="model"`` counts them: every non-fused op, once per
-    call, from its table entry (or, for an op the table lacks, from :func:`~mmt_nas.describe.record_from_parsed`;
-    tensor functions and ops without a module count 0)."""
+    call, from its table entry (or, for an op the table lacks, from its module's parameters; tensor functions
+    and ops known by their key alone, without a module, count 0)."""
     total = 0
     for op in ops:
         if op.fused_into is not None:
@@ -106,9 +105,19 @@ def model_weight_bytes(ops: Sequence[ParsedOp], table: Any) -> int:
         entry = table.get(op.key)
         if entry is not None:
             total += entry.op.weight_bytes
-        elif op.function is None and op.module is not None:
-            total += record_from_parsed(op).weight_bytes
+        elif op.module is not None:
+            total += 4 * sum(p.numel() for p in op.module.parameters())
     return total
+
+
+def profiled_module_ops(ops: Sequence[ParsedOp], times: Mapping[str, float]) -> list[tuple[ParsedOp, float]]:
+    """The model's counted module ops (not fused, not tensor functions) that it calls once and whose module path
+    has a profiled time in ``times`` (:func:`times_by_scope`), with that time."""
+    counted = [op for op in ops if op.fused_into is None and op.function is None]
+    calls: dict[str, int] = {}
+    for op in counted:
+        calls[op.name] = calls.get(op.name, 0) + 1
+    return [(op, times[op.name]) for op in counted if calls[op.name] == 1 and op.name in times]
 
 
 @dataclass(frozen=True)
@@ -243,15 +252,10 @@ def samples_from_profile(
     by_scope, _ = times_by_scope(profile, scale)
     ctx_features = model_context(model_weight_bytes(ops, table), cache_bytes)
     share = ctx_features[1] if context == "model" else 0.0
-    counted = [op for op in ops if op.fused_into is None and op.function is None]
-    calls: dict[str, int] = {}
-    for op in counted:
-        calls[op.name] = calls.get(op.name, 0) + 1
     samples = []
-    for op in counted:
+    for op, ctx in profiled_module_ops(ops, by_scope):
         entry = table.get(op.key)
-        ctx = by_scope.get(op.name)
-        if entry is None or ctx is None or calls[op.name] != 1 or ctx <= 0:
+        if entry is None or ctx <= 0:
             continue
         alone = in_model_ms(entry, entry.time_ms(latency), share)
         if alone > 0:

@@ -249,22 +249,16 @@ def ops_in_context(
         table: The table the prediction used.
         scale: Multiplies the profile's times (e.g. measured / profiled total).
     """
-    from mmt_nas.calibration import times_by_scope
+    from mmt_nas.calibration import profiled_module_ops, times_by_scope
 
     in_ctx, first = times_by_scope(profile, scale)
     predicted = {name: c.latency_ms for c in prediction.ops for name in c.names}
-    calls: dict[str, int] = {}
-    for op in ops:
-        calls[op.name] = calls.get(op.name, 0) + 1
     rows = []
-    for op in ops:
+    for op, ctx in profiled_module_ops(ops, in_ctx):
         entry = table.get(op.key)
-        if op.fused_into is not None or op.function is not None or calls[op.name] != 1 or op.name not in in_ctx:
-            continue
         idx = first[op.name]
         rec = entry.op if entry is not None else None
         alone = entry.time_ms("core") if entry is not None else None
-        ctx = in_ctx[op.name]
         rows.append(
             {
                 "name": op.name,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
+from mmt_nas.calibration import model_weight_bytes
 from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import OpSpaceError, OptionError, TableError, UnknownOpError
 from mmt_nas.meter import device_info
@@ -297,8 +298,9 @@ class LatencyPredictor:
             else:
                 assert self.fallback is not None
                 parts.append((key, group, float(self.fallback.predict_op(group[0])), "fallback"))
-        context = self._context_ratios(parts)
-        ratios = [c * r for c, r in zip(context, self._calibration_ratios(parts, context))]
+        weights = model_weight_bytes([op for _, group, _, _ in parts for op in group], self.table)
+        context = self._context_ratios(parts, weights)
+        ratios = [c * r for c, r in zip(context, self._calibration_ratios(parts, context, weights))]
         parts = [(key, group, ms * r, source) for (key, group, ms, source), r in zip(parts, ratios)]
         parts += [(key, group, 0.0, "fused") for key, group in fused.items()]
         ratios += [1.0] * len(fused)
@@ -319,12 +321,13 @@ class LatencyPredictor:
         ]
         return Prediction(total, contributions)
 
-    def _context_ratios(self, parts: list[tuple[str, list[ParsedOp], float, Source]]) -> list[float]:
-        """Each op's factor from its time alone to its time in this model's cache state (``context``)."""
+    def _context_ratios(self, parts: list[tuple[str, list[ParsedOp], float, Source]], weights: int) -> list[float]:
+        """Each op's factor from its time alone to its time in this model's cache state (``context``), for a
+        model of ``weights`` weight bytes."""
         ratios = [1.0] * len(parts)
         if self.context == "alone":
             return ratios
-        share = cold_share(self._model_weight_bytes(parts), self.cache_bytes)
+        share = cold_share(weights, self.cache_bytes)
         if share == 0.0:
             return ratios
         for i, (key, _, ms, source) in enumerate(parts):
@@ -333,20 +336,8 @@ class LatencyPredictor:
                 ratios[i] = in_model_ms(entry, ms, share) / ms
         return ratios
 
-    def _model_weight_bytes(self, parts: list[tuple[str, list[ParsedOp], float, Source]]) -> int:
-        """The model's weight bytes: every counted op's, once per call (the table's record, else the module's
-        parameters; an op known by its key alone, without a module, counts none)."""
-        weights = 0
-        for key, group, _, _ in parts:
-            entry = self.table.get(key)
-            if entry is not None:
-                weights += len(group) * entry.op.weight_bytes
-            elif group[0].module is not None:
-                weights += len(group) * 4 * sum(p.numel() for p in group[0].module.parameters())
-        return weights
-
     def _calibration_ratios(
-        self, parts: list[tuple[str, list[ParsedOp], float, Source]], context: list[float]
+        self, parts: list[tuple[str, list[ParsedOp], float, Source]], context: list[float], weights: int
     ) -> list[float]:
         """In-context ratios of the module ops (functions and unknown shapes keep 1), on top of ``context``'s:
         the calibration learned what the composition misses (its samples' time alone is the composed time)."""
@@ -358,7 +349,6 @@ class LatencyPredictor:
         for i in todo:
             key, group, ms, _ = parts[i]
             items.append((self.table.get(key) or record_from_parsed(group[0]), ms * context[i]))
-        weights = self._model_weight_bytes(parts)
         for i, r in zip(todo, self.calibration.ratios(items, model_weight_bytes=weights)):
             ratios[i] = r
         return ratios
