@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mmt_nas._files import atomic_write_text
 from mmt_nas._imports import try_import
 from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
+from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import NotFittedError, OptionError, TableError
 from mmt_nas.fallback import op_features
 from mmt_nas.records import OpRecord
@@ -215,6 +216,7 @@ def samples_from_profile(
     *,
     context: Context = "model",
     cache_bytes: tuple[int, int] = CACHE_BYTES,
+    composed: Mapping[str, float] | None = None,
 ) -> list[CalibrationSample]:
     """Pair a model's counted module ops with their in-context times.
 
@@ -237,6 +239,10 @@ def samples_from_profile(
             :func:`model_weight_bytes`), as the predictor's ``context="model"`` composes it; ``"alone"``: its
             table time.
         cache_bytes: The device's ``(lo, hi)`` of :func:`mmt_nas.cache.cold_share`.
+        composed: Each op's composed time by key, as an uncalibrated predictor gives it (``{o.key: o.latency_ms
+            for o in prediction.ops}``), for a table that lacks some of the model's ops (a held-out table whose
+            fallback estimates them). Given, it is each sample's ``alone_ms`` (``latency`` and ``context``
+            were the predictor's) and ops the table lacks are sampled too.
 
     Returns:
         The samples, each with the model's :func:`model_context` (whatever ``context`` is).
@@ -255,11 +261,15 @@ def samples_from_profile(
     samples = []
     for op, ctx in profiled_module_ops(ops, by_scope):
         entry = table.get(op.key)
-        if entry is None or ctx <= 0:
+        if ctx <= 0 or (entry is None and (composed is None or op.key not in composed)):
             continue
-        alone = in_model_ms(entry, entry.time_ms(latency), share)
+        if composed is not None and op.key in composed:
+            alone = float(composed[op.key])
+        else:
+            alone = in_model_ms(entry, entry.time_ms(latency), share)
         if alone > 0:
-            samples.append(CalibrationSample(model_name, op.key, tuple(op_features(entry)), alone, ctx, ctx_features))
+            feats = op_features(entry if entry is not None else record_from_parsed(op))
+            samples.append(CalibrationSample(model_name, op.key, tuple(feats), alone, ctx, ctx_features))
     return samples
 
 

@@ -16,7 +16,7 @@ import yaml
 from mmt_nas import __version__
 from mmt_nas._files import atomic_write_text, exclusive_lock, lock_path
 from mmt_nas.device_state import DeviceActivity
-from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError, TableError
+from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError, OptionError, TableError
 from mmt_nas.merge import merge_tables
 from mmt_nas.meter import meter_ops
 from mmt_nas.opspace import dump_space, load_space, space_of, yaml_error_text
@@ -315,12 +315,34 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
+    if a.generic:
+        if a.candidates is not None or a.table is not None:
+            raise OptionError(
+                "mmt-nas sample --generic draws from its own grid; it takes no candidates file and no --table "
+                f"(got candidates={a.candidates!r}, --table={a.table!r}). Drop them, or drop --generic."
+            )
+        from mmt_nas.generic import generic_space
+
+        budget = 2000 if a.budget is None else a.budget
+        doc = generic_space(budget, seed=a.seed)
+        dump_space(doc, a.output)
+        n = sum(len(blocks) for classes in doc.values() for blocks in classes.values())
+        print(
+            f"wrote {n} generic ops (seed {a.seed}) to {a.output}. Next: mmt-nas generate {a.output} OPS_DIR && "
+            "mmt-nas meter OPS_DIR; predict with --fallback for the ops a model has that the table lacks"
+        )
+        return 0
+    if a.candidates is None or a.table is None:
+        raise OptionError(
+            "mmt-nas sample needs a candidates file and --table (to propose where the fallback is least sure), "
+            f"or --generic (a generic table's ops); got candidates={a.candidates!r}, --table={a.table!r}."
+        )
     from mmt_nas.converter import prepare_ops
     from mmt_nas.fallback import propose_samples
 
     table = LatencyTable.load(a.table)
     ready, skipped = prepare_ops(load_space(a.candidates), Path(a.candidates).parent)
-    chosen = propose_samples(table, [r for r, _ in ready], a.budget)
+    chosen = propose_samples(table, [r for r, _ in ready], 100 if a.budget is None else a.budget)
     dump_space(space_of(chosen), a.output)
     print(
         f"{len(ready)} candidate ops ({len(skipped)} invalid skipped), {sum(r.key in table for r, _ in ready)} "
@@ -495,10 +517,20 @@ def build_parser() -> argparse.ArgumentParser:
     _calibration_args(p)
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("sample", help="propose the ops to measure next, where the fallback is least sure")
-    p.add_argument("candidates", help="op-space YAML of candidate ops (can be large)")
-    p.add_argument("--table", required=True, help="the measured table (meta_latency.json or its folder)")
-    p.add_argument("--budget", type=int, default=100, help="how many ops to propose (default: 100)")
+    p = sub.add_parser(
+        "sample", help="propose the ops to measure next, where the fallback is least sure; or a generic table's ops"
+    )
+    p.add_argument("candidates", nargs="?", default=None, help="op-space YAML of candidate ops (can be large)")
+    p.add_argument("--table", default=None, help="the measured table (meta_latency.json or its folder)")
+    p.add_argument(
+        "--generic",
+        action="store_true",
+        help="instead, draw ops for a generic table from a broad grid of CNN and transformer ops (no model needed)",
+    )
+    p.add_argument(
+        "--budget", type=int, default=None, help="how many ops to propose (default: 100; 2000 with --generic)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --generic draw (default: 0)")
     p.add_argument("-o", "--output", default="sampled_ops.yaml", help="op-space YAML to write")
     p.set_defaults(func=_cmd_sample)
 

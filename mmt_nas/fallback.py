@@ -161,6 +161,15 @@ class LatencyRegressor:
         self.estimator_ = _make(kind, self.random_state)
         self.estimator_.fit([op_features(e) for e in entries], [self._target(e) for e in entries])
         self.n_samples_ = len(entries)
+        # The context feature: how much slower an op runs cold (weights from memory) than hot, learnt from the
+        # entries metered both ways, so an op the table lacks moves toward its cold time in a large model too.
+        both = [(e, e.cold_ms, e.core_ms) for e in entries if e.cold_ms is not None and e.core_ms]
+        self.cold_estimator_: Any = None
+        if len(both) >= 5:
+            self.cold_estimator_ = _make(kind, self.random_state)
+            self.cold_estimator_.fit(
+                [op_features(e) for e, _, _ in both], [math.log(max(cold, 1e-5) / core) for _, cold, core in both]
+            )
         return self
 
     def _check_fitted(self) -> None:
@@ -177,6 +186,21 @@ class LatencyRegressor:
     def predict_op(self, op: ParsedOp) -> float:
         """Estimate one parsed op (the predictor's fallback protocol)."""
         return self.predict([record_from_parsed(op)])[0]
+
+    def cold_ratios(self, ops: Sequence[OpRecord | TableEntry]) -> list[float] | None:
+        """Estimated cold-over-hot time ratios (``cold_ms / core_ms``, see :func:`mmt_nas.meter.cold_core_ms`),
+        or ``None`` when the table had fewer than 5 ops metered both ways."""
+        self._check_fitted()
+        if self.cold_estimator_ is None:
+            return None
+        if not ops:
+            return []
+        return [math.exp(v) for v in self.cold_estimator_.predict([op_features(o) for o in ops])]
+
+    def cold_ratio_op(self, op: ParsedOp) -> float | None:
+        """Estimated cold-over-hot ratio of one parsed op, or ``None`` (the predictor's optional protocol)."""
+        ratios = self.cold_ratios([record_from_parsed(op)])
+        return None if ratios is None else ratios[0]
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters as JSON; load with :meth:`from_table` (refits, never unpickles)."""

@@ -61,7 +61,12 @@ class OpEstimator(Protocol):
     """What the predictor needs of a fallback for ops missing from the table."""
 
     def predict_op(self, op: ParsedOp) -> float:
-        """Estimated latency of ``op`` in milliseconds."""
+        """Estimated latency of ``op`` in milliseconds.
+
+        An estimator may also have ``cold_ratio_op(op) -> float | None``, the op's estimated cold-over-hot
+        time ratio (as :class:`~mmt_nas.fallback.LatencyRegressor` has): then the ops it estimates move toward
+        their cold time in a large model (``context="model"``) like the table's ops.
+        """
 
 
 @dataclass(frozen=True)
@@ -330,10 +335,19 @@ class LatencyPredictor:
         share = cold_share(weights, self.cache_bytes)
         if share == 0.0:
             return ratios
-        for i, (key, _, ms, source) in enumerate(parts):
+        cold_ratio = getattr(self.fallback, "cold_ratio_op", None)
+        for i, (key, group, ms, source) in enumerate(parts):
+            if ms <= 0:
+                continue
             entry = self.table.get(key) if source == "table" else None
-            if entry is not None and ms > 0:
+            if entry is not None:
                 ratios[i] = in_model_ms(entry, ms, share) / ms
+            elif source == "fallback" and cold_ratio is not None:
+                cold = cold_ratio(group[0])
+                if cold is not None:
+                    rec = record_from_parsed(group[0])
+                    weights_part = rec.weight_bytes / rec.footprint_bytes if rec.footprint_bytes > 0 else 0.0
+                    ratios[i] = 1.0 + share * weights_part * (float(cold) - 1.0)
         return ratios
 
     def _calibration_ratios(

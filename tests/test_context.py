@@ -162,3 +162,39 @@ def test_an_op_whose_bytes_are_its_output_stays_hot_in_a_large_model() -> None:
     by_class = {c.class_name: c for c in got.ops}
     assert by_class["ReLU"].ratio == 1.0 and by_class["ReLU"].latency_ms == pytest.approx(1.0)
     assert by_class["Linear"].ratio == pytest.approx(1 + 2 * (4 * 2048 * 2049) / (4 * 2048 * 2049 + 4 * 2048))
+
+
+def _fallback_table(cold_over_hot: float | None) -> LatencyTable:
+    """Linear ops of other widths than the model's, hot 1 ms, cold ``cold_over_hot`` ms (or never metered cold)."""
+    entries = []
+    for n in (64, 128, 256, 512, 768, 1024, 1536):
+        rec = OpRecord(f"Linear|{n}", "Linear", "torch.nn", {}, [1, n], [1, n], 2 * n * n, n * n + n)
+        cold = None if cold_over_hot is None else cold_over_hot
+        entries.append(TableEntry(rec, _stats(1.5), core_ms=1.0, cold_ms=cold))
+    return LatencyTable(RuntimeSettings(), {"cpu_model": "test"}, {}, entries)
+
+
+def test_ops_the_fallback_estimates_move_toward_their_estimated_cold_time() -> None:
+    """The fallback learns the cold-over-hot ratio of the table's ops (3 here) and applies it to the ops it
+    estimates exactly as the table's ops are composed: in a model with 32 MB of weights (share 1), each op's
+    time grows by the weights' part of its bytes times (3 - 1); alone, or from a table never metered cold,
+    it does not."""
+    from mmt_nas.fallback import LatencyRegressor
+
+    model = torch.nn.Sequential(torch.nn.Linear(2048, 2048), torch.nn.Linear(2048, 2048)).eval()
+    table = _fallback_table(3.0)
+    fallback = LatencyRegressor("forest").fit(table)
+    assert fallback.cold_ratios([e.op for e in table]) == pytest.approx([3.0] * len(table))
+    pred = LatencyPredictor(table, on_missing="fallback", fallback=fallback).predict(model, [1, 2048])
+    assert {o.source for o in pred.ops} == {"fallback"}
+    w = 4 * (2048 * 2048 + 2048)
+    assert cold_share(2 * w) == 1.0
+    for o in pred.ops:
+        assert o.ratio == pytest.approx(1 + 2.0 * w / (w + 4 * 2048))
+    alone = LatencyPredictor(table, on_missing="fallback", fallback=fallback, context="alone").predict(model, [1, 2048])
+    assert all(o.ratio == 1.0 for o in alone.ops)
+    assert float(pred) == pytest.approx(float(alone) * pred.ops[0].ratio)
+    hot_only = LatencyRegressor("forest").fit(_fallback_table(None))
+    assert hot_only.cold_ratios([e.op for e in table]) is None
+    plain = LatencyPredictor(table, on_missing="fallback", fallback=hot_only).predict(model, [1, 2048])
+    assert all(o.ratio == 1.0 for o in plain.ops)
