@@ -1,13 +1,15 @@
 """Crash-safe files: atomic writes, JSON-lines journals, locks, and the temporaries killed writers leave.
 
 Every module that writes a file of mmt_nas's goes through here, so that a reader sees the old file or
-the new one, never half of one, and a killed writer loses at most the line it was writing.
+the new one, never half of one, a killed writer loses at most the line it was writing, and new files get
+the user's umask (see :func:`atomic_writer`).
 Standard library only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import json
 import logging
@@ -15,12 +17,12 @@ import math
 import os
 import platform
 import re
+import secrets
 import stat
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from mmt_nas.exceptions import LockedError, TableError
 
@@ -28,6 +30,8 @@ _logger = logging.getLogger(__name__)
 
 __all__ = [
     "atomic_write_text",
+    "atomic_writer",
+    "replace_file",
     "open_journal",
     "remove_stale_temp_files",
     "pid_alive",
@@ -40,25 +44,103 @@ __all__ = [
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
 
+    The file gets the permissions :func:`atomic_writer` gives: the umask's for a new file, the old
+    file's when it replaces one.
+
     Args:
         path: Destination file.
-        text: Content to write (UTF-8).
+        text: Content to write (UTF-8, newlines as given).
+    """
+    with atomic_writer(path) as fh:
+        fh.write(text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a hidden temporary sibling of ``path`` for writing; on success it is fsynced and renamed over ``path``.
+
+    Readers see the old file or the new one, never half; if the block raises, the temporary is removed
+    and ``path`` is untouched. The temporary is ``.NAME.XXXXXXXX.tmp``, the pattern
+    :func:`remove_stale_temp_files` knows.
+
+    Permissions: a new file gets the user's umask, as any program's ``open(path, "w")`` gives it
+    (``0o666 & ~umask``: 0o644 under umask 022, 0o600 under 077), so tables and reports can be shared as the
+    user's other files are; ``tempfile.mkstemp``'s 0o600 would make them unreadable to anyone else. The
+    umask is not read: reading it means setting it (``os.umask``), which races with files other threads
+    create meanwhile, and ``/proc/self/status`` is Linux only. Instead the temporary is created with mode
+    0o666 and the kernel applies the umask (or the folder's default ACL) as it does for every file. When
+    ``path`` already exists, the new file keeps its permission bits (as editors do: a table made
+    group-readable, or private, stays so); set-user-ID, set-group-ID and sticky bits are not carried over,
+    and the owner and group are the writer's (a rename makes a new file). Change a file's mode once with
+    ``chmod``; rewrites keep it.
+
+    Args:
+        path: Destination file; its folder is created if needed.
+
+    Yields:
+        The temporary file, open for binary writing. Do not close it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
+
+
+def replace_file(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Rename the complete file ``src`` over ``dst`` (atomically), keeping ``dst``'s permission bits if it exists.
+
+    For files another writer made (MNN's converter, ``torch.onnx.export``): created with ``open``, they already
+    have the umask's mode; this keeps an existing ``dst``'s mode instead, as :func:`atomic_writer` does.
+    """
+    keep = _existing_mode(Path(dst))
+    if keep is not None:
+        os.chmod(src, keep)
+    os.replace(src, dst)
+
+
+def _existing_mode(path: Path) -> int | None:
+    """The permission bits (no set-ID or sticky bits) of the file at ``path``, or ``None`` if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:  # missing (or unreadable: then the new file gets the umask's mode)
+        return None
+    return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """Create ``.NAME.XXXXXXXX.tmp`` next to ``path`` (exclusively, not following links); return its fd and path.
+
+    Its mode is ``0o666`` less the umask, or the existing ``path``'s mode (set before anything is written).
+    """
+    keep = _existing_mode(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"  # 8 of [0-9a-f]: the temporaries' pattern
+        try:
+            fd = os.open(tmp, flags, 0o600 if keep is not None else 0o666)
+        except FileExistsError:
+            continue
+        break
+    else:  # as tempfile.mkstemp: 100 names taken is something else going on
+        raise FileExistsError(errno.EEXIST, f"no unused temporary name for {str(path)!r} after 100 tries")
+    if keep is not None:
+        try:
+            os.chmod(tmp, keep)  # (os.fchmod is not on every platform); the file is still empty
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    return fd, str(tmp)
 
 
 def open_journal(path: str | os.PathLike[str]) -> TextIO:

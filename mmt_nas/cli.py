@@ -246,9 +246,15 @@ def _cmd_measure(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
+    from mmt_nas.report import report_lock
 
     specs = load_model_specs(a.models)
     predictor = _predictor(a)
+    with report_lock(a.out):  # from the journal to the last file: two reports into one folder would interleave
+        return _report_locked(a, specs, predictor)
+
+
+def _report_locked(a: argparse.Namespace, specs: Sequence[Any], predictor: Any) -> int:
     journal = Path(a.out) / JOURNAL_FILENAME
     if a.fresh:
         try:
@@ -287,7 +293,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
         predictor.table,
         {"times": a.times, "repeats": a.repeats, "models": str(a.models), "table": str(a.table)},
     )
-    paths = report.write(a.out, plots=not a.no_plots)
+    paths = report.write(a.out, plots=not a.no_plots, lock=False)  # _cmd_report holds the lock
     journal.unlink(missing_ok=True)  # the report holds every measurement now
     m = report.metrics
 

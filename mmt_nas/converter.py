@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmt_nas._files import exclusive_lock, lock_path, remove_stale_temp_files
+from mmt_nas._files import exclusive_lock, lock_path, remove_stale_temp_files, replace_file
 from mmt_nas._imports import require
 from mmt_nas.endtoend import InterleavedResult, Method, check_method, check_plan, measure_interleaved, time_inference
 from mmt_nas.exceptions import ExportError, MeteringError, OpSpaceError, TableError
@@ -171,7 +171,7 @@ def export_to_mnn(
         staged = mnn_path.with_name(f".{mnn_path.name}.{os.getpid()}.tmp")
         try:
             _onnx_to_mnn(onnx_file, staged, f"{type(module).__name__} on input_shape={list(shape)}")
-            os.replace(staged, mnn_path)
+            replace_file(staged, mnn_path)  # MNN made it with the umask's mode; a replaced file's is kept
         finally:
             staged.unlink(missing_ok=True)
 
@@ -333,7 +333,7 @@ def _generate_locked(
             try:
                 export_to_mnn(module, record.input_shape, mnn_file, onnx_path=staged_onnx)
                 if onnx is not None and staged_onnx is not None:
-                    os.replace(staged_onnx, onnx)
+                    replace_file(staged_onnx, onnx)
             except ExportError as exc:
                 _logger.error("failed to export %s: %s", record.key, exc)
                 result.failed.append((record.key, str(exc)))

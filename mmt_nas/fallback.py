@@ -161,6 +161,8 @@ class LatencyRegressor:
         self.estimator_ = _make(kind, self.random_state)
         self.estimator_.fit([op_features(e) for e in entries], [self._target(e) for e in entries])
         self.n_samples_ = len(entries)
+        self.entries_ = entries
+        self.__dict__.pop("_oof_log_std", None)
         # The context feature: how much slower an op runs cold (weights from memory) than hot, learnt from the
         # entries metered both ways, so an op the table lacks moves toward its cold time in a large model too.
         both = [(e, e.cold_ms, e.core_ms) for e in entries if e.cold_ms is not None and e.core_ms]
@@ -186,6 +188,48 @@ class LatencyRegressor:
     def predict_op(self, op: ParsedOp) -> float:
         """Estimate one parsed op (the predictor's fallback protocol)."""
         return self.predict([record_from_parsed(op)])[0]
+
+    def oof_log_std(self) -> float:
+        """The spread of the fallback's errors on ops it did not see: the standard deviation of
+        ``log(estimate / measured)`` over the table's ops, each estimated by a model fitted without its fold
+        (3-fold, seeded); computed on first use (a few seconds for 2,000 ops) and remembered."""
+        self._check_fitted()
+        if "_oof_log_std" not in self.__dict__:
+            import random
+
+            entries = self.entries_
+            order = list(range(len(entries)))
+            random.Random(self.random_state).shuffle(order)
+            errors: list[float] = []
+            for f in range(3):
+                test = [entries[i] for i in order[f::3]]
+                train = [entries[i] for j, i in enumerate(order) if j % 3 != f]
+                est = _make(check_regressor_kind(self.model), self.random_state)
+                est.fit([op_features(e) for e in train], [self._target(e) for e in train])
+                got = est.predict([op_features(e) for e in test])
+                errors += [float(g) - self._target(e) for g, e in zip(got, test)]
+            mean = sum(errors) / len(errors)
+            self.__dict__["_oof_log_std"] = math.sqrt(sum((e - mean) ** 2 for e in errors) / max(len(errors) - 1, 1))
+        return float(self.__dict__["_oof_log_std"])
+
+    def log_std(self, ops: Sequence[OpRecord | TableEntry]) -> list[float]:
+        """Each op's estimate's relative standard deviation (log units): :meth:`oof_log_std`, combined (in
+        quadrature) for the forest with the spread of its trees' estimates of that op, which is larger where
+        the table has few ops like it."""
+        base = self.oof_log_std()
+        if not ops:
+            return []
+        if self.model != "forest":
+            return [base] * len(ops)
+        import numpy as np
+
+        feats = np.asarray([op_features(o) for o in ops])
+        per_tree = np.stack([tree.predict(feats) for tree in self.estimator_.estimators_])
+        return [math.hypot(base, float(s)) for s in per_tree.std(axis=0)]
+
+    def log_std_op(self, op: ParsedOp) -> float:
+        """:meth:`log_std` of one parsed op (the predictor's optional protocol, for intervals)."""
+        return self.log_std([record_from_parsed(op)])[0]
 
     def cold_ratios(self, ops: Sequence[OpRecord | TableEntry]) -> list[float] | None:
         """Estimated cold-over-hot time ratios (``cold_ms / core_ms``, see :func:`mmt_nas.meter.cold_core_ms`),

@@ -27,6 +27,7 @@ import importlib
 import inspect
 import itertools
 import os
+import pkgutil
 import re
 import reprlib
 import sys
@@ -40,7 +41,7 @@ import yaml
 from mmt_nas._files import atomic_write_text
 from mmt_nas._imports import require
 from mmt_nas.exceptions import OpSpaceError
-from mmt_nas.vocab import is_shape
+from mmt_nas.vocab import did_you_mean, is_shape
 
 if TYPE_CHECKING:
     import torch
@@ -147,16 +148,39 @@ def resolve_class(module: str, class_name: str, base_dir: str | os.PathLike[str]
     except Exception as exc:  # an op space may name any module; report whatever its import raised
         where = f" or in {str(base_dir)!r}" if base_dir is not None else ""
         raise OpSpaceError(
-            f"module {_show(module)} (a top-level key of the op space) cannot be imported: {_show(exc)}. "
+            f"module {_show(module)} (a top-level key of the op space) cannot be imported: {_show(exc)}."
+            f"{_module_suggestion(module, exc, base_dir)} "
             f"Put {module.replace('.', '/')}.py next to the YAML file{where}, or on sys.path."
         ) from exc
     cls = getattr(mod, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         found = sorted(n for n, v in vars(mod).items() if isinstance(v, type) and issubclass(v, torch.nn.Module))
-        hint = f" Its nn.Module classes include: {', '.join(found[:12])}." if found else ""
+        hint = did_you_mean(class_name, found)
+        if not hint and found:
+            hint = f" Its nn.Module classes include: {', '.join(found[:12])}."
         what = "is not an nn.Module class" if cls is not None else "does not exist"
         raise OpSpaceError(f"{module}.{class_name} {what}.{hint} Check the class name in the op space.")
     return cls
+
+
+def _module_suggestion(module: str, exc: Exception, base_dir: str | os.PathLike[str] | None) -> str:
+    """``" Did you mean 'torch.nn'?"`` when ``module`` (or a package on its path) does not exist and a module
+    of a close name does; ``""`` when nothing is close, or when the module exists but its import failed."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if not missing or not (module == missing or module.startswith(missing + ".")):
+        return ""  # not a missing name of ours (e.g. a dependency of the module is missing)
+    parent, _, leaf = missing.rpartition(".")
+    try:
+        with _search_path(base_dir):
+            if parent:
+                path = getattr(importlib.import_module(parent), "__path__", None)  # imported already, by the failure
+                names = [m.name for m in pkgutil.iter_modules(path)] if path is not None else []
+            else:
+                names = [m.name for m in pkgutil.iter_modules()] + list(sys.builtin_module_names)
+    except Exception:  # a suggestion is a courtesy: never a second error
+        return ""
+    rest = module[len(missing) :]
+    return did_you_mean(missing, [f"{parent}.{n}{rest}" if parent else f"{n}{rest}" for n in names])
 
 
 def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> torch.nn.Module:
@@ -460,8 +484,8 @@ def _expand_block(
             )
         if name not in accepted and not open_kw:
             raise OpSpaceError(
-                f"{where}.{name}: {class_name}'s constructor does not accept {_show(name)}. "
-                f"It accepts: {', '.join(sorted(accepted)) or 'no arguments'}."
+                f"{where}.{name}: {class_name}'s constructor does not accept {_show(name)}."
+                f"{did_you_mean(name, accepted)} It accepts: {', '.join(sorted(accepted)) or 'no arguments'}."
             )
         if not isinstance(values, list) or not values:
             raise OpSpaceError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,14 @@ from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, col
 from mmt_nas.calibration import model_weight_bytes
 from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import OpSpaceError, OptionError, TableError, UnknownOpError
+from mmt_nas.intervals import (
+    IntervalModel,
+    PriorIntervals,
+    check_confidence,
+    check_probability,
+    entry_sigma,
+    interval_model_from_dict,
+)
 from mmt_nas.meter import device_info
 from mmt_nas.records import OpRecord
 from mmt_nas.table import TABLE_FILENAME, Latency, LatencyTable, Precision, RuntimeSettings, TableEntry, check_latency
@@ -45,6 +54,10 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 _WARNED: set[int] = set()
 
+#: The relative spread (log units) counted for a fallback estimate when the estimator gives none of its own
+#: (:class:`~mmt_nas.fallback.LatencyRegressor` does: ``log_std_op``).
+FALLBACK_SIGMA = 0.3
+
 #: What the predictor does with an op that is not in the table: raise (``"error"``) or ask its fallback.
 OnMissing = Literal["error", "fallback"]
 ON_MISSING: tuple[OnMissing, ...] = ("error", "fallback")
@@ -65,7 +78,9 @@ class OpEstimator(Protocol):
 
         An estimator may also have ``cold_ratio_op(op) -> float | None``, the op's estimated cold-over-hot
         time ratio (as :class:`~mmt_nas.fallback.LatencyRegressor` has): then the ops it estimates move toward
-        their cold time in a large model (``context="model"``) like the table's ops.
+        their cold time in a large model (``context="model"``) like the table's ops. And
+        ``log_std_op(op) -> float``, the relative standard deviation (log units) of its estimate, for the
+        prediction's interval; without it an estimate counts :data:`FALLBACK_SIGMA`.
         """
 
 
@@ -84,6 +99,8 @@ class OpContribution:
             ``names``' ``fused_into``; it costs no time of its own).
         names: The module names that run it.
         ratio: The in-context calibration factor applied to ``latency_ms`` (1 without calibration).
+        sigma: The relative standard deviation (log units) of ``latency_ms``: the table entry's measurement
+            spread (:func:`~mmt_nas.intervals.entry_sigma`) or the fallback's (0 for fused ops).
     """
 
     key: str
@@ -95,24 +112,46 @@ class OpContribution:
     source: Source
     names: tuple[str, ...]
     ratio: float = 1.0
+    sigma: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return {**self.__dict__, "names": list(self.names)}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OpContribution:
+        """Rebuild from :meth:`to_dict` output (``sigma`` defaults to 0 for dicts written before it)."""
+        return cls(**{**d, "names": tuple(d.get("names", ()))})
+
 
 class Prediction(float):
-    """A predicted latency in milliseconds that can explain itself.
+    """A predicted latency in milliseconds that can explain itself and say how sure it is.
 
-    It is a ``float`` (so ``prediction < budget`` works); ``ops`` holds each
-    distinct op with its count, latency, share and source.
+    It is a ``float`` (so ``prediction < budget`` works); ``ops`` holds each distinct op with its count,
+    latency, share, source and spread; :meth:`interval`, :meth:`quantile` and :attr:`std_ms` say how far
+    the device's latency may be from it (see :mod:`mmt_nas.intervals`).
+
+    Attributes:
+        ops: The distinct ops.
+        sigma: The source spread: ``sqrt(sum((share * sigma) ** 2))`` over the ops (relative, log units).
+        intervals: The interval model (:class:`~mmt_nas.intervals.PriorIntervals` when uncalibrated).
     """
 
     ops: tuple[OpContribution, ...]
+    sigma: float
+    intervals: IntervalModel
 
-    def __new__(cls, latency_ms: float, ops: Sequence[OpContribution] = ()) -> Prediction:
+    def __new__(
+        cls,
+        latency_ms: float,
+        ops: Sequence[OpContribution] = (),
+        sigma: float | None = None,
+        intervals: IntervalModel | None = None,
+    ) -> Prediction:
         obj = super().__new__(cls, latency_ms)
         obj.ops = tuple(ops)
+        obj.sigma = math.sqrt(sum((o.share * o.sigma) ** 2 for o in obj.ops)) if sigma is None else float(sigma)
+        obj.intervals = intervals if intervals is not None else PriorIntervals()
         return obj
 
     @property
@@ -124,24 +163,100 @@ class Prediction(float):
         """Milliseconds of the prediction that came from ``source`` (``"table"`` or ``"fallback"``)."""
         return sum(o.total_ms for o in self.ops if o.source == source)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return {"latency_ms": float(self), "ops": [o.to_dict() for o in self.ops]}
+    def quantile(self, p: float) -> float:
+        """The latency (ms) the device stays under with probability ``p``.
 
-    def explain(self) -> str:
-        """A text table of the ops, largest share first."""
-        lines = [f"predicted latency: {float(self):.3f} ms from {sum(o.count for o in self.ops)} op runs"]
-        lines.append(f"{'source':8} {'count':>5} {'ms each':>9} {'ms total':>9} {'share':>6}  key")
+        Raises:
+            OptionError: ``p`` is not strictly between 0 and 1.
+        """
+        p = check_probability("p", p)
+        return float(self) * math.exp(self.intervals.log_quantile(p, self.sigma))
+
+    def upper(self, confidence: float = 0.9) -> float:
+        """One-sided: the latency (ms) the device stays under with probability ``confidence``
+        (``quantile(confidence)``; what :class:`~mmt_nas.integrations.optuna.LatencyConstraint` compares)."""
+        return self.quantile(check_confidence(confidence))
+
+    def interval(self, confidence: float = 0.9) -> tuple[float, float]:
+        """Two-sided: ``(lower, upper)`` in ms, holding the device's latency with probability ``confidence``
+        (the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles).
+
+        Raises:
+            OptionError: ``confidence`` is not strictly between 0 and 1.
+        """
+        c = check_confidence(confidence)
+        return self.quantile((1 - c) / 2), self.quantile((1 + c) / 2)
+
+    @property
+    def std_ms(self) -> float:
+        """A standard deviation in ms: half the width of the central 68.3% interval."""
+        lo, hi = self.interval(0.6827)
+        return (hi - lo) / 2
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the interval was calibrated on measured models (conformal) or is the prior's."""
+        return bool(self.intervals.calibrated)
+
+    def width_sources(self, n: int = 3) -> list[tuple[str, float]]:
+        """What makes the interval wide: ``(what, share of the log variance)``, largest first: the model-level
+        term (the composition's error, from measured models or the prior) and the ``n`` ops whose spread
+        (measurement or fallback) weighs most."""
+        model_var = max(self.intervals.log_quantile(0.8413, 0.0), 1e-12) ** 2
+        parts = [("whole-model composition", model_var)]
+        parts += [(f"{o.source} op {o.key}", (o.share * o.sigma) ** 2) for o in self.ops if o.sigma > 0]
+        total = sum(v for _, v in parts) or 1.0
+        ranked = sorted(parts, key=lambda kv: -kv[1])
+        return [(what, v / total) for what, v in ranked[: n + 1]]
+
+    def to_dict(self, confidence: float = 0.9) -> dict[str, Any]:
+        """Return a JSON-ready dict: the latency, its ``confidence`` interval and standard deviation, what the
+        interval rests on, and the ops."""
+        lo, hi = self.interval(confidence)
+        return {
+            "latency_ms": float(self),
+            "interval": {
+                "confidence": confidence,
+                "lower_ms": lo,
+                "upper_ms": hi,
+                "std_ms": self.std_ms,
+                "calibrated": self.calibrated,
+                "basis": self.intervals.describe(),
+            },
+            "sigma": self.sigma,
+            "intervals": self.intervals.to_dict(),
+            "ops": [o.to_dict() for o in self.ops],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Prediction:
+        """Rebuild from :meth:`to_dict` output (dicts written before intervals get the uncalibrated prior)."""
+        ops = [OpContribution.from_dict(o) for o in d.get("ops", [])]
+        model = interval_model_from_dict(d["intervals"]) if "intervals" in d else None
+        return cls(float(d["latency_ms"]), ops, d.get("sigma"), model)
+
+    def explain(self, confidence: float = 0.9) -> str:
+        """A text table of the ops, largest share first, under the interval and what makes it wide."""
+        lo, hi = self.interval(confidence)
+        lines = [
+            f"predicted latency: {float(self):.3f} ms from {sum(o.count for o in self.ops)} op runs",
+            f"{confidence:.0%} interval: {lo:.3f} to {hi:.3f} ms ({self.intervals.describe()})",
+            "its width comes from: "
+            + "; ".join(f"{what[:80]} {share:.0%}" for what, share in self.width_sources()),
+        ]
+        lines.append(f"{'source':8} {'count':>5} {'ms each':>9} {'ms total':>9} {'share':>6} {'spread':>6}  key")
         for o in sorted(self.ops, key=lambda o: -o.total_ms):
             key = o.key if len(o.key) <= 100 else o.key[:97] + "..."
-            lines.append(f"{o.source:8} {o.count:5d} {o.latency_ms:9.4f} {o.total_ms:9.4f} {o.share:6.1%}  {key}")
+            lines.append(
+                f"{o.source:8} {o.count:5d} {o.latency_ms:9.4f} {o.total_ms:9.4f} {o.share:6.1%} {o.sigma:6.1%}  {key}"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return f"Prediction({float(self)!r} ms, {len(self.ops)} distinct ops)"
 
     def __reduce__(self) -> Any:
-        return (Prediction, (float(self), self.ops))
+        return (Prediction, (float(self), self.ops, self.sigma, self.intervals))
 
 
 _TABLE_CACHE: dict[str, tuple[tuple[int, int], LatencyTable]] = {}
@@ -197,6 +312,10 @@ class LatencyPredictor:
             ``OpContribution.ratio`` (with the calibration's).
         cache_bytes: The device's ``(lo, hi)`` weight bytes of :func:`cold_share` (default
             :data:`CACHE_BYTES`, measured on this project's VM).
+        intervals: How predictions' intervals are made (:mod:`mmt_nas.intervals`): a fitted
+            :class:`~mmt_nas.intervals.ConformalIntervals` (``mmt-nas report --fit-intervals``), or ``None``
+            for the uncalibrated :class:`~mmt_nas.intervals.PriorIntervals`. Fit it with this predictor's
+            settings (table, fallback, calibration), on other models than those it will serve.
     """
 
     def __init__(
@@ -214,7 +333,9 @@ class LatencyPredictor:
         device: Mapping[str, Any] | str | None = None,
         context: Context = "model",
         cache_bytes: tuple[int, int] = CACHE_BYTES,
+        intervals: IntervalModel | None = None,
     ) -> None:
+        self.intervals: IntervalModel = intervals if intervals is not None else PriorIntervals()
         self.composition: Composition = check_composition(composition)
         self.context: Context = check_choice("context", context, CONTEXTS)
         self.cache_bytes = check_cache_bytes(cache_bytes)
@@ -296,19 +417,24 @@ class LatencyPredictor:
         if missing and self.on_missing == "error":
             raise UnknownOpError(self._missing_message(missing, grouped), missing)
         parts: list[tuple[str, list[ParsedOp], float, Source]] = []
+        sigmas: list[float] = []
         for key, group in grouped.items():
             entry = self.table.get(key)
             if entry is not None:
                 parts.append((key, group, self.entry_ms(entry), "table"))
+                sigmas.append(self._entry_sigma(entry))
             else:
                 assert self.fallback is not None
                 parts.append((key, group, float(self.fallback.predict_op(group[0])), "fallback"))
+                log_std = getattr(self.fallback, "log_std_op", None)
+                sigmas.append(float(log_std(group[0])) if log_std is not None else FALLBACK_SIGMA)
         weights = model_weight_bytes([op for _, group, _, _ in parts for op in group], self.table)
         context = self._context_ratios(parts, weights)
         ratios = [c * r for c, r in zip(context, self._calibration_ratios(parts, context, weights))]
         parts = [(key, group, ms * r, source) for (key, group, ms, source), r in zip(parts, ratios)]
         parts += [(key, group, 0.0, "fused") for key, group in fused.items()]
         ratios += [1.0] * len(fused)
+        sigmas += [0.0] * len(fused)
         total = sum(len(g) * ms for _, g, ms, _ in parts)
         contributions = [
             OpContribution(
@@ -321,10 +447,26 @@ class LatencyPredictor:
                 source=source,
                 names=tuple(o.name for o in group),
                 ratio=r,
+                sigma=sg,
             )
-            for (key, group, ms, source), r in zip(parts, ratios)
+            for (key, group, ms, source), r, sg in zip(parts, ratios, sigmas)
         ]
-        return Prediction(total, contributions)
+        return Prediction(total, contributions, intervals=self.intervals)
+
+    def _entry_sigma(self, entry: TableEntry) -> float:
+        """An entry's measurement spread (:func:`~mmt_nas.intervals.entry_sigma`), remembered by key; for an
+        entry timed in one round, the table's median spread (0 if no entry has rounds)."""
+        cache: dict[str, float] = self.__dict__.setdefault("_sigma_cache", {})
+        hit = cache.get(entry.op.key)
+        if hit is None:
+            sigma = entry_sigma(entry)
+            if sigma is None:
+                if "_table_sigma" not in self.__dict__:
+                    known = sorted(x for e in self.table if (x := entry_sigma(e)) is not None)
+                    self.__dict__["_table_sigma"] = known[len(known) // 2] if known else 0.0
+                sigma = self.__dict__["_table_sigma"]
+            hit = cache[entry.op.key] = float(sigma)
+        return hit
 
     def _context_ratios(self, parts: list[tuple[str, list[ParsedOp], float, Source]], weights: int) -> list[float]:
         """Each op's factor from its time alone to its time in this model's cache state (``context``), for a
@@ -464,5 +606,6 @@ class LatencyPredictor:
         return hit
 
     def clear_cache(self) -> None:
-        """Forget every prediction :meth:`predict_cached` remembers."""
-        self.__dict__.pop("_predict_cache", None)
+        """Forget every prediction :meth:`predict_cached` remembers (and each entry's spread)."""
+        for name in ("_predict_cache", "_sigma_cache", "_table_sigma"):
+            self.__dict__.pop(name, None)

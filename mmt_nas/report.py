@@ -9,17 +9,17 @@ are re-exported here, where they were first found (``from mmt_nas.report import 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as _dt
 import html
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmt_nas._files import atomic_write_text, remove_stale_temp_files
+from mmt_nas._files import atomic_write_text, atomic_writer, exclusive_lock, lock_path, remove_stale_temp_files
 from mmt_nas._imports import try_import
 from mmt_nas.evaluation import (  # noqa: F401  (ModelCase and _category_split: importable here, as before the split)
     JOURNAL_FILENAME,
@@ -40,6 +40,7 @@ __all__ = [
     "ModelSpec",
     "ModelResult",
     "Report",
+    "report_lock",
     "load_model_specs",
     "evaluate",
     "compute_metrics",
@@ -254,16 +255,32 @@ class Report:
                 )
         return out
 
-    def write(self, folder: str | os.PathLike[str], *, plots: bool = True) -> dict[str, Path]:
+    def write(self, folder: str | os.PathLike[str], *, plots: bool = True, lock: bool = True) -> dict[str, Path]:
         """Write ``report.json``, ``report.md``, the PNG plots and ``report.html`` into ``folder``.
 
         Each file is written atomically (the old one or the new one, never half); temporaries that a
-        killed writer left there are removed.
+        killed writer left there are removed. The files are written under :func:`report_lock`, so that
+        two reports into one folder never mix their files.
+
+        Args:
+            folder: The report's folder (created if needed).
+            plots: Also write the PNG plots and the HTML page (needs matplotlib).
+            lock: Take :func:`report_lock` on ``folder`` for the write. Pass ``False`` only when the caller
+                already holds it (as ``mmt-nas report`` does, from before it measures).
 
         Returns:
             The paths written, by name.
+
+        Raises:
+            LockedError: Another process is writing a report into ``folder``.
         """
         out = Path(folder)
+        if lock:
+            with report_lock(out):
+                return self._write(out, plots)
+        return self._write(out, plots)
+
+    def _write(self, out: Path, plots: bool) -> dict[str, Path]:
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "report.json", "md": out / "report.md"}
         atomic_write_text(paths["json"], json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
@@ -344,16 +361,31 @@ class Report:
         )
 
 
+def report_lock(folder: str | os.PathLike[str]) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock on a report's folder, for the whole of writing a report there, or :class:`~mmt_nas.exceptions.LockedError`.
+
+    A report's journal and files are written over a long time (``mmt-nas report`` holds this from before it
+    measures until its files are written and its journal removed); two reports into one folder would
+    interleave them. The lock is the file ``.report.json.lock`` in ``folder``, released when its holder
+    exits, however it exits (see :func:`mmt_nas._files.exclusive_lock`).
+
+    Raises:
+        LockedError: Another process holds it; the message names that process.
+    """
+    out = Path(folder)
+    return exclusive_lock(
+        lock_path(out / "report.json"),
+        f"writing a report into {str(out)!r}",
+        "write this report into another folder (--out)",
+    )
+
+
 def _save(fig: Any, path: Path, plt: Any) -> Path:
-    # the temporaries' pattern is atomic_write_text's, which remove_stale_temp_files knows
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:  # held open while written, so no cleanup takes it for a leftover
+        with atomic_writer(path) as fh:  # held open while written, so no cleanup takes it for a leftover
             fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 

@@ -14,6 +14,7 @@ without torch.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -22,6 +23,8 @@ from mmt_nas.exceptions import MmtNasError, OpSpaceError, OptionError
 
 __all__ = [
     "check_choice",
+    "close_matches",
+    "did_you_mean",
     "OpKey",
     "op_key",
     "parse_key",
@@ -57,7 +60,37 @@ def check_choice(name: str, value: Any, choices: tuple[_T, ...], *, error: type[
             return choice
     quoted = [repr(c) for c in choices]
     allowed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
-    raise error(f"{name} must be {allowed}, but got {name}={value!r}.")
+    hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+    raise error(f"{name} must be {allowed}, but got {name}={value!r}.{hint}")
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates most like ``word``, best first (``difflib``), ignoring case: ``Conv2D`` finds ``Conv2d``.
+
+    A candidate that equals ``word`` but for case is the only answer; otherwise up to ``n`` whose
+    ``difflib`` similarity to ``word`` (both case-folded) is at least 0.6. Words longer than 200
+    characters (no name is) get none, so a hostile document cannot make this slow.
+    """
+    if len(word) > 200:
+        return []
+    folded: dict[str, list[str]] = {}
+    for c in candidates:
+        if c != word:
+            folded.setdefault(c.casefold(), []).append(c)
+    same = folded.get(word.casefold())
+    if same:
+        return sorted(same)[:n]
+    close = difflib.get_close_matches(word.casefold(), list(folded), n=n)
+    return [c for f in close for c in sorted(folded[f])][:n]
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``" Did you mean 'Conv2d'?"`` (or ``'a', 'b' or 'c'``) from :func:`close_matches`, for the end of a
+    message; ``""`` when nothing is close."""
+    found = [repr(c) for c in close_matches(word, candidates)]
+    if not found:
+        return ""
+    return f" Did you mean {found[0] if len(found) == 1 else ', '.join(found[:-1]) + ' or ' + found[-1]}?"
 
 
 # -- keys -----------------------------------------------------------------------------------
