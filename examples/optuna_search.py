@@ -44,7 +44,14 @@ import optuna  # noqa: E402
 from nas_space import SPACES, build_table, digits, train  # noqa: E402
 
 from mmt_nas.integrations.keys import KeyBuilder  # noqa: E402
-from mmt_nas.integrations.optuna import LatencyConstraint, SearchLog, create_study, make_storage  # noqa: E402
+from mmt_nas.integrations.optuna import (  # noqa: E402
+    LOWER_ATTR,
+    UPPER_ATTR,
+    LatencyConstraint,
+    SearchLog,
+    create_study,
+    make_storage,
+)
 from mmt_nas.predictor import LatencyPredictor  # noqa: E402
 
 SPACE = SPACES["digits"]
@@ -86,6 +93,13 @@ def plot(study: optuna.Study, budget_ms: float, path: Path) -> None:
     for feasible, color, label in ((True, "tab:blue", "feasible"), (False, "tab:orange", "over budget")):
         pts = [t for t in done if (t.constraints.get("latency_ms", 0) <= 0) == feasible]
         ax.scatter([t.values[1] for t in pts], [t.values[0] for t in pts], c=color, s=22, label=label)
+        lo = [t.values[1] - t.user_attrs.get(LOWER_ATTR, t.values[1]) for t in pts]
+        hi = [t.user_attrs.get(UPPER_ATTR, t.values[1]) - t.values[1] for t in pts]
+        if any(lo) or any(hi):  # the predictions' 90% intervals
+            ax.errorbar(
+                [t.values[1] for t in pts], [t.values[0] for t in pts], xerr=[lo, hi], fmt="none",
+                ecolor=color, alpha=0.35, lw=0.8,
+            )  # fmt: skip
     if front:
         ax.step(
             [t.values[1] for t in front], [t.values[0] for t in front], where="post", c="tab:red", label="Pareto front"
@@ -159,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default 3; quick: 1)")
     ap.add_argument("--sampler", choices=("tpe", "nsga2", "gp"), default="tpe")
+    ap.add_argument(
+        "--confidence", type=float, default=None,
+        help="a chance constraint: feasible when P[latency <= budget] >= this (e.g. 0.9); default: the point",
+    )  # fmt: skip
     ap.add_argument("--work-dir", type=Path, default=Path("optuna_search_work"))
     ap.add_argument(
         "--seed",
@@ -222,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(study.trials)} trials so far"
         )
 
-    constraint = LatencyConstraint(predictor, budget, prune_factor=1.25)
+    constraint = LatencyConstraint(predictor, budget, prune_factor=1.25, confidence=args.confidence)
     data = digits(SPACE.resolution, seed=args.seed)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:

@@ -241,8 +241,7 @@ class Prediction(float):
         lines = [
             f"predicted latency: {float(self):.3f} ms from {sum(o.count for o in self.ops)} op runs",
             f"{confidence:.0%} interval: {lo:.3f} to {hi:.3f} ms ({self.intervals.describe()})",
-            "its width comes from: "
-            + "; ".join(f"{what[:80]} {share:.0%}" for what, share in self.width_sources()),
+            "its width comes from: " + "; ".join(f"{what[:80]} {share:.0%}" for what, share in self.width_sources()),
         ]
         lines.append(f"{'source':8} {'count':>5} {'ms each':>9} {'ms total':>9} {'share':>6} {'spread':>6}  key")
         for o in sorted(self.ops, key=lambda o: -o.total_ms):

@@ -344,3 +344,48 @@ def test_importing_the_integration_does_not_import_optuna() -> None:
 
 if __name__ == "__main__":
     _worker(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_chance_constraint_rejects_what_the_point_constraint_accepts(
+    predictor: LatencyPredictor, latencies: list[float], tmp_path: Path
+) -> None:
+    """Budget just above chain(2)'s point prediction: the point constraint accepts chain(2); at confidence 0.9
+    its upper bound is over budget, so the study marks it infeasible and the best feasible trial is chain(1)
+    (whose 90% bound is under the budget). The log and the trials carry the interval and the bound."""
+    from mmt_nas.integrations.optuna import BOUND_ATTR, CONFIDENCE_ATTR, LOWER_ATTR, UPPER_ATTR
+
+    p1, p2 = (predictor.predict(chain(n), SHAPE) for n in (1, 2))
+    budget = float(p2) * 1.02
+    assert p2.upper(0.9) > budget > float(p2) and p1.upper(0.9) < budget  # the case this test is about
+
+    def study_with(confidence: float | None) -> optuna.Study:
+        constraint = LatencyConstraint(predictor, budget, confidence=confidence)
+
+        def objective(trial: optuna.Trial) -> float:
+            blocks = trial.suggest_int("blocks", 0, 4)
+            constraint(trial, chain(blocks), SHAPE)
+            return float(blocks)
+
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.BruteForceSampler(seed=0))
+        study.optimize(objective, n_trials=5)
+        return study
+
+    point, chance = study_with(None), study_with(0.9)
+    assert point.best_trial.params["blocks"] == 2
+    assert chance.best_trial.params["blocks"] == 1
+    two = next(t for t in chance.trials if t.params["blocks"] == 2)
+    assert two.user_attrs[BOUND_ATTR] == pytest.approx(p2.upper(0.9))
+    assert two.user_attrs[CONFIDENCE_ATTR] == 0.9
+    assert two.constraints["latency_ms"] == pytest.approx(p2.upper(0.9) - budget) and two.constraints["latency_ms"] > 0
+    assert (two.user_attrs[LOWER_ATTR], two.user_attrs[UPPER_ATTR]) == pytest.approx(p2.interval(0.9))
+    record = next(r for r in SearchLog.from_study(chance).records if r.number == two.number)
+    assert record.feasible is False and record.confidence == 0.9 and record.interval_ms is not None
+    doc = json.loads(SearchLog.from_study(chance).write(tmp_path / "log.json").read_text())
+    assert any(t["bound_ms"] == pytest.approx(p2.upper(0.9)) for t in doc["trials"])
+    four_x = LatencyConstraint(predictor, budget, confidence=0.9)
+    assert four_x.constraints_func(two) == pytest.approx((p2.upper(0.9) - budget,))
+    with pytest.raises(SearchError, match="confidence"):
+        LatencyConstraint(predictor, budget, confidence=1.0)
+    with pytest.raises(SearchError, match="plain number"):
+        four_x.record(optuna.create_study().ask(), 1.0)

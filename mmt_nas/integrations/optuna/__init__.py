@@ -52,9 +52,13 @@ re-exported here, and none of them imports Optuna before it is used:
 from __future__ import annotations
 
 from mmt_nas.integrations.optuna.constraint import (
+    BOUND_ATTR,
     BUDGET_ATTR,
+    CONFIDENCE_ATTR,
     DIRECTIONS,
+    LOWER_ATTR,
     PREDICTED_ATTR,
+    UPPER_ATTR,
     Direction,
     LatencyConstraint,
     check_direction,
@@ -75,6 +79,10 @@ from mmt_nas.integrations.optuna.storage import _redact, create_study, make_stor
 __all__ = [
     "PREDICTED_ATTR",
     "BUDGET_ATTR",
+    "BOUND_ATTR",
+    "LOWER_ATTR",
+    "UPPER_ATTR",
+    "CONFIDENCE_ATTR",
     "Direction",
     "DIRECTIONS",
     "check_direction",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mmt_nas.exceptions import SearchError
 from mmt_nas.integrations.optuna._deps import import_optuna
-from mmt_nas.predictor import LatencyPredictor
+from mmt_nas.predictor import LatencyPredictor, Prediction
 from mmt_nas.vocab import check_choice
 
 if TYPE_CHECKING:
@@ -24,12 +24,15 @@ if TYPE_CHECKING:
     import optuna
     import torch
 
-    from mmt_nas.predictor import Prediction
     from mmt_nas.table import LatencyTable
 
 __all__ = [
     "PREDICTED_ATTR",
     "BUDGET_ATTR",
+    "BOUND_ATTR",
+    "LOWER_ATTR",
+    "UPPER_ATTR",
+    "CONFIDENCE_ATTR",
     "Direction",
     "DIRECTIONS",
     "check_direction",
@@ -43,6 +46,12 @@ __all__ = [
 PREDICTED_ATTR = "predicted_latency_ms"
 #: The user attribute holding the latency budget the trial was checked against, in ms.
 BUDGET_ATTR = "latency_budget_ms"
+#: The user attribute holding the bound the constraint compared (the upper bound at its confidence), in ms.
+BOUND_ATTR = "latency_bound_ms"
+#: The user attributes holding the prediction's 90% interval, in ms.
+LOWER_ATTR, UPPER_ATTR = "latency_90_lower_ms", "latency_90_upper_ms"
+#: The user attribute holding the constraint's confidence (absent for a point constraint).
+CONFIDENCE_ATTR = "latency_confidence"
 
 #: A study's direction, as the penalties take it.
 Direction = Literal["maximize", "minimize"]
@@ -74,9 +83,14 @@ class LatencyConstraint:
         prune_factor: If given (>= 1), a trial predicted above ``prune_factor * budget_ms`` raises
             ``optuna.TrialPruned`` from :meth:`__call__`, before training. Its constraint is set first.
         name: The constraint's key in ``trial.constraints``.
+        confidence: If given (strictly between 0 and 1), a chance constraint: a trial is feasible when
+            P[latency <= budget] >= ``confidence``, i.e. the constraint value is the prediction's one-sided
+            upper bound at that confidence (:meth:`~mmt_nas.predictor.Prediction.upper`) minus the budget.
+            ``None`` (default): the point prediction minus the budget.
 
     Raises:
-        SearchError: ``budget_ms`` is not a finite number > 0, or ``prune_factor`` is below 1.
+        SearchError: ``budget_ms`` is not a finite number > 0, ``prune_factor`` is below 1, or ``confidence``
+            is not strictly between 0 and 1.
     """
 
     def __init__(
@@ -86,7 +100,16 @@ class LatencyConstraint:
         *,
         prune_factor: float | None = None,
         name: str = "latency_ms",
+        confidence: float | None = None,
     ) -> None:
+        if confidence is not None and (
+            isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1
+        ):
+            raise SearchError(
+                f"confidence must be a number strictly between 0 and 1 (e.g. 0.9), or None for the point "
+                f"prediction, but got confidence={confidence!r}."
+            )
+        self.confidence = None if confidence is None else float(confidence)
         self.predictor = predictor if isinstance(predictor, LatencyPredictor) else LatencyPredictor(predictor)
         self.budget_ms = _positive("budget_ms", budget_ms)
         if prune_factor is not None and (_positive("prune_factor", prune_factor) < 1):
@@ -137,18 +160,35 @@ class LatencyConstraint:
             latency_ms: Its predicted latency.
 
         Returns:
-            The constraint value, ``latency_ms - budget_ms`` (<= 0 is feasible).
+            The constraint value (<= 0 is feasible): ``latency_ms - budget_ms``, or with ``confidence`` the
+            upper bound at that confidence minus ``budget_ms``.
 
         Raises:
-            SearchError: ``latency_ms`` is not a finite number >= 0.
+            SearchError: ``latency_ms`` is not a finite number >= 0; or ``confidence`` is set and
+                ``latency_ms`` is a plain number, not a :class:`~mmt_nas.predictor.Prediction` (no interval).
             optuna.TrialPruned: ``latency_ms`` exceeds ``prune_factor * budget_ms``.
         """
         latency = float(latency_ms)
         if not math.isfinite(latency) or latency < 0:
             raise SearchError(f"latency_ms must be a finite number >= 0, but got {latency_ms!r}.")
-        violation = latency - self.budget_ms
+        bound = latency
+        if isinstance(latency_ms, Prediction):
+            lo, hi = latency_ms.interval(0.9)
+            trial.set_user_attr(LOWER_ATTR, lo)
+            trial.set_user_attr(UPPER_ATTR, hi)
+            if self.confidence is not None:
+                bound = latency_ms.upper(self.confidence)
+        elif self.confidence is not None:
+            raise SearchError(
+                f"this constraint has confidence={self.confidence:g}, which needs the prediction's interval, but "
+                f"got a plain number ({latency_ms!r}). Pass the Prediction (e.g. KeyBuilder.predict's result)."
+            )
+        violation = bound - self.budget_ms
         trial.set_user_attr(PREDICTED_ATTR, latency)
         trial.set_user_attr(BUDGET_ATTR, self.budget_ms)
+        if self.confidence is not None:
+            trial.set_user_attr(BOUND_ATTR, bound)
+            trial.set_user_attr(CONFIDENCE_ATTR, self.confidence)
         if hasattr(trial, "set_constraint"):  # Optuna >= 5; 4.x reads the attributes via constraints_func
             trial.set_constraint(self.name, violation)
         if self.prune_factor is not None and latency > self.prune_factor * self.budget_ms:
@@ -168,9 +208,10 @@ class LatencyConstraint:
             trial: A finished trial.
 
         Returns:
-            ``(latency_ms - budget_ms,)``, or ``(inf,)`` without a prediction.
+            ``(latency_ms - budget_ms,)`` (with ``confidence``, the stored upper bound minus the budget), or
+            ``(inf,)`` without a prediction.
         """
-        latency = trial.user_attrs.get(PREDICTED_ATTR)
+        latency = trial.user_attrs.get(BOUND_ATTR if self.confidence is not None else PREDICTED_ATTR)
         if latency is None:
             return (math.inf,)
         return (float(latency) - float(trial.user_attrs.get(BUDGET_ATTR, self.budget_ms)),)

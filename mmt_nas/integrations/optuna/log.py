@@ -19,7 +19,14 @@ import yaml
 
 from mmt_nas._files import atomic_write_text
 from mmt_nas.exceptions import SearchError
-from mmt_nas.integrations.optuna.constraint import BUDGET_ATTR, PREDICTED_ATTR
+from mmt_nas.integrations.optuna.constraint import (
+    BOUND_ATTR,
+    BUDGET_ATTR,
+    CONFIDENCE_ATTR,
+    LOWER_ATTR,
+    PREDICTED_ATTR,
+    UPPER_ATTR,
+)
 from mmt_nas.vocab import check_choice
 
 if TYPE_CHECKING:
@@ -65,6 +72,9 @@ class TrialRecord:
             :class:`~mmt_nas.integrations.optuna.LatencyConstraint` (``None`` if none).
         budget_ms: The budget it was checked against (``None`` if none).
         constraints: Its constraint values (<= 0 is feasible).
+        interval_ms: The prediction's 90% interval ``(lower, upper)`` (``None`` if not stored).
+        bound_ms: The upper bound a chance constraint compared (``None`` for a point constraint).
+        confidence: That constraint's confidence (``None`` for a point constraint).
     """
 
     number: int
@@ -74,6 +84,9 @@ class TrialRecord:
     predicted_latency_ms: float | None = None
     budget_ms: float | None = None
     constraints: Mapping[str, float] = field(default_factory=dict)
+    interval_ms: tuple[float, float] | None = None
+    bound_ms: float | None = None
+    confidence: float | None = None
 
     @property
     def feasible(self) -> bool | None:
@@ -90,9 +103,12 @@ class TrialRecord:
         """
         latency = trial.user_attrs.get(PREDICTED_ATTR)
         budget = trial.user_attrs.get(BUDGET_ATTR)
+        bound = trial.user_attrs.get(BOUND_ATTR)
+        lower, upper = trial.user_attrs.get(LOWER_ATTR), trial.user_attrs.get(UPPER_ATTR)
+        confidence = trial.user_attrs.get(CONFIDENCE_ATTR)
         constraints = dict(getattr(trial, "constraints", None) or {})
         if not constraints and latency is not None and budget is not None:  # Optuna 4.x
-            constraints = {"latency_ms": float(latency) - float(budget)}
+            constraints = {"latency_ms": float(bound if bound is not None else latency) - float(budget)}
         return cls(
             number=trial.number,
             state=trial.state.name,
@@ -101,6 +117,9 @@ class TrialRecord:
             predicted_latency_ms=None if latency is None else float(latency),
             budget_ms=None if budget is None else float(budget),
             constraints=constraints,
+            interval_ms=None if lower is None or upper is None else (float(lower), float(upper)),
+            bound_ms=None if bound is None else float(bound),
+            confidence=None if confidence is None else float(confidence),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +133,9 @@ class TrialRecord:
             "budget_ms": self.budget_ms,
             "constraints": dict(self.constraints),
             "feasible": self.feasible,
+            "interval_ms": None if self.interval_ms is None else list(self.interval_ms),
+            "bound_ms": self.bound_ms,
+            "confidence": self.confidence,
         }
 
 
