@@ -133,10 +133,10 @@ def test_candidates_resolved_from_a_real_table(predictor: LatencyPredictor) -> N
 
 def test_buffers_move_with_the_module() -> None:
     e = ExpectedLatency(LATS)
-    assert set(dict(e.named_buffers())) == {"latency_ms", "mask", "fixed_ms"}
+    assert set(dict(e.named_buffers())) == {"latency_ms", "std_ms", "mask", "fixed_ms"}
     assert e.to(torch.float32)(torch.zeros(3, 3)).dtype == torch.float32
     e.to("meta")
-    assert e.latency_ms.device.type == "meta" and e.mask.device.type == "meta" and e.fixed_ms.device.type == "meta"
+    assert all(b.device.type == "meta" for b in (e.latency_ms, e.std_ms, e.mask, e.fixed_ms))
     assert e(torch.zeros(3, 3, device="meta")).device.type == "meta"
 
 
@@ -200,3 +200,50 @@ def test_log_forms_refuse_latencies_below_one_unit() -> None:
         fbnet_loss(CE, torch.tensor(0.9))
     with pytest.raises(SearchError, match="target_ms must be a finite number > 0"):
         proxyless_add_linear(CE, torch.tensor(1.0), 0.0)
+
+
+def test_variance_is_the_law_of_total_variance_and_differentiable() -> None:
+    """Var[LAT] over architectures drawn from p, each candidate with its own spread, plus a model-level spread
+    common to the architecture: checked against a Monte-Carlo draw, then gradchecked; one-hot alpha leaves the
+    candidates' own spreads only; upper() is E + z sqrt(Var)."""
+    stds = [[0.1, 0.3, 0.05], [0.2, 0.0], [0.4, 0.1, 0.1]]
+    e = ExpectedLatency(LATS, fixed_ms=0.25, std_ms=stds, model_sigma=0.1)
+    alpha = torch.tensor([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0], [0.5, 0.5, 0.0]], dtype=torch.float64)
+    p = e.probabilities(alpha)
+    gen = torch.Generator().manual_seed(0)
+    n = 400_000
+    total = torch.full((n,), 0.25, dtype=torch.float64)
+    for layer, (lats, sd) in enumerate(zip(LATS, stds)):
+        pick = torch.multinomial(p[layer, : len(lats)], n, replacement=True, generator=gen)
+        mu, s = torch.tensor(lats, dtype=torch.float64)[pick], torch.tensor(sd, dtype=torch.float64)[pick]
+        total += mu + s * torch.randn(n, generator=gen, dtype=torch.float64)
+    mean = float(e(alpha))
+    total = total * (1 + 0.1 * torch.randn(n, generator=gen, dtype=torch.float64))  # the common, model-level part
+    # Monte-Carlo: the model-level part multiplies the draw, so its variance term is 0.1^2 E[LAT^2]; the closed
+    # form uses (0.1 E[LAT])^2, smaller by 0.1^2 Var: within 1% here
+    assert float(e.variance(alpha)) == pytest.approx(float(total.var()), rel=0.02)
+    assert float(e(alpha)) == pytest.approx(float(total.mean()), rel=0.01)
+    assert float(e.upper(alpha, z=1.5)) == pytest.approx(mean + 1.5 * math.sqrt(float(e.variance(alpha))))
+    one_hot = torch.full(e.shape, -math.inf, dtype=torch.float64)
+    one_hot[torch.arange(3), torch.tensor([1, 0, 2])] = 0.0
+    lat = e.latency_of([1, 0, 2])
+    want = 0.3**2 + 0.2**2 + 0.1**2 + (0.1 * lat) ** 2
+    assert float(e.variance(one_hot)) == pytest.approx(want, rel=1e-9)
+    a = alpha.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: e.variance(x), (a,))
+    assert torch.autograd.gradcheck(lambda x: e.upper(x), (a,))
+    with pytest.raises(SearchError, match="std_ms"):
+        ExpectedLatency(LATS, std_ms=[[0.1], [0.2, 0.0], [0.4, 0.1, 0.1]])
+    with pytest.raises(SearchError, match="model_sigma"):
+        ExpectedLatency(LATS, model_sigma=-1.0)
+
+
+def test_candidates_spreads_come_from_their_predictions(predictor: LatencyPredictor) -> None:
+    layers = supernet_layers(Supernet(), [1, 3, 16, 16], MixedOp)
+    e = ExpectedLatency.from_candidates(predictor, layers)
+    resolved = resolve_candidates(predictor, layers)
+    pred = predictor.predict(layers[0][1][0], layers[0][2])
+    assert resolved.std_ms[0][0] == pytest.approx(float(pred) * pred.sigma) and resolved.std_ms[0][0] > 0
+    assert e.model_sigma == pytest.approx(predictor.intervals.log_quantile(0.8413, 0.0)) and e.model_sigma > 0
+    alpha = torch.zeros(e.shape, dtype=torch.float64)
+    assert float(e.upper(alpha)) > float(e(alpha))

@@ -9,6 +9,15 @@ where ``LAT_lj`` is candidate ``j`` of layer ``l`` predicted from the table at t
 input shape (:func:`resolve_candidates`; :func:`supernet_layers` finds a supernet's layers), and
 ``fixed`` is the latency of the ops every architecture shares. :class:`ExpectedLatency` computes
 it as one masked tensor expression (no loop over candidates), on whatever device it is moved to.
+
+With each candidate's standard deviation ``S_lj`` (its prediction's source spread, in ms) and the
+predictor's model-level spread ``m`` (relative), :meth:`ExpectedLatency.variance` is
+
+    Var[LAT] = sum_l (sum_j p_lj (S_lj^2 + LAT_lj^2) - (sum_j p_lj LAT_lj)^2) + (m E[LAT])^2
+
+(the architecture drawn layer by layer from ``p``, each candidate's own uncertainty, and the
+composition's error, common to the whole model), so a loss can penalize ``E + z sqrt(Var)``
+(:meth:`ExpectedLatency.upper`) instead of the mean.
 """
 
 from __future__ import annotations
@@ -47,11 +56,14 @@ class CandidateLatencies:
         names: Layer names.
         latencies_ms: ``latencies_ms[l][j]``: candidate ``j`` of layer ``l``, in ms.
         input_shapes: Each layer's input shape.
+        std_ms: ``std_ms[l][j]``: the source spread of candidate ``j`` of layer ``l`` (its prediction's
+            ``sigma`` times its latency; 0 for a number given in ms).
     """
 
     names: tuple[str, ...]
     latencies_ms: tuple[tuple[float, ...], ...]
     input_shapes: tuple[tuple[int, ...], ...]
+    std_ms: tuple[tuple[float, ...], ...] = ()
 
 
 def resolve_candidates(predictor: LatencyPredictor, layers: Iterable[LayerSpec]) -> CandidateLatencies:
@@ -67,14 +79,17 @@ def resolve_candidates(predictor: LatencyPredictor, layers: Iterable[LayerSpec])
         SearchError: A layer has no candidate, or a candidate is neither a module nor a number.
         UnknownOpError: A candidate runs ops the table lacks and the predictor has no fallback.
     """
-    names, lats, shapes = [], [], []
+    names, lats, shapes, stds = [], [], [], []
     for name, candidates, shape in layers:
-        row = []
+        row, std = [], []
         for j, c in enumerate(candidates):
             if isinstance(c, nn.Module):
-                row.append(float(predictor.predict_cached(c, shape)))
+                pred = predictor.predict_cached(c, shape)
+                row.append(float(pred))
+                std.append(float(pred) * pred.sigma)
             elif isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c >= 0:
                 row.append(float(c))
+                std.append(0.0)
             else:
                 raise SearchError(
                     f"candidate {j} of layer {name!r} must be an nn.Module or a latency in ms (>= 0), but got {c!r}."
@@ -83,10 +98,11 @@ def resolve_candidates(predictor: LatencyPredictor, layers: Iterable[LayerSpec])
             raise SearchError(f"layer {name!r} has no candidate; give every layer at least one.")
         names.append(str(name))
         lats.append(tuple(row))
+        stds.append(tuple(std))
         shapes.append(tuple(int(d) for d in shape))
     if not names:
         raise SearchError("no layers were given; pass (name, candidates, input_shape) for each searchable layer.")
-    return CandidateLatencies(tuple(names), tuple(lats), tuple(shapes))
+    return CandidateLatencies(tuple(names), tuple(lats), tuple(shapes), tuple(stds))
 
 
 def supernet_layers(
@@ -146,9 +162,14 @@ class ExpectedLatency(nn.Module):
         latencies_ms: Per layer, its candidates' latencies (rows may differ in length).
         fixed_ms: Latency of the ops outside the searchable layers.
         names: Optional layer names (for messages and :meth:`describe`).
+        std_ms: Optional, per layer, its candidates' standard deviations in ms (same lengths as
+            ``latencies_ms``; default 0): for :meth:`variance`.
+        model_sigma: The model-level relative spread (log units, e.g. the predictor's interval model's;
+            :meth:`from_candidates` reads it), common to the whole architecture.
     """
 
     latency_ms: torch.Tensor
+    std_ms: torch.Tensor
     mask: torch.Tensor
     fixed_ms: torch.Tensor
 
@@ -157,6 +178,8 @@ class ExpectedLatency(nn.Module):
         latencies_ms: Sequence[Sequence[float]],
         fixed_ms: float = 0.0,
         names: Sequence[str] | None = None,
+        std_ms: Sequence[Sequence[float]] | None = None,
+        model_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         rows = [list(map(float, r)) for r in latencies_ms]
@@ -171,7 +194,23 @@ class ExpectedLatency(nn.Module):
         for i, r in enumerate(rows):
             lat[i, : len(r)] = torch.tensor(r, dtype=torch.float64)
             mask[i, : len(r)] = True
+        std = torch.zeros(len(rows), width, dtype=torch.float64)
+        if std_ms is not None:
+            srows = [list(map(float, r)) for r in std_ms]
+            if [len(r) for r in srows] != [len(r) for r in rows] or any(
+                not math.isfinite(x) or x < 0 for r in srows for x in r
+            ):
+                raise SearchError(
+                    f"std_ms must give one finite number >= 0 (ms) per candidate, shaped like latencies_ms "
+                    f"({[len(r) for r in rows]} per layer), but got {std_ms!r}."
+                )
+            for i, r in enumerate(srows):
+                std[i, : len(r)] = torch.tensor(r, dtype=torch.float64)
+        if isinstance(model_sigma, bool) or not isinstance(model_sigma, (int, float)) or not model_sigma >= 0:
+            raise SearchError(f"model_sigma must be a number >= 0 (log units), but got model_sigma={model_sigma!r}.")
+        self.model_sigma = float(model_sigma)
         self.register_buffer("latency_ms", lat)
+        self.register_buffer("std_ms", std)
         self.register_buffer("mask", mask)
         self.register_buffer("fixed_ms", torch.tensor(float(fixed_ms), dtype=torch.float64))
         self.names = tuple(names) if names is not None else tuple(f"layer{i}" for i in range(len(rows)))
@@ -190,7 +229,8 @@ class ExpectedLatency(nn.Module):
             fixed_ms: Latency of the ops outside the searchable layers.
         """
         resolved = resolve_candidates(predictor, layers)
-        return cls(resolved.latencies_ms, fixed_ms, resolved.names)
+        model_sigma = max(predictor.intervals.log_quantile(0.8413, 0.0), 0.0)  # one standard deviation up
+        return cls(resolved.latencies_ms, fixed_ms, resolved.names, resolved.std_ms, model_sigma)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -231,6 +271,28 @@ class ExpectedLatency(nn.Module):
         """``E[LAT] = fixed + Σ_l Σ_j p_lj · LAT_lj`` in ms, a scalar differentiable in ``alpha``."""
         per_layer = self.per_layer(alpha, tau, hard)
         return self.fixed_ms.to(per_layer.dtype) + per_layer.sum()
+
+    def _moments(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lat, std = self.latency_ms.to(p.dtype), self.std_ms.to(p.dtype)
+        mean_l = (p * lat).sum(dim=-1)
+        within = ((p * (std**2 + lat**2)).sum(dim=-1) - mean_l**2).clamp_min(0).sum()
+        mean = self.fixed_ms.to(p.dtype) + mean_l.sum()
+        return mean, within + (self.model_sigma * mean) ** 2
+
+    def variance(self, alpha: torch.Tensor, tau: float | None = None, hard: bool = False) -> torch.Tensor:
+        """``Var[LAT]`` in ms² (see the module docstring), a scalar differentiable in ``alpha``."""
+        return self._moments(self.probabilities(alpha, tau, hard))[1]
+
+    def upper(
+        self, alpha: torch.Tensor, z: float = 1.2816, tau: float | None = None, hard: bool = False
+    ) -> torch.Tensor:
+        """``E[LAT] + z sqrt(Var[LAT])`` in ms (default ``z``: the normal 90% one-sided quantile), for a loss
+        that keeps an upper quantile of the latency under budget rather than its mean. One draw of ``p``
+        (with ``tau``) serves both moments."""
+        if isinstance(z, bool) or not isinstance(z, (int, float)) or not math.isfinite(z):
+            raise SearchError(f"z must be a finite number (standard deviations), but got z={z!r}.")
+        mean, var = self._moments(self.probabilities(alpha, tau, hard))
+        return mean + z * var.clamp_min(1e-24).sqrt()
 
     def latency_of(self, choices: Sequence[int]) -> float:
         """The table sum of one discrete architecture: ``fixed + Σ_l LAT[l, choices[l]]``."""
