@@ -182,6 +182,10 @@ def _predictor(a: argparse.Namespace) -> Any:
         from mmt_nas.calibration import InContextCalibration
 
         kwargs["calibration"] = InContextCalibration.load(a.calibration)
+    if getattr(a, "intervals", None):
+        from mmt_nas.intervals import ConformalIntervals
+
+        kwargs["intervals"] = ConformalIntervals.load(a.intervals)
     expect = getattr(a, "expect_device", None)
     if expect is not None and expect != "local":
         try:
@@ -215,14 +219,27 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="apply an in-context calibration (mmt-nas report --fit-calibration writes one)",
     )
+    p.add_argument(
+        "--intervals",
+        default=None,
+        metavar="FILE",
+        help="calibrated prediction intervals (mmt-nas report --fit-intervals writes them); default: uncalibrated",
+    )
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
+    from mmt_nas.intervals import check_confidence
+
+    confidence = check_confidence(a.confidence)
     pred = _predictor(a).predict(load_model(a.model, a.kwargs), a.input_shape)
     if a.json:
-        print(json.dumps(pred.to_dict(), indent=1))
+        print(json.dumps(pred.to_dict(confidence), indent=1))
+    elif a.explain:
+        print(pred.explain(confidence))
     else:
-        print(pred.explain() if a.explain else f"{float(pred):.3f} ms")
+        lo, hi = pred.interval(confidence)
+        how = "calibrated" if pred.calibrated else "uncalibrated"
+        print(f"{float(pred):.3f} ms ({confidence:.0%} interval {lo:.3f} to {hi:.3f} ms, {how})")
     return 0
 
 
@@ -487,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", required=True, help="meta_latency.json or its ops folder")
     p.add_argument("--explain", action="store_true", help="print the per-op breakdown")
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    p.add_argument(
+        "--confidence", type=float, default=0.9, help="the interval's confidence (default: 0.9, a 90%% interval)"
+    )
     p.add_argument("--backend", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--precision", default=None)

@@ -51,6 +51,7 @@ __all__ = [
     "check_confidence",
     "check_probability",
     "interval_model_from_dict",
+    "check_intervals",
 ]
 
 #: The model-level log spread an uncalibrated interval assumes (see the module docstring).
@@ -286,3 +287,84 @@ def interval_model_from_dict(d: Any) -> IntervalModel:
     if isinstance(d, dict) and d.get("kind") == "prior":
         return PriorIntervals(d.get("prior", PRIOR_SIGMA))
     return ConformalIntervals.from_dict(d)
+
+
+def check_intervals(
+    predicted_ms: Sequence[float],
+    sigmas: Sequence[float],
+    measured_ms: Sequence[float],
+    groups: Sequence[str] | None = None,
+    levels: Sequence[float] = (0.8, 0.9, 0.95),
+    confidence: float = 0.9,
+) -> dict[str, Any]:
+    """How honest the intervals are on measured models: each model's interval is fitted on the *other* groups'
+    models only (:class:`ConformalIntervals`, leave one group out; a group per model by default), and the
+    uncalibrated prior's is scored too.
+
+    Args:
+        predicted_ms: The models' predictions.
+        sigmas: Their source spreads (``Prediction.sigma``).
+        measured_ms: Their measured latencies.
+        groups: A group per model (e.g. its family, or its architecture across input sizes); default: each
+            model its own group.
+        levels: The two-sided confidences to check coverage at.
+        confidence: The chance constraint's confidence for the false-feasible rates.
+
+    Returns:
+        ``{"n_models", "conformal": {...}, "prior": {...}}``; each holds ``coverage`` (level -> share of the
+        measured latencies inside), ``median_width`` (of the ``confidence`` interval, relative to the
+        prediction) and ``false_feasible``: at budgets at the 25th, 50th and 75th percentile of the measured
+        latencies, among the models the point prediction (``point``) or the chance constraint (``chance``)
+        keeps, the share measured over budget, with how many each keeps (``n_point``, ``n_chance``) and how
+        many are truly within (``n_truly``). ``conformal`` is ``None`` with fewer than 3 groups.
+    """
+    n = len(predicted_ms)
+    names = list(groups) if groups is not None else [str(i) for i in range(n)]
+    if not len(sigmas) == len(measured_ms) == len(names) == n:
+        raise OptionError(
+            f"one value per model is needed, but got {n}, {len(sigmas)}, {len(measured_ms)}, {len(names)}."
+        )
+    models: dict[str, IntervalModel] = {}
+    distinct = sorted(set(names))
+    if len(distinct) >= 3:
+        for g in distinct:
+            keep = [i for i in range(n) if names[i] != g]
+            models[g] = ConformalIntervals().fit(
+                [predicted_ms[i] for i in keep], [sigmas[i] for i in keep], [measured_ms[i] for i in keep],
+                [names[i] for i in keep],
+            )  # fmt: skip
+    prior = PriorIntervals()
+
+    def scored(get: Any) -> dict[str, Any]:
+        def quantile(i: int, p: float) -> float:
+            return float(predicted_ms[i]) * math.exp(get(i).log_quantile(p, float(sigmas[i])))
+
+        cover = {
+            str(c): sum(quantile(i, (1 - c) / 2) <= measured_ms[i] <= quantile(i, (1 + c) / 2) for i in range(n)) / n
+            for c in levels
+        }
+        widths = [
+            (quantile(i, (1 + confidence) / 2) - quantile(i, (1 - confidence) / 2)) / predicted_ms[i] for i in range(n)
+        ]
+        lats = sorted(measured_ms)
+        ff = {}
+        for q in (0.25, 0.5, 0.75):
+            b = lats[round(q * (n - 1))]
+            point = [i for i in range(n) if predicted_ms[i] <= b]
+            chance = [i for i in range(n) if quantile(i, confidence) <= b]
+
+            def rate(kept: list[int], b: float = b) -> float | None:
+                return sum(measured_ms[i] > b for i in kept) / len(kept) if kept else None
+
+            ff[str(q)] = {
+                "budget_ms": b, "point": rate(point), "n_point": len(point), "chance": rate(chance),
+                "n_chance": len(chance), "n_truly": sum(m <= b for m in measured_ms),
+            }  # fmt: skip
+        return {"coverage": cover, "median_width": statistics.median(widths), "false_feasible": ff}
+
+    return {
+        "n_models": n,
+        "confidence": confidence,
+        "conformal": scored(lambda i: models[names[i]]) if models else None,
+        "prior": scored(lambda i: prior),
+    }

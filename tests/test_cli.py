@@ -188,10 +188,37 @@ def test_predict_prints_what_the_predictor_computes(tiny_ops: Path, capfd: pytes
     assert [o["key"] for o in doc["ops"]] == [o.key for o in expected.ops]
     code, out, err = run(capfd, "predict", TINY_NET, "--input-shape", SHAPE, "--table", tiny_ops / "meta_latency.json")
     assert code == 0, err
-    assert out.strip() == f"{float(expected):.3f} ms"
+    lo, hi = expected.interval(0.9)
+    assert out.strip() == f"{float(expected):.3f} ms (90% interval {lo:.3f} to {hi:.3f} ms, uncalibrated)"
     code, out, err = run(capfd, "predict", TINY_NET, "--input-shape", SHAPE, "--table", tiny_ops, "--explain")
     assert code == 0, err
-    assert all(o.key in out for o in expected.ops)
+    assert all(o.key in out for o in expected.ops) and "90% interval" in out
+
+
+def test_predict_prints_the_interval_calibrated_or_not(
+    tiny_ops: Path, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--json carries the interval; --intervals FILE (conformal, fitted on measured models) replaces the prior;
+    --confidence sets its level; a confidence of 1 is refused with the value received."""
+    from mmt_nas.intervals import ConformalIntervals
+
+    expected = LatencyPredictor(LatencyTable.load(tiny_ops)).predict(TinyNet(), TINY_SHAPE)
+    args = ["predict", TINY_NET, "--input-shape", SHAPE, "--table", tiny_ops]
+    code, out, err = run(capfd, *args, "--json", "--confidence", "0.8")
+    assert code == 0, err
+    doc = json.loads(out)["interval"]
+    assert doc["confidence"] == 0.8 and not doc["calibrated"]
+    assert (doc["lower_ms"], doc["upper_ms"]) == pytest.approx(expected.interval(0.8))
+    ConformalIntervals().fit([1.0, 2.0, 3.0, 4.0, 5.0], [0.05] * 5, [1.1, 2.3, 3.2, 4.6, 5.1]).save(
+        tmp_path / "iv.json"
+    )
+    code, out, err = run(capfd, *args, "--intervals", tmp_path / "iv.json", "--json")
+    assert code == 0, err
+    assert (
+        json.loads(out)["interval"]["calibrated"] is True and "conformal on 5" in json.loads(out)["interval"]["basis"]
+    )
+    code, out, err = run(capfd, *args, "--confidence", "1")
+    assert "confidence=1.0" in error_line(code, err, "predict")
 
 
 def test_measure_json_in_a_real_process(tmp_path: Path) -> None:
