@@ -35,57 +35,21 @@ import torch  # noqa: E402
 from results_md import machine_line, update_section  # noqa: E402
 
 from mmt_nas.fallback import LatencyRegressor, compare_regressors  # noqa: E402
-from mmt_nas.intervals import ConformalIntervals  # noqa: E402
-from mmt_nas.predictor import LatencyPredictor, Prediction  # noqa: E402
+from mmt_nas.intervals import check_intervals  # noqa: E402
+from mmt_nas.predictor import LatencyPredictor  # noqa: E402
 from mmt_nas.table import LatencyTable  # noqa: E402
 
 LEVELS = (0.8, 0.9, 0.95)
 
 
-def lofo(preds: dict[str, Prediction], measured: dict[str, float], family_of: dict[str, str]) -> dict[str, Prediction]:
-    """Each model's prediction with intervals fitted on the other families' models only."""
-    out = {}
-    for fam in sorted(set(family_of.values())):
-        train = [n for n in preds if family_of[n] != fam]
-        cal = ConformalIntervals().fit(
-            [float(preds[n]) for n in train], [preds[n].sigma for n in train], [measured[n] for n in train], train
-        )
-        assert not {family_of[m] for m in cal.models_} & {fam}
-        for n in preds:
-            if family_of[n] == fam:
-                out[n] = Prediction(float(preds[n]), preds[n].ops, preds[n].sigma, cal)
-    return out
-
-
-def score(preds: dict[str, Prediction], measured: dict[str, float]) -> dict[str, object]:
-    names = list(preds)
-    cover = {
-        c: sum(lo <= measured[n] <= hi for n in names for lo, hi in [preds[n].interval(c)]) / len(names) for c in LEVELS
-    }
-    widths = [(hi - lo) / float(preds[n]) for n in names for lo, hi in [preds[n].interval(0.9)]]
-    lats = sorted(measured[n] for n in names)
-    budgets = {q: lats[int(q * (len(lats) - 1))] for q in (0.25, 0.5, 0.75)}
-    ff = {}
-    for q, b in budgets.items():
-        point = [n for n in names if float(preds[n]) <= b]
-        chance = [n for n in names if preds[n].upper(0.9) <= b]
-        truly = sum(measured[n] <= b for n in names)
-
-        def rate(kept: list[str]) -> float | None:
-            return sum(measured[n] > b for n in kept) / len(kept) if kept else None
-
-        ff[q] = {"budget_ms": b, "point": rate(point), "n_point": len(point), "chance": rate(chance),
-                 "n_chance": len(chance), "n_truly": truly}  # fmt: skip
-    return {"coverage": cover, "median_width_90": statistics.median(widths), "false_feasible": ff, "n": len(names)}
-
-
-def rows(label: str, s: dict) -> str:
-    cov = " / ".join(f"{100 * s['coverage'][c]:.0f}%" for c in LEVELS)
+def rows(label: str, s: dict, n: int) -> str:
+    cov = " / ".join(f"{100 * s['coverage'][str(c)]:.0f}%" for c in LEVELS)
     ff = "; ".join(
-        f"p{int(100 * q)}: {fmt(v['point'])} ({v['n_point']}) vs {fmt(v['chance'])} ({v['n_chance']}) of {v['n_truly']}"
+        f"p{round(100 * float(q))}: {fmt(v['point'])} ({v['n_point']}) vs {fmt(v['chance'])} ({v['n_chance']}) "
+        f"of {v['n_truly']}"
         for q, v in s["false_feasible"].items()
     )
-    return f"| {label} | {s['n']} | {cov} | {100 * s['median_width_90']:.0f}% | {ff} |"
+    return f"| {label} | {n} | {cov} | {100 * s['median_width']:.0f}% | {ff} |"
 
 
 def fmt(v: float | None) -> str:
@@ -120,9 +84,16 @@ def main() -> None:
             if name in measured:
                 torch.manual_seed(0)
                 preds[name] = predictor.predict(build(**kwargs), shape)
-        prior, conformal = score(preds, measured), score(lofo(preds, measured, family_of), measured)
-        raw[scenario] = {"uncalibrated": prior, "conformal": conformal}
-        out_rows += [rows(f"{scenario}, uncalibrated (prior)", prior), rows(f"{scenario}, conformal (LOFO)", conformal)]
+        names = list(preds)
+        checked = check_intervals(
+            [float(preds[n]) for n in names], [preds[n].sigma for n in names], [measured[n] for n in names],
+            [family_of[n] for n in names], LEVELS,
+        )  # fmt: skip
+        raw[scenario] = checked
+        out_rows += [
+            rows(f"{scenario}, uncalibrated (prior)", checked["prior"], len(names)),
+            rows(f"{scenario}, conformal (LOFO)", checked["conformal"], len(names)),
+        ]
         print(out_rows[-2] + "\n" + out_rows[-1], flush=True)
     floor = table.noise_floor()
     truths = statistics.median(v for v in spread.values() if v is not None)

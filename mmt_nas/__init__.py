@@ -59,6 +59,9 @@ __all__ = [
     "cold_share",
     "CACHE_BYTES",
     "cold_core_ms",
+    "ConformalIntervals",
+    "PriorIntervals",
+    "generic_space",
     "evaluate",
     "Report",
     "Functional",
@@ -74,6 +77,9 @@ __all__ = [
 ]
 
 _WHERE = {
+    "ConformalIntervals": "intervals",
+    "PriorIntervals": "intervals",
+    "generic_space": "generic",
     "leave_one_group_out": "calibration",
     "cold_share": "cache",
     "CACHE_BYTES": "cache",
