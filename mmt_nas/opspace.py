@@ -165,7 +165,10 @@ def resolve_class(module: str, class_name: str, base_dir: str | os.PathLike[str]
 
 def _module_suggestion(module: str, exc: Exception, base_dir: str | os.PathLike[str] | None) -> str:
     """``" Did you mean 'torch.nn'?"`` when ``module`` (or a package on its path) does not exist and a module
-    of a close name does; ``""`` when nothing is close, or when the module exists but its import failed."""
+    of a close name does; ``""`` when nothing is close, or when the module exists but its import failed.
+
+    Only modules on the path are listed (``pkgutil``), nothing more is imported.
+    """
     missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
     if not missing or not (module == missing or module.startswith(missing + ".")):
         return ""  # not a missing name of ours (e.g. a dependency of the module is missing)
@@ -179,8 +182,8 @@ def _module_suggestion(module: str, exc: Exception, base_dir: str | os.PathLike[
                 names = [m.name for m in pkgutil.iter_modules()] + list(sys.builtin_module_names)
     except Exception:  # a suggestion is a courtesy: never a second error
         return ""
-    rest = module[len(missing) :]
-    return did_you_mean(missing, [f"{parent}.{n}{rest}" if parent else f"{n}{rest}" for n in names])
+    # what replaces the missing part (for 'trch.nn', 'trch' is missing: 'torch'), not guesses of the rest
+    return did_you_mean(leaf, {n: f"{parent}.{n}" if parent else n for n in names})
 
 
 def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> torch.nn.Module:
@@ -221,7 +224,8 @@ def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> torch.nn.M
         raise OpSpaceError(f"cannot import {module_name!r} for the model {spec!r}: {exc!r}.") from exc
     target = getattr(module, attr, None)
     if target is None:
-        raise OpSpaceError(f"{module_name!r} has no attribute {attr!r} (model {spec!r}).")
+        hint = did_you_mean(attr, [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")])
+        raise OpSpaceError(f"{module_name!r} has no attribute {attr!r} (model {spec!r}).{hint}")
     try:
         model = target if isinstance(target, torch.nn.Module) else target(**dict(kwargs or {}))
     except Exception as exc:  # the user's constructor may raise anything

@@ -362,7 +362,7 @@ class Report:
 
 
 def report_lock(folder: str | os.PathLike[str]) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on a report's folder, for the whole of writing a report there, or :class:`~mmt_nas.exceptions.LockedError`.
+    """An exclusive lock on a report's folder for the whole of writing a report there; refused if another holds it.
 
     A report's journal and files are written over a long time (``mmt-nas report`` holds this from before it
     measures until its files are written and its journal removed); two reports into one folder would

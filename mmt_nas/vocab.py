@@ -84,10 +84,14 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]
     return [c for f in close for c in sorted(folded[f])][:n]
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+def did_you_mean(word: str, candidates: Iterable[str] | Mapping[str, str]) -> str:
     """``" Did you mean 'Conv2d'?"`` (or ``'a', 'b' or 'c'``) from :func:`close_matches`, for the end of a
-    message; ``""`` when nothing is close."""
-    found = [repr(c) for c in close_matches(word, candidates)]
+    message; ``""`` when nothing is close.
+
+    ``candidates`` may map each name matched to what to show for it, e.g. ``{"nn": "torch.nn"}``.
+    """
+    shown = candidates if isinstance(candidates, Mapping) else {c: c for c in candidates}
+    found = [repr(shown[c]) for c in close_matches(word, shown)]
     if not found:
         return ""
     return f" Did you mean {found[0] if len(found) == 1 else ', '.join(found[:-1]) + ' or ' + found[-1]}?"

@@ -365,7 +365,7 @@ def _check_report_folder(rep: Path, snapshot: dict[str, bytes], temps_allowed: b
     journaled: dict[str, dict] = {}
     for name in set(os.listdir(rep)) - temps if rep.is_dir() else ():
         path = rep / name
-        if snapshot.get(name) == path.read_bytes():
+        if name == ".report.json.lock" or snapshot.get(name) == path.read_bytes():  # the lock: any content
             continue
         if name == "report.json":
             doc = json.loads(path.read_text())
