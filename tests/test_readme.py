@@ -19,7 +19,17 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 IMPORTS = sorted(set(re.findall(r"^\s*(from mmt_nas[\w.]* import [\w, ]+)", README, flags=re.MULTILINE)))
 DOTTED = sorted(set(re.findall(r"`(mmt_nas(?:\.\w+)+)", README)))
 # Names in backticks that are not mmt_nas's (Optuna's, torch's, the CLI's words).
-NOT_OURS = {"RetryFailedTrialCallback", "PyYAML", "FAIL", "ResNet18", "Conv2d", "BatchNorm2d", "ReLU", "TinyNet", "SplitConformalRegressor"}
+NOT_OURS = {
+    "RetryFailedTrialCallback",
+    "PyYAML",
+    "FAIL",
+    "ResNet18",
+    "Conv2d",
+    "BatchNorm2d",
+    "ReLU",
+    "TinyNet",
+    "SplitConformalRegressor",
+}
 
 
 def _resolve(dotted: str) -> object:
