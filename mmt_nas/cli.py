@@ -325,6 +325,13 @@ def _report_locked(a: argparse.Namespace, specs: Sequence[Any], predictor: Any) 
     if reused:
         print(f"{reused} of {len(results)} models' measurements reused from the interrupted run")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if a.fit_intervals:
+        intervals = report.fit_intervals()
+        intervals.save(a.fit_intervals)
+        print(
+            f"wrote {a.fit_intervals}: conformal intervals fitted on {len(intervals.models_)} measured models; use "
+            "them for other models (mmt-nas predict --intervals)"
+        )
     if a.fit_calibration:
         from mmt_nas.calibration import InContextCalibration
 
@@ -539,6 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="also fit an in-context calibration on these models' profiles and write it to FILE",
+    )
+    p.add_argument(
+        "--fit-intervals",
+        default=None,
+        metavar="FILE",
+        help="also fit conformal prediction intervals on these models and write them to FILE",
     )
     _calibration_args(p)
     p.set_defaults(func=_cmd_report)

@@ -30,7 +30,9 @@ from mmt_nas.evaluation import (  # noqa: F401  (ModelCase and _category_split: 
     evaluate,
     load_model_specs,
 )
+from mmt_nas.intervals import ConformalIntervals, check_intervals
 from mmt_nas.metrics import compute_metrics, kendall_tau, spearman_rho
+from mmt_nas.predictor import Prediction
 from mmt_nas.table import LatencyTable
 from mmt_nas.vocab import mnn_category, op_category
 
@@ -122,6 +124,50 @@ class Report:
         m["table_noise_floor_p90_pct"] = None if table_floor is None else table_floor.p90_pct
         return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in m.items()}
 
+    def interval_check(self) -> dict[str, Any] | None:
+        """How honest the predictions' intervals were on these models (``None`` for fewer than 3 measured).
+
+        ``as_predicted``: the intervals the predictions came with (the predictor's: the uncalibrated prior, or
+        the conformal intervals it was given, which must not have been fitted on these models);
+        ``conformal`` and ``prior``: :func:`~mmt_nas.intervals.check_intervals`, each model's conformal
+        interval fitted on the *other* models (leave one out, or one architecture out when names carry
+        ``@resolution``). Each holds coverage at 80/90/95%, the median 90% width (relative) and the
+        false-feasible rates at the 25th/50th/75th percentile budgets: point prediction vs chance constraint
+        at 0.9.
+        """
+        ok = [r for r in self.results if r.ok and r.prediction is not None and r.measured_ms is not None]
+        if len(ok) < 3:
+            return None
+        preds = [Prediction.from_dict(r.prediction) for r in ok if r.prediction is not None]
+        measured = [float(r.measured_ms) for r in ok if r.measured_ms is not None]
+        groups = [r.name.split("@", 1)[0] for r in ok]
+        out = check_intervals([float(p) for p in preds], [p.sigma for p in preds], measured, groups)
+        levels = (0.8, 0.9, 0.95)
+        own = {str(c): sum(lo <= m <= hi for p, m in zip(preds, measured) for lo, hi in [p.interval(c)]) / len(ok)
+               for c in levels}  # fmt: skip
+        widths = sorted((hi - lo) / float(p) for p in preds for lo, hi in [p.interval(0.9)])
+        out["as_predicted"] = {
+            "coverage": own,
+            "median_width": widths[len(widths) // 2],
+            "calibrated": all(p.calibrated for p in preds),
+            "basis": preds[0].intervals.describe(),
+        }
+        return out
+
+    def fit_intervals(self) -> ConformalIntervals:
+        """:class:`~mmt_nas.intervals.ConformalIntervals` fitted on these measured models (for *other* models:
+        ``mmt-nas predict --intervals``).
+
+        Raises:
+            OptionError: Fewer than 2 models were both measured and predicted.
+        """
+        ok = [r for r in self.results if r.ok and r.prediction is not None]
+        preds = [Prediction.from_dict(r.prediction) for r in ok if r.prediction is not None]
+        return ConformalIntervals().fit(
+            [float(p) for p in preds], [p.sigma for p in preds], [float(r.measured_ms or 0.0) for r in ok],
+            [r.name for r in ok],
+        )  # fmt: skip
+
     def category_totals(self) -> dict[str, dict[str, float]]:
         """Predicted vs in-context ms per op category, summed over the models."""
         out: dict[str, dict[str, float]] = {}
@@ -145,6 +191,7 @@ class Report:
                 "device": self.table.device,
             },
             "metrics": self.metrics,
+            "intervals": self.interval_check(),
             "by_category": self.category_totals(),
             "models": [
                 {**r.to_dict(), "noise_floor_pct": self.noise_floor_pct(r), "within_noise": self.within_noise(r)}
@@ -221,8 +268,40 @@ class Report:
                 f"{'' if r.error_pct is None else f'{r.error_pct:+.1f}%'} | {_fmt(self.noise_floor_pct(r))}% | "
                 f"{'' if within is None else ('yes' if within else 'no')} | {note} |"
             )
+        lines += self._intervals_markdown()
         lines += self._ops_in_context_markdown()
         return "\n".join(lines) + "\n"
+
+    def _intervals_markdown(self) -> list[str]:
+        """The intervals' coverage, width and false-feasible rates (see :meth:`interval_check`)."""
+        check = self.interval_check()
+        if check is None:
+            return []
+        out = [
+            "",
+            "## How sure were the predictions?",
+            "",
+            f"Share of the {check['n_models']} measured models inside their interval (coverage), the median 90% "
+            "interval's width relative to the prediction, and at budgets set at the 25th/50th/75th percentile of the "
+            "measured latencies the share measured over budget among the models a constraint keeps: point "
+            "prediction vs chance constraint at 0.9 (models kept in brackets). Leave-one-out: each model's "
+            "interval fitted on the others only.",
+            "",
+            "| intervals | coverage 80 / 90 / 95% | median 90% width | over budget, point vs chance (p25; p50; p75) |",
+            "| --- | --- | --- | --- |",
+        ]
+        own = check["as_predicted"]
+        label = "as predicted (" + ("calibrated" if own["calibrated"] else "uncalibrated prior") + ")"
+        rows = [(label, own, None), ("prior", check["prior"], check["prior"]["false_feasible"])]
+        if check["conformal"] is not None:
+            rows.append(("conformal, leave one out", check["conformal"], check["conformal"]["false_feasible"]))
+        for name, d, ff in rows:
+            cov = " / ".join(f"{100 * d['coverage'][c]:.0f}%" for c in ("0.8", "0.9", "0.95"))
+            rates = "–" if ff is None else "; ".join(
+                f"{_pct(v['point'])} ({v['n_point']}) vs {_pct(v['chance'])} ({v['n_chance']})" for v in ff.values()
+            )  # fmt: skip
+            out.append(f"| {name} | {cov} | {100 * d['median_width']:.0f}% | {rates} |")
+        return out
 
     def _ops_in_context_markdown(self, top: int = 8) -> list[str]:
         """Per model, the ops whose in-context time is furthest from their prediction."""
@@ -387,6 +466,10 @@ def _save(fig: Any, path: Path, plt: Any) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.0f}%"
 
 
 def _fmt(v: Any) -> str:

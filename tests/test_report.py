@@ -292,9 +292,24 @@ def test_cli_fits_a_calibration_and_predicts_with_it_and_the_fallback(tiny_ops: 
         "--no-plots",
         "--fit-calibration",
         "cal.json",
+        "--fit-intervals",
+        "iv.json",
     )
     assert out.returncode == 0, out.stderr
     assert InContextCalibration.load(tmp_path / "cal.json").models_ == ["copy0", "copy1", "copy2", "copy3"]
+    from mmt_nas.intervals import ConformalIntervals
+
+    assert ConformalIntervals.load(tmp_path / "iv.json").models_ == ["copy0", "copy1", "copy2", "copy3"]
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    check = doc["intervals"]
+    assert check["n_models"] == 4 and check["conformal"] is not None
+    assert not check["as_predicted"]["calibrated"] and set(check["prior"]["coverage"]) == {"0.8", "0.9", "0.95"}
+    inside = sum(
+        m["prediction"]["interval"]["lower_ms"] <= m["measured_ms"] <= m["prediction"]["interval"]["upper_ms"]
+        for m in doc["models"]
+    )
+    assert check["as_predicted"]["coverage"]["0.9"] == inside / 4  # the report's coverage is the models' own
+    assert "## How sure were the predictions?" in (tmp_path / "rep" / "report.md").read_text()
     model = f"{HERE / 'tinymods.py'}:TinyNet"
     shape = ",".join(map(str, TINY_SHAPE))
     refused = run("predict", model, "--kwargs", "{width: 16}", "--input-shape", shape, "--table", str(tiny_ops))
@@ -313,6 +328,9 @@ def test_cli_fits_a_calibration_and_predicts_with_it_and_the_fallback(tiny_ops: 
     )
     assert est.returncode == 0, est.stderr
     assert {o["source"] for o in json.loads(est.stdout)["ops"]} >= {"fallback", "fused"}
+    iv = run("predict", model, "--input-shape", shape, "--table", str(tiny_ops), "--intervals", "iv.json", "--json")
+    assert iv.returncode == 0, iv.stderr
+    assert json.loads(iv.stdout)["interval"]["calibrated"] is True
     cal = run("predict", model, "--input-shape", shape, "--table", str(tiny_ops), "--calibration", "cal.json", "--json")
     assert cal.returncode == 0, cal.stderr
     assert any(o["ratio"] != 1.0 for o in json.loads(cal.stdout)["ops"])
