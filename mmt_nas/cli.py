@@ -362,6 +362,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
             "mmt-nas meter OPS_DIR; predict with --fallback for the ops a model has that the table lacks"
         )
         return 0
+    if a.near_budget is not None:
+        return _sample_near_budget(a)
     if a.candidates is None or a.table is None:
         raise OptionError(
             "mmt-nas sample needs a candidates file and --table (to propose where the fallback is least sure), "
@@ -378,6 +380,36 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         f"{len(ready)} candidate ops ({len(skipped)} invalid skipped), {sum(r.key in table for r, _ in ready)} "
         f"already measured; wrote the {len(chosen)} the fallback is least sure of to {a.output}. "
         f"Next: mmt-nas generate {a.output} OPS_DIR && mmt-nas meter OPS_DIR"
+    )
+    return 0
+
+
+def _sample_near_budget(a: argparse.Namespace) -> int:
+    from mmt_nas.decisions import propose_for_budget
+    from mmt_nas.fallback import LatencyRegressor
+    from mmt_nas.predictor import LatencyPredictor, load_table_cached
+
+    if a.table is None or a.models is None or a.candidates is not None:
+        raise OptionError(
+            "mmt-nas sample --near-budget MS needs --table and --models (the candidate architectures, a model list "
+            f"as mmt-nas report reads), and no candidates file; got --table={a.table!r}, --models={a.models!r}, "
+            f"candidates={a.candidates!r}."
+        )
+    table = load_table_cached(a.table)
+    predictor = LatencyPredictor(table, on_missing="fallback", fallback=LatencyRegressor().fit(table))
+    specs = load_model_specs(a.models)
+    chosen = propose_for_budget(
+        predictor,
+        [(s.name, s.build(), s.input_shape) for s in specs],
+        a.near_budget,
+        100 if a.budget is None else a.budget,
+    )
+    dump_space(space_of([p.record for p in chosen]), a.output)
+    print(
+        f"{len(specs)} models; wrote the {len(chosen)} ops whose measurement would most narrow the intervals of "
+        f"the models nearest {a.near_budget:g} ms to {a.output}"
+        + (f" (first: {chosen[0].record.key}, in {', '.join(chosen[0].models[:3])})" if chosen else "")
+        + f". Next: mmt-nas generate {a.output} OPS_DIR && mmt-nas meter OPS_DIR"
     )
     return 0
 
@@ -570,6 +602,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget", type=int, default=None, help="how many ops to propose (default: 100; 2000 with --generic)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the --generic draw (default: 0)")
+    p.add_argument(
+        "--near-budget",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="instead, rank the ops --table lacks by how much measuring them would settle which of --models fit MS",
+    )
+    p.add_argument("--models", default=None, help="with --near-budget: the candidate architectures (a model list)")
     p.add_argument("-o", "--output", default="sampled_ops.yaml", help="op-space YAML to write")
     p.set_defaults(func=_cmd_sample)
 

@@ -184,3 +184,49 @@ def test_check_intervals_scores_each_group_with_intervals_fitted_on_the_others()
     assert check_intervals(pred[:10], sig[:10], meas[:10], ["a"] * 5 + ["b"] * 5)["conformal"] is None
     with pytest.raises(OptionError, match="one value per model"):
         check_intervals(pred, sig[:3], meas)
+
+
+def test_sampling_toward_a_decision_ranks_the_ops_of_the_models_nearest_the_budget(
+    tiny_ops: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Two nets whose ops the table lacks (the fallback estimates them): a narrow TinyNet and a stack of forty
+    24-channel convs, over 10x slower. With the budget at the stack's prediction, its conv is proposed
+    first; at the narrow net's, one of the narrow net's ops. With a budget far from both, every score is about 0.
+    The command writes the proposals as an op space."""
+    from test_cli import run
+    from tinymods import conv_stack
+
+    from mmt_nas.decisions import propose_for_budget
+    from mmt_nas.opspace import load_space
+
+    table = LatencyTable.load(tiny_ops)
+    predictor = LatencyPredictor(table, on_missing="fallback", fallback=LatencyRegressor("forest").fit(table))
+    models = [("narrow", TinyNet(width=12), TINY_SHAPE), ("stack", conv_stack(24, 40), TINY_SHAPE)]
+    narrow, stack = (predictor.predict(m, s) for _, m, s in models)
+    assert float(stack) > 10 * float(narrow)
+    near_stack = propose_for_budget(predictor, models, float(stack), n=50)
+    near_narrow = propose_for_budget(predictor, models, float(narrow), n=50)
+    assert near_stack[0].models == ("stack",) and "Conv2d(24, 24" in near_stack[0].record.key
+    assert near_narrow[0].models[0] == "narrow"
+    far = propose_for_budget(predictor, models, 1000 * float(stack), n=50)
+    assert max(p.score for p in far) < 1e-6 < near_stack[0].score
+    with pytest.raises(OptionError, match="fallback"):
+        propose_for_budget(LatencyPredictor(table), models, float(stack))
+    mods = Path(__file__).parent / "tinymods.py"
+    (tmp_path / "models.yaml").write_text(
+        "models:\n"
+        f"  - {{name: narrow, model: '{mods}:TinyNet', kwargs: {{width: 12}}, input_shape: {TINY_SHAPE}}}\n"
+        f"  - {{name: stack, model: '{mods}:conv_stack', kwargs: {{depth: 40}}, input_shape: {TINY_SHAPE}}}\n"
+    )
+    args = [
+        "sample",
+        "--near-budget",
+        str(float(stack)),
+        "--table",
+        str(tiny_ops),
+        "--models",
+        str(tmp_path / "models.yaml"),
+    ]
+    code, out, err = run(capfd, *args, "--budget", "2", "-o", tmp_path / "next.yaml")
+    assert code == 0, err
+    assert "in stack" in out and len(load_space(tmp_path / "next.yaml")) == 2

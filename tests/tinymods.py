@@ -68,3 +68,10 @@ class TinyNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block(self.relu(self.stem(x)))
         return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def conv_stack(width: int = 24, depth: int = 12) -> nn.Module:
+    """A stem conv from 3 channels and ``depth`` width x width 3x3 convs: one op key repeated ``depth`` times."""
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), *[nn.Conv2d(width, width, 3, padding=1) for _ in range(depth)]
+    ).eval()
