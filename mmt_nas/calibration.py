@@ -74,6 +74,11 @@ _SCHEMA_VERSION = 2  # 2: samples carry their model's context; params shrink and
 _TRUST_NEIGHBORS = 5
 #: Trust is 1 up to this quantile of the training samples' own (leave-one-out) distances.
 _TRUST_QUANTILE = 90
+#: How many percentage points of MAPE a held-out group may lose to the correction before ``step_aside`` scales
+#: it down (the noise of a model's profiled time on a shared VM is larger).
+STEP_ASIDE_TOLERANCE = 0.5
+_DAMPINGS = (1.0, 0.75, 0.5, 0.25)
+_STEP_ASIDE_FOLDS = 10  # groups beyond this many are held out ten folds at a time
 
 
 def model_context(model_weight_bytes: float, cache_bytes: tuple[int, int] = CACHE_BYTES) -> tuple[float, float]:
@@ -292,6 +297,12 @@ class InContextCalibration:
         shrink: Shrink the correction toward none out of the training data's range.
         cache_bytes: The ``(lo, hi)`` of :func:`mmt_nas.cache.cold_share` the samples were built with (and the
             predictor uses); :meth:`ratios` computes a model's cold share with it.
+        step_aside: Check, on the training data alone, whether the correction carries over between groups of
+            models: leave each group out (in at most 10 folds), fit on the others, and compare each held-out
+            model's profiled time as composed and as corrected with its time in context. The correction is
+            then scaled by the one of 1, 0.75, 0.5, 0.25 with the lowest mean error among those that make no
+            group's error worse by more than :data:`STEP_ASIDE_TOLERANCE` percentage points, or by 0: it steps
+            aside (``damping_``). Needs models of at least 3 groups; with fewer it is 1.
     """
 
     def __init__(
@@ -301,12 +312,14 @@ class InContextCalibration:
         random_state: int = 0,
         shrink: bool = True,
         cache_bytes: tuple[int, int] = CACHE_BYTES,
+        step_aside: bool = True,
     ) -> None:
         self.model = model
         self.max_ratio = max_ratio
         self.random_state = random_state
         self.shrink = shrink
         self.cache_bytes = cache_bytes
+        self.step_aside = step_aside
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters (scikit-learn convention)."""
@@ -316,17 +329,25 @@ class InContextCalibration:
             "random_state": self.random_state,
             "shrink": self.shrink,
             "cache_bytes": self.cache_bytes,
+            "step_aside": self.step_aside,
         }
 
     @staticmethod
     def _x(features: Sequence[float], alone_ms: float, context: Sequence[float] = ()) -> list[float]:
         return [*features, math.log(max(alone_ms, 1e-6)), *context]
 
-    def fit(self, samples: Sequence[CalibrationSample]) -> InContextCalibration:
+    def fit(
+        self, samples: Sequence[CalibrationSample], group: Callable[[str], str] | None = None
+    ) -> InContextCalibration:
         """Fit on in-context samples; returns ``self``.
 
         Samples without a context (written before it existed) fit a calibration without context features,
         which ignores the model's weight bytes.
+
+        Args:
+            samples: The samples.
+            group: Maps a model name to its group for ``step_aside`` (e.g. its family); default: the name
+                before ``@`` (an architecture at several input sizes is one group).
 
         Raises:
             TableError: Fewer than 10 samples, or samples with and without a context mixed.
@@ -341,6 +362,8 @@ class InContextCalibration:
         check_choice("model", self.model, CALIBRATION_KINDS)
         if not isinstance(self.shrink, bool):
             raise OptionError(f"shrink must be True or False, but got shrink={self.shrink!r}.")
+        if not isinstance(self.step_aside, bool):
+            raise OptionError(f"step_aside must be True or False, but got step_aside={self.step_aside!r}.")
         cache_bytes = check_cache_bytes(self.cache_bytes)
         widths = {len(s.context) for s in samples}
         if widths not in ({0}, {len(CONTEXT_FEATURE_NAMES)}):
@@ -389,7 +412,64 @@ class InContextCalibration:
                 positive = [d for d in own if d > 1e-9]
                 d0 = _percentile(positive, _TRUST_QUANTILE) if positive else 1.0
             self.trust_scale_ = d0
+        group = group if group is not None else _architecture
+        self.groups_ = {m: str(group(m)) for m in self.models_}
+        self.damping_ = 1.0
+        self.damping_scores_: dict[str, dict[str, float]] = {}
+        if self.step_aside and len(set(self.groups_.values())) >= 3:
+            self.damping_, self.damping_scores_ = self._choose_damping(samples)
         return self
+
+    def _log_ratios(self, samples: Sequence[CalibrationSample]) -> list[float]:
+        """The clipped, trust-weighted log-ratios this calibration predicts for ``samples`` (undamped)."""
+        x = [self._x(s.features, s.alone_ms, s.context) for s in samples]
+        weights = self._trust(x) if self.shrink else [1.0] * len(x)
+        lim = math.log(self.max_ratio)
+        return [w * min(lim, max(-lim, float(v))) for v, w in zip(self.estimator_.predict(x), weights)]
+
+    def _choose_damping(self, samples: Sequence[CalibrationSample]) -> tuple[float, dict[str, dict[str, float]]]:
+        """Leave each group out, fit on the rest, and score the held-out models (see ``step_aside``)."""
+        params = {**self.get_params(), "step_aside": False}
+        distinct = sorted(set(self.groups_.values()))
+        fold_of = {g: i % min(len(distinct), _STEP_ASIDE_FOLDS) for i, g in enumerate(distinct)}
+        by_model: dict[str, tuple[list[CalibrationSample], list[float]]] = {}
+        for f in sorted(set(fold_of.values())):
+            inner = [s for s in samples if fold_of[self.groups_[s.model]] != f]
+            held = [s for s in samples if fold_of[self.groups_[s.model]] == f]
+            if len(inner) < 10:
+                continue
+            logs = InContextCalibration(**params).fit(inner)._log_ratios(held)
+            for smp, lr in zip(held, logs):
+                entry = by_model.setdefault(smp.model, ([], []))
+                entry[0].append(smp)
+                entry[1].append(lr)
+        per_group: dict[str, list[tuple[list[CalibrationSample], list[float]]]] = {}
+        for model, entry in by_model.items():
+            per_group.setdefault(self.groups_[model], []).append(entry)
+
+        def group_mape(models: list[tuple[list[CalibrationSample], list[float]]], lam: float) -> float:
+            errs = []
+            for smp, logs in models:
+                truth = sum(s.in_context_ms for s in smp)
+                got = sum(s.alone_ms * math.exp(lam * lr) for s, lr in zip(smp, logs))
+                errs.append(abs(got - truth) / truth if truth > 0 else 0.0)
+            return 100 * sum(errs) / len(errs)
+
+        scores: dict[str, dict[str, float]] = {}
+        base = {g: group_mape(m, 0.0) for g, m in per_group.items()}
+        best, best_mean = 0.0, statistics.mean(base.values()) if base else 0.0
+        for lam in _DAMPINGS:
+            mapes = {g: group_mape(m, lam) for g, m in per_group.items()}
+            worst = max((mapes[g] - base[g] for g in mapes), default=0.0)
+            mean = statistics.mean(mapes.values()) if mapes else 0.0
+            scores[str(lam)] = {"mean_mape_pct": mean, "worst_group_increase_pts": worst}
+            if worst <= STEP_ASIDE_TOLERANCE and mean < best_mean:
+                best, best_mean = lam, mean
+        scores["0.0"] = {
+            "mean_mape_pct": statistics.mean(base.values()) if base else 0.0,
+            "worst_group_increase_pts": 0.0,
+        }
+        return best, scores
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "estimator_"):
@@ -439,7 +519,8 @@ class InContextCalibration:
         logs = self.estimator_.predict(x)
         weights = self._trust(x) if self.shrink else [1.0] * len(x)
         lim = math.log(self.max_ratio)
-        return [math.exp(w * min(lim, max(-lim, float(v)))) for v, w in zip(logs, weights)]
+        damp = getattr(self, "damping_", 1.0)
+        return [math.exp(damp * w * min(lim, max(-lim, float(v)))) for v, w in zip(logs, weights)]
 
     def trust(
         self, items: Sequence[tuple[TableEntry | OpRecord, float]], model_weight_bytes: float | None = None
@@ -474,6 +555,7 @@ class InContextCalibration:
             "schema_version": _SCHEMA_VERSION,
             "params": params,
             "models": self.models_,
+            "groups": self.groups_,
             "samples": [s.to_dict() for s in self.samples_],
         }
         atomic_write_text(path, json.dumps(doc, allow_nan=False) + "\n")
@@ -502,7 +584,17 @@ class InContextCalibration:
         if "cache_bytes" in params:
             params["cache_bytes"] = check_cache_bytes(params["cache_bytes"])
         samples = [CalibrationSample.from_dict(s) for s in doc.get("samples", [])]
+        groups = doc.get("groups")
+        if "step_aside" not in params:  # written before step_aside: it loads as it predicted
+            params["step_aside"] = False
+        if isinstance(groups, dict):
+            return cls(**params).fit(samples, group=lambda m: str(groups.get(m, _architecture(m))))
         return cls(**params).fit(samples)
+
+
+def _architecture(model_name: str) -> str:
+    """A model's architecture: its name before ``@`` (``resnet18@160`` and ``resnet18@224`` are one)."""
+    return model_name.split("@", 1)[0]
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -543,7 +635,7 @@ def cross_fitted(
     out: dict[str, InContextCalibration] = {}
     for f in range(folds):
         train = [s for s in samples if fold_of[group(s.model)] != f]
-        cal = InContextCalibration(**params).fit(train)
+        cal = InContextCalibration(**params).fit(train, group=group)
         for n in names:
             if fold_of[group(n)] == f:
                 out[n] = cal
@@ -582,7 +674,7 @@ def leave_one_group_out(
     out: dict[str, InContextCalibration] = {}
     for train_idx, test_idx in LeaveOneGroupOut().split([[0]] * len(names), groups=groups):
         seen = {names[i] for i in train_idx}
-        cal = InContextCalibration(**params).fit([s for s in samples if s.model in seen])
+        cal = InContextCalibration(**params).fit([s for s in samples if s.model in seen], group=group)
         for i in test_idx:
             out[names[i]] = cal
     return out

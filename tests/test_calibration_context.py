@@ -210,3 +210,49 @@ def test_samples_alone_time_is_the_composed_time() -> None:
     assert wall[big1.key].alone_ms == pytest.approx(0.6 + share * w1 * (0.9 - 0.5))
     with pytest.raises(OptionError, match="context must be"):
         samples_from_profile("net", ops, profile, table, context="hot")  # type: ignore[arg-type]
+
+
+def _group_samples(ratio_of: dict[str, float], models_per_group: int = 2, n: int = 15) -> list:
+    """Samples of models in groups; in group g every op runs ratio_of[g] times its composed time."""
+    import random as _random
+
+    from mmt_nas.calibration import CalibrationSample
+    from mmt_nas.fallback import FEATURE_NAMES
+
+    rng = _random.Random(0)
+    out = []
+    for g, ratio in ratio_of.items():
+        for k in range(models_per_group):
+            for i in range(n):
+                alone = 0.01 * (1 + rng.random() * 9)
+                feats = tuple(rng.random() for _ in FEATURE_NAMES)
+                out.append(CalibrationSample(f"{g}_{k}@160", f"op{i}", feats, alone, alone * ratio))
+    return out
+
+
+def test_a_correction_that_carries_over_between_groups_is_kept_and_one_that_does_not_steps_aside() -> None:
+    """Every group's ops running 1.6x their composed time: the leave-one-group-out check on the training data
+    finds the correction carries over and keeps it (ratios near 1.6). Each group slower or faster its own way
+    (no feature tells which): corrected, a held-out group gets the others' average, which makes some group
+    worse, so the calibration steps aside (damping 0, ratios 1) instead of being applied."""
+    from mmt_nas.calibration import InContextCalibration
+
+    family = lambda name: name.split("_")[0]  # noqa: E731
+    same = InContextCalibration(shrink=False).fit(_group_samples({f"g{i}": 1.6 for i in range(5)}), group=family)
+    assert same.damping_ == 1.0 and same.groups_["g0_0@160"] == "g0"
+    probe = [(s, s.alone_ms) for s in same.samples_[:5]]
+    assert all(abs(r - 1.6) < 0.1 for r in same.ratios([(_record(), ms) for _, ms in probe]))
+    mixed = InContextCalibration(shrink=False).fit(
+        _group_samples({"g0": 0.6, "g1": 1.9, "g2": 1.0, "g3": 0.7, "g4": 1.7}), group=family
+    )
+    assert mixed.damping_ < 0.5
+    scores = mixed.damping_scores_
+    assert scores["1.0"]["worst_group_increase_pts"] > 0.5  # why: the full correction made a group worse
+    off = InContextCalibration(shrink=False, step_aside=False).fit(_group_samples({f"g{i}": 1.6 for i in range(5)}))
+    assert off.damping_ == 1.0 and off.damping_scores_ == {}
+
+
+def _record():
+    from mmt_nas.records import OpRecord
+
+    return OpRecord("Conv2d|x|1x8x8x8", "Conv2d", "torch.nn", {}, [1, 8, 8, 8], [1, 8, 8, 8], 1000, 100)
