@@ -230,3 +230,20 @@ def test_sampling_toward_a_decision_ranks_the_ops_of_the_models_nearest_the_budg
     code, out, err = run(capfd, *args, "--budget", "2", "-o", tmp_path / "next.yaml")
     assert code == 0, err
     assert "in stack" in out and len(load_space(tmp_path / "next.yaml")) == 2
+
+
+def test_the_fast_paths_carry_the_same_intervals(tiny_ops: Path) -> None:
+    """predict_cached (a hit too) and predict_keys give the interval predict gives, and the predictor's
+    conformal intervals reach all three."""
+    table = LatencyTable.load(tiny_ops)
+    cal = ConformalIntervals().fit(*_synthetic(30, seed=8))
+    predictor = LatencyPredictor(table, intervals=cal)
+    direct = predictor.predict(TinyNet(), TINY_SHAPE)
+    first = predictor.predict_cached(TinyNet(), TINY_SHAPE)
+    hit = predictor.predict_cached(TinyNet(), TINY_SHAPE)
+    keys = [k for o in direct.ops for k in [o.key] * o.count if o.source != "fused"]
+    by_keys = predictor.predict_keys(keys)
+    assert direct.calibrated and hit is first
+    for p in (first, hit):
+        assert p.interval(0.9) == pytest.approx(direct.interval(0.9))
+    assert by_keys.sigma == pytest.approx(direct.sigma) and by_keys.interval(0.8) == pytest.approx(direct.interval(0.8))
