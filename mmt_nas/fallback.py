@@ -55,6 +55,10 @@ FEATURE_NAMES = (
 ) + tuple(f"is_{f}" for f in FAMILIES)
 
 
+_MISSING = object()
+_OP_CACHE_MAX = 100_000
+
+
 def _scalar(v: Any, default: float = 1.0) -> float:
     if isinstance(v, (list, tuple)) and v:
         v = v[0]
@@ -163,6 +167,7 @@ class LatencyRegressor:
         self.n_samples_ = len(entries)
         self.entries_ = entries
         self.__dict__.pop("_oof_log_std", None)
+        self.__dict__.pop("_op_cache", None)
         # The context feature: how much slower an op runs cold (weights from memory) than hot, learnt from the
         # entries metered both ways, so an op the table lacks moves toward its cold time in a large model too.
         both = [(e, e.cold_ms, e.core_ms) for e in entries if e.cold_ms is not None and e.core_ms]
@@ -185,9 +190,22 @@ class LatencyRegressor:
             return []
         return [math.exp(v) for v in self.estimator_.predict([op_features(o) for o in ops])]
 
+    def _per_op(self, op: ParsedOp, what: str, compute: Any) -> Any:
+        """``compute([record])[0]`` for one parsed op, remembered by its key until the next :meth:`fit` (a search
+        predicts the same ops in many candidates; a key determines its op)."""
+        self._check_fitted()
+        cache: dict[tuple[str, str], Any] = self.__dict__.setdefault("_op_cache", {})
+        hit = cache.get((what, op.key), _MISSING)
+        if hit is _MISSING:
+            if len(cache) >= _OP_CACHE_MAX:
+                cache.pop(next(iter(cache)))
+            out = compute([record_from_parsed(op)])
+            hit = cache[(what, op.key)] = None if out is None else out[0]
+        return hit
+
     def predict_op(self, op: ParsedOp) -> float:
         """Estimate one parsed op (the predictor's fallback protocol)."""
-        return self.predict([record_from_parsed(op)])[0]
+        return float(self._per_op(op, "ms", self.predict))
 
     def oof_log_std(self) -> float:
         """The spread of the fallback's errors on ops it did not see: the standard deviation of
@@ -229,7 +247,7 @@ class LatencyRegressor:
 
     def log_std_op(self, op: ParsedOp) -> float:
         """:meth:`log_std` of one parsed op (the predictor's optional protocol, for intervals)."""
-        return self.log_std([record_from_parsed(op)])[0]
+        return float(self._per_op(op, "log_std", self.log_std))
 
     def cold_ratios(self, ops: Sequence[OpRecord | TableEntry]) -> list[float] | None:
         """Estimated cold-over-hot time ratios (``cold_ms / core_ms``, see :func:`mmt_nas.meter.cold_core_ms`),
@@ -243,8 +261,8 @@ class LatencyRegressor:
 
     def cold_ratio_op(self, op: ParsedOp) -> float | None:
         """Estimated cold-over-hot ratio of one parsed op, or ``None`` (the predictor's optional protocol)."""
-        ratios = self.cold_ratios([record_from_parsed(op)])
-        return None if ratios is None else ratios[0]
+        ratio = self._per_op(op, "cold", self.cold_ratios)
+        return None if ratio is None else float(ratio)
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters as JSON; load with :meth:`from_table` (refits, never unpickles)."""

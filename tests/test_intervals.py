@@ -247,3 +247,20 @@ def test_the_fast_paths_carry_the_same_intervals(tiny_ops: Path) -> None:
     for p in (first, hit):
         assert p.interval(0.9) == pytest.approx(direct.interval(0.9))
     assert by_keys.sigma == pytest.approx(direct.sigma) and by_keys.interval(0.8) == pytest.approx(direct.interval(0.8))
+
+
+def test_the_fallback_remembers_its_estimates_until_refit(tiny_ops: Path) -> None:
+    """Estimates are remembered by op key (a search predicts the same ops again and again), and forgotten when
+    the regressor is fitted again: refitted on a table twice as slow, the same op's estimate doubles."""
+    import dataclasses
+
+    table = LatencyTable.load(tiny_ops)
+    base = [e for e in table if e.core_ms]  # the regressor learns core times: the same entries both times
+    fallback = LatencyRegressor("forest").fit(base)
+    predictor = LatencyPredictor(table, on_missing="fallback", fallback=fallback)
+    op = next(o for o in predictor.parse(TinyNet(width=16), TINY_SHAPE) if o.key not in table and o.fused_into is None)
+    first = fallback.predict_op(op)
+    assert fallback.predict_op(op) == first and ("ms", op.key) in fallback._op_cache
+    slow = [dataclasses.replace(e, core_ms=2 * e.core_ms) for e in base]
+    fallback.fit(slow)
+    assert fallback.predict_op(op) == pytest.approx(2 * first, rel=0.02)  # a stale cache would give `first`
