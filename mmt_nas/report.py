@@ -1,17 +1,16 @@
 """Prediction-error reports: predicted vs measured end-to-end latency, with metrics and plots.
 
 :class:`Report` renders the results of :func:`~mmt_nas.evaluation.evaluate` as JSON, Markdown, a
-self-contained HTML page and PNG plots. The measuring lives in :mod:`mmt_nas.evaluation`, the error
-metrics in :mod:`mmt_nas.metrics` and the op categories in :mod:`mmt_nas.vocab`; their public names
-are re-exported here, where they were first found (``from mmt_nas.report import evaluate`` works).
+self-contained HTML page (interactive: :mod:`mmt_nas.html_report`) and PNG plots. The measuring lives in
+:mod:`mmt_nas.evaluation`, the error metrics in :mod:`mmt_nas.metrics` and the op categories in
+:mod:`mmt_nas.vocab`; their public names are re-exported here, where they were first found
+(``from mmt_nas.report import evaluate`` works).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as _dt
-import html
 import json
 import math
 import os
@@ -30,6 +29,7 @@ from mmt_nas.evaluation import (  # noqa: F401  (ModelCase and _category_split: 
     evaluate,
     load_model_specs,
 )
+from mmt_nas.html_report import _fmt, _pct, render_html  # the same number formatting in both
 from mmt_nas.intervals import ConformalIntervals, check_intervals
 from mmt_nas.metrics import compute_metrics, kendall_tau, spearman_rho
 from mmt_nas.predictor import Prediction
@@ -343,7 +343,8 @@ class Report:
 
         Args:
             folder: The report's folder (created if needed).
-            plots: Also write the PNG plots and the HTML page (needs matplotlib).
+            plots: Also write the PNG plots (needs matplotlib) and the HTML page (interactive with plotly; both in
+                the ``plots`` extra).
             lock: Take :func:`report_lock` on ``folder`` for the write. Pass ``False`` only when the caller
                 already holds it (as ``mmt-nas report`` does, from before it measures).
 
@@ -362,12 +363,13 @@ class Report:
     def _write(self, out: Path, plots: bool) -> dict[str, Path]:
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "report.json", "md": out / "report.md"}
-        atomic_write_text(paths["json"], json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        doc = self.to_dict()
+        atomic_write_text(paths["json"], json.dumps(doc, indent=1, allow_nan=False) + "\n")
         atomic_write_text(paths["md"], self.markdown())
         if plots:
             paths.update(self._plots(out))
             paths["html"] = out / "report.html"
-            atomic_write_text(paths["html"], self._html(paths))
+            atomic_write_text(paths["html"], self._html(paths, doc))
         remove_stale_temp_files(out, REPORT_FILES)
         return paths
 
@@ -425,19 +427,10 @@ class Report:
         paths["error_by_op_type"] = _save(fig, out / "error_by_op_type.png", plt)
         return paths
 
-    def _html(self, paths: Mapping[str, Path]) -> str:
-        imgs = "".join(
-            f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
-            for name, p in paths.items()
-            if p.suffix == ".png"
-        )
-        body = html.escape(self.markdown())
-        return (
-            "<!doctype html><html><head><meta charset='utf-8'><title>mmt_nas prediction-error report</title>"
-            "<style>body{font-family:sans-serif;margin:2em}img{max-width:32%;margin:0.5%}"
-            "pre{white-space:pre-wrap}</style></head><body><h1>mmt_nas prediction-error report</h1>"
-            f"<div>{imgs}</div><pre>{body}</pre></body></html>\n"
-        )
+    def _html(self, paths: Mapping[str, Path], doc: Mapping[str, Any] | None = None) -> str:
+        """The page ``report.html``: interactive with plotly (:func:`mmt_nas.html_report.render_html`), else the
+        PNG plots over the Markdown report. ``doc``: :meth:`to_dict`, if already made."""
+        return render_html(self.to_dict() if doc is None else doc, images=paths, markdown=self.markdown())
 
 
 def report_lock(folder: str | os.PathLike[str]) -> contextlib.AbstractContextManager[None]:
@@ -466,15 +459,3 @@ def _save(fig: Any, path: Path, plt: Any) -> Path:
     finally:
         plt.close(fig)
     return path
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.0f}%"
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.3g}" if abs(v) < 100 else f"{v:.1f}"
-    return str(v)
