@@ -39,7 +39,7 @@ from mmt_nas._imports import try_import
 from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
 from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import NotFittedError, OptionError, TableError
-from mmt_nas.fallback import op_features
+from mmt_nas.fallback import op_features, single_threaded
 from mmt_nas.records import OpRecord
 from mmt_nas.table import Latency, TableEntry
 from mmt_nas.trace import ParsedOp
@@ -78,7 +78,7 @@ _TRUST_QUANTILE = 90
 #: it down (the noise of a model's profiled time on a shared VM is larger).
 STEP_ASIDE_TOLERANCE = 0.5
 _DAMPINGS = (1.0, 0.75, 0.5, 0.25)
-_STEP_ASIDE_FOLDS = 10  # groups beyond this many are held out ten folds at a time
+_STEP_ASIDE_FOLDS = 5  # groups beyond this many are held out five folds at a time
 
 
 def model_context(model_weight_bytes: float, cache_bytes: tuple[int, int] = CACHE_BYTES) -> tuple[float, float]:
@@ -298,7 +298,7 @@ class InContextCalibration:
         cache_bytes: The ``(lo, hi)`` of :func:`mmt_nas.cache.cold_share` the samples were built with (and the
             predictor uses); :meth:`ratios` computes a model's cold share with it.
         step_aside: Check, on the training data alone, whether the correction carries over between groups of
-            models: leave each group out (in at most 10 folds), fit on the others, and compare each held-out
+            models: leave each group out (in at most 5 folds), fit on the others, and compare each held-out
             model's profiled time as composed and as corrected with its time in context. The correction is
             then scaled by the one of 1, 0.75, 0.5, 0.25 with the lowest mean error among those that make no
             group's error worse by more than :data:`STEP_ASIDE_TOLERANCE` percentage points, or by 0: it steps
@@ -336,6 +336,7 @@ class InContextCalibration:
     def _x(features: Sequence[float], alone_ms: float, context: Sequence[float] = ()) -> list[float]:
         return [*features, math.log(max(alone_ms, 1e-6)), *context]
 
+    @single_threaded
     def fit(
         self, samples: Sequence[CalibrationSample], group: Callable[[str], str] | None = None
     ) -> InContextCalibration:
@@ -420,6 +421,7 @@ class InContextCalibration:
             self.damping_, self.damping_scores_ = self._choose_damping(samples)
         return self
 
+    @single_threaded
     def _log_ratios(self, samples: Sequence[CalibrationSample]) -> list[float]:
         """The clipped, trust-weighted log-ratios this calibration predicts for ``samples`` (undamped)."""
         x = [self._x(s.features, s.alone_ms, s.context) for s in samples]
@@ -490,6 +492,7 @@ class InContextCalibration:
         """Predicted in-context / composed ratio of one op; see :meth:`ratios`."""
         return self.ratios([(entry, alone_ms)], model_weight_bytes)[0]
 
+    @single_threaded
     def ratios(
         self, items: Sequence[tuple[TableEntry | OpRecord, float]], model_weight_bytes: float | None = None
     ) -> list[float]:
