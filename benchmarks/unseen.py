@@ -95,7 +95,7 @@ def main() -> None:
         table = LatencyTable.load(work / "table.json")
         saved = json.loads((work / "results.json").read_text())
         measured, spread = saved["measured"], saved["run_to_run"]
-        t_gen, t_meter, t_measure = (saved.get("seconds") or {}).get("steps", [float("nan")] * 3)
+        t_gen, t_meter, t_measure = (saved.get("seconds") or {}).get("steps") or [float("nan")] * 3
     else:
         t0 = time.perf_counter()
         space = merged_space([space_from_model(m, s) for m, s in models.values()])
@@ -159,7 +159,7 @@ def main() -> None:
         )
     else:
         heldout_text = ""
-    seconds = {"steps": [t_gen, t_meter, t_measure]}
+    seconds = {"steps": [t_gen, t_meter, t_measure] if t_gen == t_gen else None}  # NaN (a rescore): not known
     doc = {"measured": measured, "predicted": predicted, "run_to_run": spread, "seconds": seconds}
     (work / "results.json").write_text(json.dumps(doc))
 
@@ -191,9 +191,15 @@ def main() -> None:
     body = (
         "## Accuracy on unseen families (`benchmarks/unseen.py`)\n\n"
         f"Machine: {machine_line()}. {len(names)} models of `examples/zoo/families.py` at "
-        f"{', '.join(map(str, resolutions))}, one table of {len(table)} ops from their op spaces (generated in "
-        f"{t_gen:.0f} s, metered in {t_meter:.0f} s with the defaults), the truths measured right after "
-        f"({t_measure:.0f} s; 3 interleaved rounds, {args.times} runs each, input written and output read). "
+        f"{', '.join(map(str, resolutions))}, one table of {len(table)} ops from their op spaces ("
+        + (
+            f"generated in {t_gen:.0f} s, metered in {t_meter:.0f} s with the defaults), the truths measured right "
+            f"after ({t_measure:.0f} s; "
+            if t_gen == t_gen  # not NaN: measured in this run
+            else "generated and metered with the defaults, the truths measured right after, in an earlier run: this "
+            "one rescored them ("
+        )
+        + f"3 interleaved rounds, {args.times} runs each, input written and output read). "
         f"Table's noise floor (run-to-run of its ops' rounds): {floor_text}; truths' run-to-run (spread of a "
         f"model's 3 rounds): median {100 * statistics.median(runs):.1f}%, max {100 * max(runs):.1f}%. Nothing is "
         "fitted on these models." + heldout_text + " Cells: within ±10% / within ±5% / MAPE / mean signed error.\n\n"
