@@ -35,7 +35,16 @@ INTERRUPTED = "interrupted; rerun to continue where it stopped"
 def _start(args: list[str], cwd: Path, log: str) -> subprocess.Popen[bytes]:
     """Start ``mmt-nas ARGS`` with its output in files (a full pipe would stall it)."""
     with open(cwd / f"{log}.out", "wb") as out, open(cwd / f"{log}.err", "wb") as err:
-        return subprocess.Popen([sys.executable, "-m", "mmt_nas.cli", *args], cwd=cwd, stdout=out, stderr=err)
+        return subprocess.Popen(
+            [sys.executable, "-m", "mmt_nas.cli", *args], cwd=cwd, stdout=out, stderr=err, preexec_fn=_default_sigint
+        )
+
+
+def _default_sigint() -> None:
+    """In the child, before Python starts: SIGINT's default action. A shell runs background jobs with SIGINT
+    ignored, children inherit that, and Python then never raises KeyboardInterrupt: the command would not see
+    the Ctrl-C these tests send (this is how the suite failed when started as `bash .ci/run &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _stop_when(proc: subprocess.Popen[bytes], sig: int, ready: Callable[[], bool], what: str) -> None:
