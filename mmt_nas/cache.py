@@ -65,6 +65,4 @@ def in_model_ms(entry: TableEntry, ms: float, share: float) -> float:
     that buffer cold too. Entries without a cold (or core) time keep ``ms``."""
     if share <= 0 or entry.cold_ms is None or entry.core_ms is None or ms <= 0:
         return ms
-    footprint = entry.op.footprint_bytes
-    weights = entry.op.weight_bytes / footprint if footprint > 0 else 0.0
-    return ms + share * weights * (entry.cold_ms - entry.core_ms)
+    return ms + share * entry.op.weight_fraction * (entry.cold_ms - entry.core_ms)

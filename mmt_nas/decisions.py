@@ -12,14 +12,13 @@ the ops by it.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import OptionError
-from mmt_nas.intervals import entry_sigma
+from mmt_nas.intervals import log_sd
 from mmt_nas.records import OpRecord
 
 if TYPE_CHECKING:
@@ -75,15 +74,14 @@ def propose_for_budget(
             "propose_for_budget ranks the ops the fallback estimates, but this predictor has none; build it with "
             "on_missing='fallback', fallback=LatencyRegressor().fit(table)."
         )
-    measured = [s for e in predictor.table if (s := entry_sigma(e)) is not None]
-    sigma_measured = statistics.median(measured) if measured else 0.0
+    sigma_measured = predictor.table_sigma()
     scores: dict[str, float] = {}
     weights: dict[str, list[tuple[float, str]]] = {}
     records: dict[str, OpRecord] = {}
     for name, model, shape in models:
         ops = predictor.parse(model, shape)
         pred = predictor.predict_ops(ops)
-        spread = pred.intervals.log_quantile(0.8413, pred.sigma)  # one standard deviation, log units
+        spread = log_sd(pred.intervals, pred.sigma)
         if not spread > 0 or float(pred) <= 0:
             continue
         z = math.log(budget_ms / float(pred)) / spread

@@ -52,6 +52,8 @@ __all__ = [
     "check_probability",
     "interval_model_from_dict",
     "check_intervals",
+    "ONE_SD",
+    "log_sd",
 ]
 
 #: The model-level log spread an uncalibrated interval assumes (see the module docstring).
@@ -73,6 +75,16 @@ def entry_sigma(entry: TableEntry) -> float | None:
     r = len(rounds)
     d2 = _D2.get(r, 2 * math.sqrt(2 * math.log(r)))
     return spread / d2 / math.sqrt(r)
+
+
+#: The normal CDF at one standard deviation: ``log_quantile(ONE_SD, sigma)`` is one standard deviation up.
+ONE_SD = statistics.NormalDist().cdf(1.0)
+
+
+def log_sd(model: IntervalModel, sigma: float = 0.0) -> float:
+    """One standard deviation (log units) of a prediction of source spread ``sigma`` under ``model``: the
+    distance from the median to its one-sigma quantile (``sigma=0``: the model-level part alone)."""
+    return model.log_quantile(ONE_SD, sigma)
 
 
 def check_probability(name: str, p: Any) -> float:

@@ -21,6 +21,7 @@ from mmt_nas.intervals import (
     check_probability,
     entry_sigma,
     interval_model_from_dict,
+    log_sd,
 )
 from mmt_nas.meter import device_info
 from mmt_nas.records import OpRecord
@@ -202,7 +203,7 @@ class Prediction(float):
         """What makes the interval wide: ``(what, share of the log variance)``, largest first: the model-level
         term (the composition's error, from measured models or the prior) and the ``n`` ops whose spread
         (measurement or fallback) weighs most."""
-        model_var = max(self.intervals.log_quantile(0.8413, 0.0), 1e-12) ** 2
+        model_var = max(log_sd(self.intervals), 1e-12) ** 2
         parts = [("whole-model composition", model_var)]
         parts += [(f"{o.source} op {o.key}", (o.share * o.sigma) ** 2) for o in self.ops if o.sigma > 0]
         total = sum(v for _, v in parts) or 1.0
@@ -459,13 +460,16 @@ class LatencyPredictor:
         hit = cache.get(entry.op.key)
         if hit is None:
             sigma = entry_sigma(entry)
-            if sigma is None:
-                if "_table_sigma" not in self.__dict__:
-                    known = sorted(x for e in self.table if (x := entry_sigma(e)) is not None)
-                    self.__dict__["_table_sigma"] = known[len(known) // 2] if known else 0.0
-                sigma = self.__dict__["_table_sigma"]
-            hit = cache[entry.op.key] = float(sigma)
+            hit = cache[entry.op.key] = float(self.table_sigma() if sigma is None else sigma)
         return hit
+
+    def table_sigma(self) -> float:
+        """The table's typical measurement spread: the median :func:`~mmt_nas.intervals.entry_sigma` of its
+        entries timed in rounds (0 if none was); remembered until :meth:`clear_cache`."""
+        if "_table_sigma" not in self.__dict__:
+            known = sorted(x for e in self.table if (x := entry_sigma(e)) is not None)
+            self.__dict__["_table_sigma"] = known[len(known) // 2] if known else 0.0
+        return float(self.__dict__["_table_sigma"])
 
     def _context_ratios(self, parts: list[tuple[str, list[ParsedOp], float, Source]], weights: int) -> list[float]:
         """Each op's factor from its time alone to its time in this model's cache state (``context``), for a
@@ -486,8 +490,7 @@ class LatencyPredictor:
             elif source == "fallback" and cold_ratio is not None:
                 cold = cold_ratio(group[0])
                 if cold is not None:
-                    rec = record_from_parsed(group[0])
-                    weights_part = rec.weight_bytes / rec.footprint_bytes if rec.footprint_bytes > 0 else 0.0
+                    weights_part = record_from_parsed(group[0]).weight_fraction
                     ratios[i] = 1.0 + share * weights_part * (float(cold) - 1.0)
         return ratios
 

@@ -106,6 +106,12 @@ class OpRecord:
         """Bytes one run touches besides its input: its parameters and its output (float32)."""
         return 4 * (self.params + math.prod(self.output_shape or self.input_shape))
 
+    @property
+    def weight_fraction(self) -> float:
+        """The share of :attr:`footprint_bytes` that is weights (0 for an op without a footprint)."""
+        footprint = self.footprint_bytes
+        return self.weight_bytes / footprint if footprint > 0 else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         d = dataclasses.asdict(self)

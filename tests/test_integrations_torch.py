@@ -25,6 +25,7 @@ from mmt_nas.integrations.torch import (  # noqa: E402
     resolve_candidates,
     supernet_layers,
 )
+from mmt_nas.intervals import ONE_SD  # noqa: E402
 from mmt_nas.predictor import LatencyPredictor  # noqa: E402
 from mmt_nas.table import op_key  # noqa: E402
 
@@ -244,6 +245,6 @@ def test_candidates_spreads_come_from_their_predictions(predictor: LatencyPredic
     resolved = resolve_candidates(predictor, layers)
     pred = predictor.predict(layers[0][1][0], layers[0][2])
     assert resolved.std_ms[0][0] == pytest.approx(float(pred) * pred.sigma) and resolved.std_ms[0][0] > 0
-    assert e.model_sigma == pytest.approx(predictor.intervals.log_quantile(0.8413, 0.0)) and e.model_sigma > 0
+    assert e.model_sigma == pytest.approx(predictor.intervals.log_quantile(ONE_SD, 0.0)) and e.model_sigma > 0
     alpha = torch.zeros(e.shape, dtype=torch.float64)
     assert float(e.upper(alpha)) > float(e(alpha))

@@ -40,6 +40,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from mmt_nas.intervals import log_sd  # noqa: E402
 from mmt_nas.trace import trace_calls  # noqa: E402 (imports torch: after the check above)
 
 __all__ = ["LayerSpec", "CandidateLatencies", "resolve_candidates", "supernet_layers", "ExpectedLatency"]
@@ -229,7 +230,7 @@ class ExpectedLatency(nn.Module):
             fixed_ms: Latency of the ops outside the searchable layers.
         """
         resolved = resolve_candidates(predictor, layers)
-        model_sigma = max(predictor.intervals.log_quantile(0.8413, 0.0), 0.0)  # one standard deviation up
+        model_sigma = max(log_sd(predictor.intervals), 0.0)
         return cls(resolved.latencies_ms, fixed_ms, resolved.names, resolved.std_ms, model_sigma)
 
     @property
