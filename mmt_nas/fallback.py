@@ -182,12 +182,7 @@ class LatencyRegressor:
         """
         kind = check_regressor_kind(self.model)
         check_latency(self.latency)
-        entries = list(table)
-        if len(entries) < 5:
-            raise TableError(
-                f"the fallback needs at least 5 measured ops to learn from, but the table has "
-                f"{len(entries)}. Meter more ops first."
-            )
+        entries = _enough(list(table))
         self.estimator_ = _make(kind, self.random_state)
         self.estimator_.fit([op_features(e) for e in entries], [self._target(e) for e in entries])
         self.n_samples_ = len(entries)
@@ -241,19 +236,7 @@ class LatencyRegressor:
         (3-fold, seeded); computed on first use (a few seconds for 2,000 ops) and remembered."""
         self._check_fitted()
         if "_oof_log_std" not in self.__dict__:
-            import random
-
-            entries = self.entries_
-            order = list(range(len(entries)))
-            random.Random(self.random_state).shuffle(order)
-            errors: list[float] = []
-            for f in range(3):
-                test = [entries[i] for i in order[f::3]]
-                train = [entries[i] for j, i in enumerate(order) if j % 3 != f]
-                est = _make(check_regressor_kind(self.model), self.random_state)
-                est.fit([op_features(e) for e in train], [self._target(e) for e in train])
-                got = est.predict([op_features(e) for e in test])
-                errors += [float(g) - self._target(e) for g, e in zip(got, test)]
+            errors = _out_of_fold_log_errors(self.entries_, self.model, self.latency, 3, self.random_state)
             mean = sum(errors) / len(errors)
             self.__dict__["_oof_log_std"] = math.sqrt(sum((e - mean) ** 2 for e in errors) / max(len(errors) - 1, 1))
         return float(self.__dict__["_oof_log_std"])
@@ -305,25 +288,51 @@ class LatencyRegressor:
         return cls(**p).fit(table)
 
 
+def _enough(entries: list[TableEntry]) -> list[TableEntry]:
+    if len(entries) < 5:
+        raise TableError(
+            f"the fallback needs at least 5 measured ops to learn from, but the table has "
+            f"{len(entries)}. Meter more ops first."
+        )
+    return entries
+
+
+@single_threaded
+def _out_of_fold_log_errors(
+    entries: Sequence[TableEntry], model: Any, latency: Latency, folds: int, random_state: int, strict: bool = False
+) -> list[float]:
+    """``log(estimate / measured)`` of every entry, each estimated by a ``model`` regressor fitted without its fold
+    (the entries shuffled with ``random_state``, then dealt into ``folds`` folds). ``strict``: a fold with fewer than
+    5 entries to fit on raises :class:`TableError`, as :meth:`LatencyRegressor.fit` does."""
+    import random
+
+    kind = check_regressor_kind(model)
+    target = LatencyRegressor(kind, latency, random_state)._target
+    order = list(range(len(entries)))
+    random.Random(random_state).shuffle(order)
+    errors: list[float] = []
+    for f in range(folds):
+        test = [entries[i] for i in order[f::folds]]
+        train = [entries[i] for j, i in enumerate(order) if j % folds != f]
+        if strict:
+            _enough(train)
+        est = _make(kind, random_state)
+        est.fit([op_features(e) for e in train], [target(e) for e in train])
+        got = est.predict([op_features(e) for e in test]) if test else []
+        errors += [float(g) - target(e) for g, e in zip(got, test)]
+    return errors
+
+
 def compare_regressors(
     table: LatencyTable, kinds: Sequence[RegressorKind] = REGRESSOR_KINDS, folds: int = 5, random_state: int = 0
 ) -> dict[str, dict[str, float]]:
     """Cross-validate each regressor kind on the table: MAPE and share within ±10% per kind."""
-    import random
-
     entries = list(table)
-    order = list(range(len(entries)))
-    random.Random(random_state).shuffle(order)
     out: dict[str, dict[str, float]] = {}
     for kind in kinds:
-        errors: list[float] = []
-        for f in range(folds):
-            test = [entries[i] for i in order[f::folds]]
-            train = [entries[i] for j, i in enumerate(order) if j % folds != f]
-            reg = LatencyRegressor(kind, random_state=random_state).fit(train)
-            for e, p in zip(test, reg.predict(test)):
-                truth = math.exp(reg._target(e))
-                errors.append(abs(p - truth) / truth)
+        errors = [
+            abs(math.exp(d) - 1) for d in _out_of_fold_log_errors(entries, kind, "core", folds, random_state, True)
+        ]
         out[kind] = {
             "mape_pct": 100 * sum(errors) / len(errors),
             "within_10_pct": 100 * sum(e <= 0.1 for e in errors) / len(errors),
