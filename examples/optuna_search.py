@@ -17,6 +17,15 @@ Many workers, one study: give every copy the same database and study name,
     python examples/optuna_search.py --storage postgresql://USER@HOST/DB --study-name mbv2 --trials 60 &
     python examples/optuna_search.py --storage postgresql://USER@HOST/DB --study-name mbv2 --trials 60 &
 
+In a database the search can be watched live in optuna-dashboard (pip install -c constraints.txt -e ".[dashboard]"):
+
+    python examples/optuna_search.py --storage sqlite:///search.db
+    optuna-dashboard sqlite:///search.db          # then open http://127.0.0.1:8080
+
+Each trial lists its predicted latency, 90% interval, budget and feasibility (sortable columns); the study's
+note says what the budget and the table were; its figure "mmt-nas-latency" plots accuracy against predicted
+latency with the intervals.
+
 --trials is then the study's total: each worker stops once the study holds that many finished trials.
 The first worker stores the latency budget in the study; the others use it. Workers sharing a --work-dir
 meter the table once (the first one; the others wait for it). A killed worker's trial is marked FAIL by
@@ -29,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib.util
 import random
 import sys
 import time
@@ -51,6 +61,8 @@ from mmt_nas.integrations.optuna import (  # noqa: E402
     SearchLog,
     create_study,
     make_storage,
+    prepare_dashboard,
+    save_latency_plot,
 )
 from mmt_nas.predictor import LatencyPredictor  # noqa: E402
 
@@ -241,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     constraint = LatencyConstraint(predictor, budget, prune_factor=1.25, confidence=args.confidence)
+    if args.storage is not None:  # what optuna-dashboard shows: the objectives' names and the study's note
+        prepare_dashboard(study, constraint, objective_names=["accuracy", "latency_ms"])
     data = digits(SPACE.resolution, seed=args.seed)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -262,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage is not None:
         print(f"\nthis worker ran {len(ran)} trials ({args.sampler})")
     summarize(study, budget, work, ops)
+    if args.storage is not None and importlib.util.find_spec("optuna_dashboard") is not None:
+        if any(t.values for t in study.get_trials(deepcopy=False)):
+            save_latency_plot(study, objective="accuracy")  # a snapshot of the study's finished trials
+        print(f"watch the study:  optuna-dashboard {args.storage}")
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -13,10 +13,10 @@ from mmt_nas.report import load_model_specs
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def _run(script: str, work: Path) -> str:
+def _run(script: str, work: Path, *args: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--quick", "--work-dir", str(work)],
+        [sys.executable, str(EXAMPLES / script), "--quick", "--work-dir", str(work), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -38,6 +38,29 @@ def test_optuna_search_quick(tmp_path: Path) -> None:
     if (work / "pareto_models.yaml").exists():  # the front can be empty if no feasible trial completed
         specs = load_model_specs(work / "pareto_models.yaml")
         assert specs and all(s.target.endswith("nas_space.py:build_net") for s in specs)
+
+
+def test_optuna_search_in_sqlite_for_the_dashboard(tmp_path: Path) -> None:
+    """The README's dashboard line: the example writes a SQLite study that optuna-dashboard shows."""
+    import optuna
+    import pytest
+
+    pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (the dashboard extra)")
+    from optuna_dashboard import get_note
+
+    from mmt_nas.integrations.optuna import FEASIBLE_ATTR, PREDICTED_ATTR, UPPER_ATTR
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    out = _run("optuna_search.py", tmp_path / "optuna", "--storage", url, "--confidence", "0.9")
+    assert f"watch the study:  optuna-dashboard {url}" in out
+    study = optuna.load_study(study_name="optuna_search", storage=url)
+    assert study.metric_names == ["accuracy", "latency_ms"]
+    assert "P[latency <= budget] >= 0.9" in get_note(study)
+    trials = [t for t in study.trials if PREDICTED_ATTR in t.user_attrs]
+    assert len(trials) == 5
+    assert all(t.user_attrs[UPPER_ATTR] > t.user_attrs[PREDICTED_ATTR] for t in trials)
+    assert all(t.user_attrs[FEASIBLE_ATTR] == all(v <= 0 for v in t.constraints.values()) for t in trials)
+    assert any(k.startswith("dashboard:plot_data:") for k in study._storage.get_study_system_attrs(study._study_id))
 
 
 def test_darts_latency_quick(tmp_path: Path) -> None:

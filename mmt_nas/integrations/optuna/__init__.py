@@ -45,6 +45,8 @@ re-exported here, and none of them imports Optuna before it is used:
   the trial attributes the constraint stores (:data:`PREDICTED_ATTR`, :data:`BUDGET_ATTR`).
 - :mod:`~mmt_nas.integrations.optuna.log`: :class:`TrialRecord`, :class:`SearchLog` and its JSON
   file (it reads those attributes).
+- :mod:`~mmt_nas.integrations.optuna.dashboard`: what optuna-dashboard shows of the search
+  (:func:`prepare_dashboard`: the objectives' names and the study's note; :func:`save_latency_plot`).
 - :mod:`~mmt_nas.integrations.optuna.storage`: :func:`make_storage` and :func:`create_study`
   (database URLs, drivers, the heartbeat, passwords kept out of messages).
 """
@@ -56,7 +58,9 @@ from mmt_nas.integrations.optuna.constraint import (
     BUDGET_ATTR,
     CONFIDENCE_ATTR,
     DIRECTIONS,
+    FEASIBLE_ATTR,
     LOWER_ATTR,
+    OVER_BUDGET_ATTR,
     PREDICTED_ATTR,
     UPPER_ATTR,
     Direction,
@@ -65,6 +69,14 @@ from mmt_nas.integrations.optuna.constraint import (
     hinge_penalty,
     linear_penalty,
     mnasnet_penalty,
+)
+from mmt_nas.integrations.optuna.dashboard import (
+    ATTRIBUTES,
+    GRAPH_ID,
+    dashboard_note,
+    latency_figure,
+    prepare_dashboard,
+    save_latency_plot,
 )
 from mmt_nas.integrations.optuna.log import (
     LOG_SCHEMA,
@@ -83,6 +95,8 @@ __all__ = [
     "LOWER_ATTR",
     "UPPER_ATTR",
     "CONFIDENCE_ATTR",
+    "OVER_BUDGET_ATTR",
+    "FEASIBLE_ATTR",
     "Direction",
     "DIRECTIONS",
     "check_direction",
@@ -98,4 +112,10 @@ __all__ = [
     "SearchLog",
     "make_storage",
     "create_study",
+    "ATTRIBUTES",
+    "GRAPH_ID",
+    "dashboard_note",
+    "prepare_dashboard",
+    "latency_figure",
+    "save_latency_plot",
 ]

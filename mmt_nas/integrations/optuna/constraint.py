@@ -33,6 +33,8 @@ __all__ = [
     "LOWER_ATTR",
     "UPPER_ATTR",
     "CONFIDENCE_ATTR",
+    "OVER_BUDGET_ATTR",
+    "FEASIBLE_ATTR",
     "Direction",
     "DIRECTIONS",
     "check_direction",
@@ -52,6 +54,11 @@ BOUND_ATTR = "latency_bound_ms"
 LOWER_ATTR, UPPER_ATTR = "latency_90_lower_ms", "latency_90_upper_ms"
 #: The user attribute holding the constraint's confidence (absent for a point constraint).
 CONFIDENCE_ATTR = "latency_confidence"
+#: The user attribute holding the constraint's value in ms (the bound, or the prediction, minus the budget; <= 0 is
+#: feasible). It repeats ``trial.constraints`` where optuna-dashboard shows it (0.21 reads only Optuna 4's format).
+OVER_BUDGET_ATTR = "latency_over_budget_ms"
+#: The user attribute saying whether the latency constraint holds (a bool).
+FEASIBLE_ATTR = "latency_feasible"
 
 #: A study's direction, as the penalties take it.
 Direction = Literal["maximize", "minimize"]
@@ -189,6 +196,8 @@ class LatencyConstraint:
         if self.confidence is not None:
             trial.set_user_attr(BOUND_ATTR, bound)
             trial.set_user_attr(CONFIDENCE_ATTR, self.confidence)
+        trial.set_user_attr(OVER_BUDGET_ATTR, violation)
+        trial.set_user_attr(FEASIBLE_ATTR, violation <= 0)
         if hasattr(trial, "set_constraint"):  # Optuna >= 5; 4.x reads the attributes via constraints_func
             trial.set_constraint(self.name, violation)
         if self.prune_factor is not None and latency > self.prune_factor * self.budget_ms:
