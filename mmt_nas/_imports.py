@@ -23,10 +23,10 @@ from mmt_nas.exceptions import MissingExtraError
 __all__ = ["Extra", "install_hint", "try_import", "require"]
 
 #: The extras of the ``mmt-nas`` distribution (see ``setup.cfg``); ``"base"`` is a required dependency
-#: (MNN, numpy, PyYAML), which a broken install can still lack.
+#: (MNN, numpy, PyYAML, tqdm), which a broken install can still lack.
 Extra = Literal["base", "torch", "fallback", "optuna", "dashboard", "plots", "postgres", "all"]
 
-_BASE_PACKAGES = {"MNN": "MNN", "_tools": "MNN", "numpy": "numpy", "yaml": "PyYAML"}
+_BASE_PACKAGES = {"MNN": "MNN", "_tools": "MNN", "numpy": "numpy", "yaml": "PyYAML", "tqdm": "tqdm"}
 
 
 def install_hint(extra: Extra, module: str = "") -> str:

@@ -304,6 +304,7 @@ def _report_locked(a: argparse.Namespace, specs: Sequence[Any], predictor: Any) 
         profile_times=a.profile_times,
         on_result=show,
         journal=journal,
+        show_progress=a.verbose or None,
     )
     report = Report(
         results,
@@ -403,6 +404,7 @@ def _sample_near_budget(a: argparse.Namespace) -> int:
         [(s.name, s.build(), s.input_shape) for s in specs],
         a.near_budget,
         100 if a.budget is None else a.budget,
+        show_progress=a.verbose or None,
     )
     dump_space(space_of([p.record for p in chosen]), a.output)
     print(

@@ -23,9 +23,10 @@ from mmt_nas._files import exclusive_lock, lock_path, remove_stale_temp_files, r
 from mmt_nas._imports import require
 from mmt_nas.endtoend import InterleavedResult, Method, check_method, check_plan, measure_interleaved, time_inference
 from mmt_nas.exceptions import ExportError, MeteringError, OpSpaceError, TableError
-from mmt_nas.meter import progress, quiet_native_output, time_model
+from mmt_nas.meter import quiet_native_output, time_model
 from mmt_nas.ops import SameInputs, required_inputs
 from mmt_nas.opspace import OpSpec, load_space
+from mmt_nas.progress import progress
 from mmt_nas.records import OpRecord, load_ops_meta, save_ops_meta
 from mmt_nas.table import LatencyStats, Precision, RuntimeSettings
 from mmt_nas.trace import eval_mode, shape_of

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import OptionError
 from mmt_nas.intervals import log_sd
+from mmt_nas.progress import progress
 from mmt_nas.records import OpRecord
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ def propose_for_budget(
     models: Sequence[tuple[str, torch.nn.Module, Sequence[int]]],
     budget_ms: float,
     n: int = 100,
+    *,
+    show_progress: bool | None = None,
 ) -> list[Proposal]:
     """Rank the ops the table lacks by how much measuring them would settle whether ``models`` fit ``budget_ms``.
 
@@ -58,6 +61,8 @@ def propose_for_budget(
         models: ``(name, model, input shape)``, e.g. a search's candidate architectures.
         budget_ms: The latency budget.
         n: How many ops to propose at most.
+        show_progress: A progress bar with its ETA over the models (:func:`mmt_nas.progress.bar`); ``None`` shows
+            it on a terminal only.
 
     Returns:
         At most ``n`` proposals, highest score first (ops no undecided model has score about 0 and come last).
@@ -78,7 +83,7 @@ def propose_for_budget(
     scores: dict[str, float] = {}
     weights: dict[str, list[tuple[float, str]]] = {}
     records: dict[str, OpRecord] = {}
-    for name, model, shape in models:
+    for name, model, shape in progress(models, len(models), "predict", show_progress, unit="model"):
         ops = predictor.parse(model, shape)
         pred = predictor.predict_ops(ops)
         spread = log_sd(pred.intervals, pred.sigma)

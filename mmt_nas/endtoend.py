@@ -241,6 +241,7 @@ def measure_interleaved(
     method: Method | Mapping[str, Method] = "inference",
     on_complete: Callable[[str, InterleavedResult], None] | None = None,
     on_error: Callable[[str, MeteringError], None] | None = None,
+    on_step: Callable[[str, int], None] | None = None,
 ) -> dict[str, InterleavedResult]:
     """Measure several models end to end in interleaved rounds: A, B, C, then B, A, C, ...
 
@@ -263,6 +264,8 @@ def measure_interleaved(
             journal it); its exceptions propagate.
         on_error: Called with ``(name, error)`` when a model fails to load or run; that model is then left
             out of the later rounds and of the result. ``None``: the error is raised.
+        on_step: Called with ``(name, round)`` after each model's timing in each round, failed or not (e.g. to
+            count progress).
 
     Returns:
         Name -> :class:`InterleavedResult`, in the order of ``paths``.
@@ -297,6 +300,9 @@ def measure_interleaved(
                 failed.add(name)
                 on_error(name, exc)
                 continue
+            finally:
+                if on_step is not None:
+                    on_step(name, r)
             done[name].append(stats)
             if r == len(split) - 1:
                 results[name] = InterleavedResult.from_rounds(done[name], how[name])

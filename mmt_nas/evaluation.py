@@ -36,6 +36,7 @@ from mmt_nas.endtoend import InterleavedResult, Method, measure_interleaved
 from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError
 from mmt_nas.meter import OpProfile, device_info, profile_model
 from mmt_nas.opspace import load_model, yaml_error_text
+from mmt_nas.progress import bar, progress
 from mmt_nas.vocab import check_shape, mnn_category, op_category, op_family
 
 if TYPE_CHECKING:
@@ -444,6 +445,7 @@ def evaluate(
     profile_times: int = 10,
     on_result: Callable[[ModelResult], None] | None = None,
     journal: str | os.PathLike[str] | None = None,
+    show_progress: bool | None = None,
 ) -> list[ModelResult]:
     """Measure, predict and profile every model. A model that fails is recorded with its error.
 
@@ -474,6 +476,9 @@ def evaluate(
             (its ``repr``), input shape, ``times``, ``repeats``, ``profile_times``, MNN settings and device
             is not measured again (``result.reused``); predictions are always recomputed. Delete the file
             once the results are saved, or to measure everything again. ``None``: no journal.
+        show_progress: Progress bars with their ETA, one while the models are built, predicted, exported and
+            profiled, one while they are measured (:func:`mmt_nas.progress.bar`); ``None`` shows them on a
+            terminal only.
 
     Returns:
         One result per case, in order.
@@ -507,7 +512,10 @@ def evaluate(
     # the work folder carries this process's id, so that the next run removes it if we are killed
     with tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}_") as tmp:
         # 1. every model: built, predicted, and exported and profiled unless its measurement is journaled
-        for index, (name, case, shape) in enumerate(cases):
+        cases = list(cases)
+        for index, (name, case, shape) in enumerate(
+            progress(cases, len(cases), "prepare", show_progress, unit="model")
+        ):
             item = _Pending(ModelResult(name, tuple(shape)))
             pending.append(item)
             result = item.result
@@ -555,15 +563,19 @@ def evaluate(
                 repeats,
                 times,
             )
-            measure_interleaved(
-                to_measure,
-                times * repeats,  # each round: `times` runs of every model
-                rounds=repeats,
-                settings=settings,
-                method=_METHOD,
-                on_complete=complete,
-                on_error=lambda label, exc: pending[int(label)].fail(exc),
-            )
+            with bar(
+                len(to_measure) * repeats, f"measure ({repeats} rounds)", unit="model", enabled=show_progress
+            ) as b:
+                measure_interleaved(
+                    to_measure,
+                    times * repeats,  # each round: `times` runs of every model
+                    rounds=repeats,
+                    settings=settings,
+                    method=_METHOD,
+                    on_complete=complete,
+                    on_error=lambda label, exc: pending[int(label)].fail(exc),
+                    on_step=lambda label, r: b.update(),
+                )
 
     # 3. what follows from the measurements, and the results in order
     results = []

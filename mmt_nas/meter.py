@@ -23,15 +23,16 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from mmt_nas import device_state
 from mmt_nas._files import atomic_write_text, exclusive_lock, lock_path, open_journal, remove_stale_temp_files
-from mmt_nas._imports import require, try_import
+from mmt_nas._imports import require
 from mmt_nas.exceptions import MeteringError, TableError
+from mmt_nas.progress import progress
 from mmt_nas.records import TABLE_FILENAME, load_ops_meta
 from mmt_nas.rounds import RoundTiming, entry_of, read_journal, round_order, round_times
 from mmt_nas.sentinel import SENTINEL_THRESHOLD, Sentinel, choose_sentinel
@@ -63,7 +64,6 @@ COLD_REUSE_BYTES = 48 << 20
 #: distance, and are the least affected).
 COLD_MOST_COPIES = 24
 _CHECKPOINT_SECONDS = 5.0
-_T = TypeVar("_T")
 
 
 @contextlib.contextmanager
@@ -105,19 +105,6 @@ def mnn_runtime() -> Any:
         with quiet_native_output():
             require("MNN", "base", "metering with the MNN runtime")
     return sys.modules["MNN"]
-
-
-def progress(items: Iterable[_T], total: int, desc: str, enabled: bool | None) -> Iterable[_T]:
-    """Wrap ``items`` in a progress bar when enabled (default: only on a terminal)."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return items
-    with try_import("torch", "a progress bar") as imported:
-        from tqdm import tqdm
-    if not imported.is_successful():
-        return items  # a progress bar is a nicety: go on without it
-    return tqdm(items, total=total, desc=desc, unit="op", leave=False)
 
 
 def _cpu_model() -> str:
