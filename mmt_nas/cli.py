@@ -23,6 +23,7 @@ from mmt_nas.opspace import dump_space, load_space, space_of, yaml_error_text
 from mmt_nas.opspace import load_model as _load_model
 from mmt_nas.report import JOURNAL_FILENAME, Report, evaluate, load_model_specs
 from mmt_nas.table import TABLE_FILENAME, LatencyTable
+from mmt_nas.vocab import did_you_mean
 
 # The modules above import neither torch nor scikit-learn, so `mmt-nas meter` runs on a device with the base
 # install. Those that do (describe, converter, predictor, fallback, calibration, parser) are imported by the
@@ -464,9 +465,37 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a mistyped command, choice or option (difflib, :func:`vocab.did_you_mean`)."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        choices = action.choices
+        if choices is not None and value not in choices:
+            shown = ", ".join(map(repr, choices))
+            hint = did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) else ""
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {shown}).{hint}")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = self._subparser(getattr(ns, "command", None))
+            options = [o for a in (sub or self)._actions for o in a.option_strings if o.startswith("--")]
+            hints = "".join(
+                did_you_mean(x.split("=", 1)[0], options) for x in extras if x.startswith("--") and len(x) > 2
+            )
+            (sub or self).error(f"unrecognized arguments: {' '.join(extras)}.{hints}")
+        return ns
+
+    def _subparser(self, command: str | None) -> argparse.ArgumentParser | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                return action.choices[command]
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mmt-nas``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mmt-nas",
         description="Operator latency tables and model latency prediction with MNN, for neural architecture search.",
     )

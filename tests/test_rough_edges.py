@@ -238,3 +238,41 @@ def test_an_option_typo_gets_a_suggestion() -> None:
     assert str(info.value) == "latency must be 'core' or 'wall', but got latency='hot'."  # nothing close: as before
     assert close_matches("conv2D", ["Conv1d", "Conv2d", "conv2d", "Conv3d"]) == ["Conv2d", "conv2d"]
     assert close_matches("x" * 201, ["x" * 201 + "y"]) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["metre", "ops"], "invalid choice: 'metre' (choose from 'demo', "),
+        (["metre", "ops"], "Did you mean 'meter', 'merge' or 'measure'?"),
+        (["meter", "ops", "--precision", "hihg"], "argument --precision: invalid choice: 'hihg' (choose from 'high', "),
+        (["meter", "ops", "--precision", "hihg"], "Did you mean 'high'?"),
+        (
+            ["meter", "ops", "--precison", "high"],
+            "mmt-nas meter: error: unrecognized arguments: --precison high. Did you mean '--precision'?",
+        ),
+        (
+            ["predict", "m:f", "--input-shape", "1,3", "--table", "t", "--confidense=0.9"],
+            "Did you mean '--confidence'?",
+        ),
+    ],
+)
+def test_a_command_line_typo_gets_a_suggestion(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mmt_nas.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_a_command_line_word_nothing_is_close_to_gets_no_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    from mmt_nas.cli import main
+
+    for argv in (["meter", "ops", "--zzzz"], ["meter", "ops", "--precision", "qqqq"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        err = capsys.readouterr().err
+        assert "error:" in err and "Did you mean" not in err
