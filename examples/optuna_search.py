@@ -22,9 +22,9 @@ In a database the search can be watched live in optuna-dashboard (pip install -c
     python examples/optuna_search.py --storage sqlite:///search.db
     optuna-dashboard sqlite:///search.db          # then open http://127.0.0.1:8080
 
-Each trial lists its predicted latency, 90% interval, budget and feasibility (sortable columns); the study's
-note says what the budget and the table were; its figure "mmt-nas-latency" plots accuracy against predicted
-latency with the intervals.
+Each trial lists its predicted latency, 90% interval, budget and feasibility; the study's note says what the
+budget and the table were; its figure "mmt-nas-latency" plots accuracy against predicted latency with the
+intervals (redrawn every 5 trials of a worker, and when it stops).
 
 --trials is then the study's total: each worker stops once the study holds that many finished trials.
 The first worker stores the latency budget in the study; the others use it. Workers sharing a --work-dir
@@ -265,6 +265,15 @@ def main(argv: list[str] | None = None) -> int:
 
     ran: list[int] = []
     callbacks: list[Any] = [lambda study, trial: ran.append(trial.number)]
+    # optuna-dashboard (and plotly, its figure's): the latency figure is redrawn every 5 trials of this worker
+    dashboard = args.storage is not None and all(importlib.util.find_spec(m) for m in ("optuna_dashboard", "plotly"))
+
+    def redraw(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if len(ran) % 5 == 0 and any(t.values for t in study.get_trials(deepcopy=False)):
+            save_latency_plot(study, objective="accuracy")
+
+    if dashboard:
+        callbacks.append(redraw)
     if args.storage is None:
         callbacks.append(SearchLog(work / "search.json"))  # rewritten after every trial
     else:  # --trials is the study's total, whichever worker runs them
@@ -276,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage is not None:
         print(f"\nthis worker ran {len(ran)} trials ({args.sampler})")
     summarize(study, budget, work, ops)
-    if args.storage is not None and importlib.util.find_spec("optuna_dashboard") is not None:
+    if dashboard:
         if any(t.values for t in study.get_trials(deepcopy=False)):
-            save_latency_plot(study, objective="accuracy")  # a snapshot of the study's finished trials
+            save_latency_plot(study, objective="accuracy")  # the study's completed trials, all workers'
         print(f"watch the study:  optuna-dashboard {args.storage}")
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0

@@ -1,6 +1,6 @@
 """One way to import optional dependencies, in Optuna's ``try_import`` style.
 
-Heavy optional dependencies (scikit-learn, Optuna, matplotlib, tqdm) are imported where they are
+Heavy optional dependencies (scikit-learn, Optuna, matplotlib, plotly, optuna-dashboard) are imported where they are
 first needed, inside a :func:`try_import` block; when the import fails, :meth:`_DeferredImport.check`
 raises :class:`~mmt_nas.exceptions.MissingExtraError` naming the mmt_nas extra that installs them
 (``pip install -c constraints.txt 'mmt-nas[EXTRA]'``)::
@@ -26,7 +26,7 @@ __all__ = ["Extra", "install_hint", "try_import", "require"]
 #: (MNN, numpy, PyYAML, tqdm), which a broken install can still lack.
 Extra = Literal["base", "torch", "fallback", "optuna", "dashboard", "plots", "postgres", "all"]
 
-_BASE_PACKAGES = {"MNN": "MNN", "_tools": "MNN", "numpy": "numpy", "yaml": "PyYAML", "tqdm": "tqdm"}
+_BASE_PACKAGES = {"MNN": "MNN", "_tools": "MNN", "numpy": "numpy", "yaml": "PyYAML"}
 
 
 def install_hint(extra: Extra, module: str = "") -> str:

@@ -479,12 +479,31 @@ class _Parser(argparse.ArgumentParser):
         ns, extras = self.parse_known_args(args, namespace)
         if extras:
             sub = self._subparser(getattr(ns, "command", None))
-            options = [o for a in (sub or self)._actions for o in a.option_strings if o.startswith("--")]
-            hints = "".join(
-                did_you_mean(x.split("=", 1)[0], options) for x in extras if x.startswith("--") and len(x) > 2
-            )
-            (sub or self).error(f"unrecognized arguments: {' '.join(extras)}.{hints}")
+            argv = list(sys.argv[1:] if args is None else args)
+            before = set(argv[: argv.index("--")] if "--" in argv else argv)  # after a bare "--": not options
+            hints = [
+                (word, hint)
+                for word in extras
+                if word.startswith("--") and len(word) > 2 and word in before and (hint := self._suggest(word, sub))
+            ]
+            said = "".join(f" {w!r}:{h}" if len(hints) > 1 else h for w, h in hints)
+            (sub or self).error(f"unrecognized arguments: {' '.join(extras)}.{said}")
         return ns
+
+    def _suggest(self, word: str, sub: argparse.ArgumentParser | None) -> str:
+        """A hint for the unknown option ``word``: the command's options close to it, else mmt-nas's own, which go
+        before the command."""
+        name = word.split("=", 1)[0]
+        own = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        if sub is None:
+            return did_you_mean(name, own)
+        command = sub.prog.split()[-1]
+        if name in own:
+            return f" {name} is an option of mmt-nas itself: put it before the command (mmt-nas {name} {command} ...)."
+        if hint := did_you_mean(name, [o for a in sub._actions for o in a.option_strings if o.startswith("--")]):
+            return hint
+        hint = did_you_mean(name, own)
+        return f"{hint} (an option of mmt-nas itself: before the command, mmt-nas OPTION {command} ...)" if hint else ""
 
     def _subparser(self, command: str | None) -> argparse.ArgumentParser | None:
         for action in self._actions:

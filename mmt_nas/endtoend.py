@@ -264,8 +264,8 @@ def measure_interleaved(
             journal it); its exceptions propagate.
         on_error: Called with ``(name, error)`` when a model fails to load or run; that model is then left
             out of the later rounds and of the result. ``None``: the error is raised.
-        on_step: Called with ``(name, round)`` after each model's timing in each round, failed or not (e.g. to
-            count progress).
+        on_step: Called with ``(name, round)`` after each model's turn in each round: timed, failed, or skipped
+            because it failed in an earlier round (so ``len(paths) * rounds`` calls in all, e.g. to count progress).
 
     Returns:
         Name -> :class:`InterleavedResult`, in the order of ``paths``.
@@ -290,6 +290,8 @@ def measure_interleaved(
     for r, n in enumerate(split):
         for name in round_order(paths, seed, r):
             if name in failed:
+                if on_step is not None:
+                    on_step(name, r)  # its turn, skipped
                 continue
             timer = time_inference if how[name] == "inference" else time_model
             try:
@@ -299,10 +301,11 @@ def measure_interleaved(
                     raise
                 failed.add(name)
                 on_error(name, exc)
-                continue
-            finally:
                 if on_step is not None:
                     on_step(name, r)
+                continue
+            if on_step is not None:
+                on_step(name, r)
             done[name].append(stats)
             if r == len(split) - 1:
                 results[name] = InterleavedResult.from_rounds(done[name], how[name])

@@ -13,18 +13,26 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from mmt_nas._imports import try_import
-
 __all__ = ["Bar", "bar", "progress"]
 
 _T = TypeVar("_T")
 
 
 class Bar:
-    """One step's progress: :meth:`update` after each unit of work; a no-op when not shown."""
+    """One step's progress: :meth:`update` after each unit of work; a no-op when not shown.
+
+    While a bar is shown, log records that would go to the console are written above it (tqdm's
+    ``logging_redirect_tqdm``), not into it.
+    """
 
     def __init__(self, tqdm_bar: Any | None) -> None:
         self._bar = tqdm_bar
+        self._logging: Any | None = None
+        if tqdm_bar is not None:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self._logging = logging_redirect_tqdm(tqdm_class=type(tqdm_bar))
+            self._logging.__enter__()
 
     @property
     def shown(self) -> bool:
@@ -41,6 +49,9 @@ class Bar:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self._logging is not None:
+            self._logging.__exit__(None, None, None)
+            self._logging = None
 
     def __enter__(self) -> Bar:
         return self
@@ -62,9 +73,9 @@ def bar(total: int, desc: str, *, unit: str = "op", enabled: bool | None = None)
         enabled = sys.stderr.isatty()
     if not enabled or total <= 0:
         return Bar(None)
-    with try_import("base", "a progress bar") as imported:
+    try:
         from tqdm import tqdm
-    if not imported.is_successful():
+    except ImportError:  # a broken install: go on without a bar
         return Bar(None)
     # a terminal that reports no size (a bare pseudo-terminal) would get no bar at all: tqdm draws none past the
     # screen's last row, and none of zero width

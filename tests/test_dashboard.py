@@ -34,6 +34,7 @@ from mmt_nas.integrations.optuna import (  # noqa: E402
     UPPER_ATTR,
     LatencyConstraint,
     create_study,
+    latency_figure,
     prepare_dashboard,
     save_latency_plot,
 )
@@ -114,7 +115,7 @@ def test_the_dashboard_lists_the_latency_of_every_trial(tiny_ops: Path, tmp_path
     columns = {a["key"]: a["sortable"] for a in detail["union_user_attrs"]}
     for key in (PREDICTED_ATTR, BUDGET_ATTR, LOWER_ATTR, UPPER_ATTR, BOUND_ATTR, OVER_BUDGET_ATTR):
         assert columns[key] is True, key  # numeric: the trial table sorts and filters on it
-    assert FEASIBLE_ATTR in columns
+    assert columns[FEASIBLE_ATTR] is False  # a bool: listed, not sorted (the note says to sort on the value)
 
     assert len(detail["trials"]) == 5
     for t in detail["trials"]:
@@ -157,6 +158,36 @@ def test_the_dashboard_lists_the_latency_of_every_trial(tiny_ops: Path, tmp_path
     save_latency_plot(study, objective=0)
     assert len(get(f"/api/studies/{listed['study_id']}")["plotly_graph_objects"]) == 1
 
+    # Another worker's prepare_dashboard keeps a note a person edited; overwrite=True replaces it.
+    dashboard.save_note(study, "## my notes\n")
+    constraint = LatencyConstraint(predictor, budget, confidence=0.9)
+    prepare_dashboard(study, constraint, objective_names=["depth", "latency_ms"], note=True)
+    assert get(f"/api/studies/{listed['study_id']}")["note"]["body"] == "## my notes\n"
+    prepare_dashboard(study, constraint, note=True, overwrite=True)
+    assert get(f"/api/studies/{listed['study_id']}")["note"]["body"] == body
+
+
+def test_the_figure_follows_the_latency_constraint_not_the_others(tiny_ops: Path) -> None:
+    """A trial within its latency budget but over another constraint (memory, say) is drawn feasible: the
+    figure is about latency. Its hover says by how much it is within budget."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    predictor = LatencyPredictor(tiny_ops)
+    budget = 2 * float(predictor.predict(chain(1), SHAPE))
+    constraint = LatencyConstraint(predictor, budget)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        latency = constraint(trial, chain(trial.suggest_int("blocks", 1, 1)), SHAPE)
+        if hasattr(trial, "set_constraint"):
+            trial.set_constraint("memory_mb", 1.0)  # infeasible by memory
+        return 1.0, float(latency)
+
+    study.optimize(objective, n_trials=1)
+    (trial,) = study.trials
+    assert trial.user_attrs[FEASIBLE_ATTR] is True
+    figure = latency_figure(study)
+    (trace,) = figure.data
+    assert trace.name == "feasible" and "within budget by" in trace.text[0]
+
 
 def _feasible(trial: dict[str, Any]) -> bool:
     return {a["key"]: a["value"] for a in trial["user_attrs"]}[FEASIBLE_ATTR] == "True"
@@ -167,10 +198,11 @@ def test_dashboard_inputs_are_checked(tiny_ops: Path) -> None:
     constraint = LatencyConstraint(LatencyPredictor(tiny_ops), 1.0)
     with pytest.raises(SearchError, match=r"one non-empty name per objective \(2 for this study\).*\['acc'\]"):
         prepare_dashboard(study, constraint, objective_names=["acc"])
-    with pytest.raises(SearchError, match="no finished trial with a predicted latency"):
+    with pytest.raises(SearchError, match="no completed trial with a predicted latency"):
         save_latency_plot(study)
     study.optimize(lambda t: (1.0, float(constraint(t, chain(t.suggest_int("b", 0, 1)), SHAPE))), n_trials=1)
     with pytest.raises(SearchError, match=r"objective must be an objective's index \(0\.\.1\).*'accuracy'"):
         save_latency_plot(study, objective="accuracy")
     text = prepare_dashboard(study, constraint, note=False)  # in memory, no note saved
     assert "a point constraint" in text and "Pruned before training:** never" in text
+    assert f"`{OVER_BUDGET_ATTR}`" in text and f"`{BOUND_ATTR}`" not in text  # a point constraint stores no bound

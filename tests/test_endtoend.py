@@ -104,10 +104,18 @@ def test_measure_interleaved_failures(tiny_ops: Path, tmp_path: Path) -> None:
     with pytest.raises(MeteringError, match="bad.mnn"):
         measure_interleaved({"ok": files["ReLU"], "bad": bad}, 2, rounds=2)
     errors: list[str] = []
+    steps: list[tuple[str, int]] = []
     res = measure_interleaved(
-        {"ok": files["ReLU"], "bad": bad}, 2, rounds=2, on_error=lambda name, exc: errors.append(name)
+        {"ok": files["ReLU"], "bad": bad},
+        2,
+        rounds=2,
+        on_error=lambda name, exc: errors.append(name),
+        on_step=lambda name, r: steps.append((name, r)),
     )
     assert list(res) == ["ok"] and errors == ["bad"]  # once: left out of the later rounds
+    # every model's turn in every round is counted, the failed one's and its skipped turn included
+    assert sorted(steps) == [("bad", 0), ("bad", 1), ("ok", 0), ("ok", 1)]
+    assert [r for _, r in steps] == [0, 0, 1, 1]
 
 
 @pytest.mark.parametrize(

@@ -126,3 +126,10 @@ def test_a_bar_counts_what_it_is_given_and_nothing_when_off(capfd: pytest.Captur
     with bar(0, "z", enabled=True) as empty:  # nothing to count: no bar
         assert not empty.shown
     assert capfd.readouterr().err == ""
+
+
+def test_verbose_draws_the_bar_even_piped(tiny_ops: Path, models: Path, tmp_path: Path) -> None:
+    args = ["-v", "sample", "--near-budget", "1", "--table", str(tiny_ops), "--models", str(models), "-o", "n.yaml"]
+    code, out, err = _mmt_nas(args, tmp_path, terminal=False)
+    assert code == 0, out + err
+    assert _bars(err, "predict", 2, "model"), err[-2000:]

@@ -255,6 +255,14 @@ def test_an_option_typo_gets_a_suggestion() -> None:
             ["predict", "m:f", "--input-shape", "1,3", "--table", "t", "--confidense=0.9"],
             "Did you mean '--confidence'?",
         ),
+        (
+            ["meter", "ops", "--verbose"],
+            "--verbose is an option of mmt-nas itself: put it before the command (mmt-nas --verbose meter ...)",
+        ),
+        (
+            ["meter", "ops", "--precison", "high", "--thredas", "2"],
+            "'--precison': Did you mean '--precision'? '--thredas': Did you mean '--threads'",
+        ),
     ],
 )
 def test_a_command_line_typo_gets_a_suggestion(
@@ -271,7 +279,9 @@ def test_a_command_line_typo_gets_a_suggestion(
 def test_a_command_line_word_nothing_is_close_to_gets_no_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
     from mmt_nas.cli import main
 
-    for argv in (["meter", "ops", "--zzzz"], ["meter", "ops", "--precision", "qqqq"]):
+    # after a bare "--" a word is not an option, however close to one
+    cases = (["meter", "ops", "--zzzz"], ["meter", "ops", "--precision", "qqqq"], ["meter", "ops", "--", "--precison"])
+    for argv in cases:
         with pytest.raises(SystemExit):
             main(argv)
         err = capsys.readouterr().err

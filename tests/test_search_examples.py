@@ -48,7 +48,7 @@ def test_optuna_search_in_sqlite_for_the_dashboard(tmp_path: Path) -> None:
     pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (the dashboard extra)")
     from optuna_dashboard import get_note
 
-    from mmt_nas.integrations.optuna import FEASIBLE_ATTR, PREDICTED_ATTR, UPPER_ATTR
+    from mmt_nas.integrations.optuna import FEASIBLE_ATTR, PREDICTED_ATTR, UPPER_ATTR, TrialRecord
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
     out = _run("optuna_search.py", tmp_path / "optuna", "--storage", url, "--confidence", "0.9")
@@ -59,8 +59,10 @@ def test_optuna_search_in_sqlite_for_the_dashboard(tmp_path: Path) -> None:
     trials = [t for t in study.trials if PREDICTED_ATTR in t.user_attrs]
     assert len(trials) == 5
     assert all(t.user_attrs[UPPER_ATTR] > t.user_attrs[PREDICTED_ATTR] for t in trials)
-    assert all(t.user_attrs[FEASIBLE_ATTR] == all(v <= 0 for v in t.constraints.values()) for t in trials)
-    assert any(k.startswith("dashboard:plot_data:") for k in study._storage.get_study_system_attrs(study._study_id))
+    assert all(t.user_attrs[FEASIBLE_ATTR] == TrialRecord.from_trial(t).feasible for t in trials)
+    storage = optuna.storages.RDBStorage(url)
+    system_attrs = storage.get_study_system_attrs(storage.get_study_id_from_name("optuna_search"))
+    assert any(k.startswith("dashboard:plot_data:") for k in system_attrs)  # the latency figure
 
 
 def test_darts_latency_quick(tmp_path: Path) -> None:
