@@ -225,6 +225,26 @@ class LatencyRegressor:
             hit = cache[(what, op.key)] = None if out is None else out[0]
         return hit
 
+    def prepare(self, ops: Sequence[ParsedOp]) -> None:
+        """Estimate every op of ``ops`` not remembered yet in one call of each estimator (the predictor's optional
+        protocol): a model's fallback ops then cost one forest call, not one per op and per quantity. Later
+        :meth:`predict_op`, :meth:`log_std_op` and :meth:`cold_ratio_op` calls read what this remembered."""
+        self._check_fitted()
+        cache: dict[tuple[str, str], Any] = self.__dict__.setdefault("_op_cache", {})
+        todo: dict[str, OpRecord] = {}
+        for op in ops:
+            if op.key not in todo and ("ms", op.key) not in cache:
+                todo[op.key] = record_from_parsed(op)
+        if not todo:
+            return
+        if len(cache) + 3 * len(todo) > _OP_CACHE_MAX:
+            cache.clear()
+        records = list(todo.values())
+        for what, compute in (("ms", self.predict), ("log_std", self.log_std), ("cold", self.cold_ratios)):
+            out = compute(records)
+            for key, value in zip(todo, out if out is not None else [None] * len(records)):
+                cache[(what, key)] = value
+
     def predict_op(self, op: ParsedOp) -> float:
         """Estimate one parsed op (the predictor's fallback protocol)."""
         return float(self._per_op(op, "ms", self.predict))

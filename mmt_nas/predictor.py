@@ -81,7 +81,9 @@ class OpEstimator(Protocol):
         time ratio (as :class:`~mmt_nas.fallback.LatencyRegressor` has): then the ops it estimates move toward
         their cold time in a large model (``context="model"``) like the table's ops. And
         ``log_std_op(op) -> float``, the relative standard deviation (log units) of its estimate, for the
-        prediction's interval; without it an estimate counts :data:`FALLBACK_SIGMA`.
+        prediction's interval; without it an estimate counts :data:`FALLBACK_SIGMA`. And
+        ``prepare(ops) -> None``, called first with each model's missing ops (one of each key), to estimate
+        them all at once.
         """
 
 
@@ -418,6 +420,9 @@ class LatencyPredictor:
             raise UnknownOpError(self._missing_message(missing, grouped), missing)
         parts: list[tuple[str, list[ParsedOp], float, Source]] = []
         sigmas: list[float] = []
+        prepare = getattr(self.fallback, "prepare", None) if missing else None
+        if prepare is not None:  # estimate all of them at once (optional protocol: LatencyRegressor.prepare)
+            prepare([grouped[k][0] for k in missing])
         for key, group in grouped.items():
             entry = self.table.get(key)
             if entry is not None:

@@ -264,3 +264,32 @@ def test_the_fallback_remembers_its_estimates_until_refit(tiny_ops: Path) -> Non
     slow = [dataclasses.replace(e, core_ms=2 * e.core_ms) for e in base]
     fallback.fit(slow)
     assert fallback.predict_op(op) == pytest.approx(2 * first, rel=0.02)  # a stale cache would give `first`
+
+
+def test_a_models_fallback_ops_are_estimated_in_one_call(tiny_ops: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare() estimates every missing op of a model at once, to exactly what one op at a time gives: the
+    forest is asked once per quantity (time, spread, cold ratio) for the whole model, not once per op."""
+    table = LatencyTable.load(tiny_ops)
+    fallback = LatencyRegressor("forest").fit(table)
+    one_by_one = LatencyPredictor(table, on_missing="fallback", fallback=fallback)
+    ops = [o for w in (16, 24, 32) for o in one_by_one.parse(TinyNet(width=w), TINY_SHAPE)]  # ops the table lacks
+    missing = {o.key: o for o in ops if o.key not in table and o.fused_into is None}
+    assert len(missing) >= 6
+    expected = {
+        k: (fallback.predict_op(o), fallback.log_std_op(o), fallback.cold_ratio_op(o)) for k, o in missing.items()
+    }
+
+    fresh = LatencyRegressor("forest").fit(table)
+    fresh.oof_log_std()  # computed once per fit, on the table's own ops: not what is counted here
+    calls: list[tuple[str, int]] = []
+    for name in ("estimator_", "cold_estimator_"):
+        estimator = getattr(fresh, name)
+        real = estimator.predict
+        estimator.predict = lambda x, real=real, name=name: calls.append((name, len(x))) or real(x)
+    batched = LatencyPredictor(table, on_missing="fallback", fallback=fresh).predict_ops(ops)
+    # the time and the cold ratio of all of them in one call each (the spread asks the trees)
+    assert sorted(calls) == [("cold_estimator_", len(missing)), ("estimator_", len(missing))]
+    for k, o in missing.items():
+        assert (fresh.predict_op(o), fresh.log_std_op(o), fresh.cold_ratio_op(o)) == pytest.approx(expected[k])
+    assert float(batched) == pytest.approx(float(one_by_one.predict_ops(ops)), rel=1e-12)
+    assert len(calls) == 2  # everything after came from what prepare() remembered
