@@ -56,8 +56,10 @@ FEATURE_NAMES = (
 ) + tuple(f"is_{f}" for f in FAMILIES)
 
 
-_MISSING = object()
 _OP_CACHE_MAX = 100_000
+#: What the fallback remembers of each op it estimated: its time, its spread and its cold ratio.
+_Quantity = Literal["ms", "log_std", "cold"]
+_QUANTITIES: tuple[_Quantity, ...] = ("ms", "log_std", "cold")
 _CONTROLLER: Any = None
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -212,42 +214,35 @@ class LatencyRegressor:
             return []
         return [math.exp(v) for v in self.estimator_.predict([op_features(o) for o in ops])]
 
-    def _per_op(self, op: ParsedOp, what: str, compute: Any) -> Any:
-        """``compute([record])[0]`` for one parsed op, remembered by its key until the next :meth:`fit` (a search
-        predicts the same ops in many candidates; a key determines its op)."""
+    def _remember(self, ops: Sequence[ParsedOp], what: _Quantity) -> dict[tuple[str, str], Any]:
+        """Estimate ``what`` of every op of ``ops`` not remembered yet, in one call, and remember it by the op's
+        key until the next :meth:`fit` (a search predicts the same ops in many candidates; a key determines its
+        op). Returns the memory, ``(what, key) -> value``."""
         self._check_fitted()
         cache: dict[tuple[str, str], Any] = self.__dict__.setdefault("_op_cache", {})
-        hit = cache.get((what, op.key), _MISSING)
-        if hit is _MISSING:
-            if len(cache) >= _OP_CACHE_MAX:
-                cache.pop(next(iter(cache)))
-            out = compute([record_from_parsed(op)])
-            hit = cache[(what, op.key)] = None if out is None else out[0]
-        return hit
+        todo: dict[str, OpRecord] = {}
+        for op in ops:
+            if op.key not in todo and (what, op.key) not in cache:
+                todo[op.key] = record_from_parsed(op)
+        if todo:
+            if len(cache) + len(todo) > _OP_CACHE_MAX:
+                cache.clear()
+            compute = {"ms": self.predict, "log_std": self.log_std, "cold": self.cold_ratios}[what]
+            out = compute(list(todo.values()))
+            for key, value in zip(todo, out if out is not None else [None] * len(todo)):
+                cache[(what, key)] = value
+        return cache
 
     def prepare(self, ops: Sequence[ParsedOp]) -> None:
         """Estimate every op of ``ops`` not remembered yet in one call of each estimator (the predictor's optional
         protocol): a model's fallback ops then cost one forest call, not one per op and per quantity. Later
         :meth:`predict_op`, :meth:`log_std_op` and :meth:`cold_ratio_op` calls read what this remembered."""
-        self._check_fitted()
-        cache: dict[tuple[str, str], Any] = self.__dict__.setdefault("_op_cache", {})
-        todo: dict[str, OpRecord] = {}
-        for op in ops:
-            if op.key not in todo and ("ms", op.key) not in cache:
-                todo[op.key] = record_from_parsed(op)
-        if not todo:
-            return
-        if len(cache) + 3 * len(todo) > _OP_CACHE_MAX:
-            cache.clear()
-        records = list(todo.values())
-        for what, compute in (("ms", self.predict), ("log_std", self.log_std), ("cold", self.cold_ratios)):
-            out = compute(records)
-            for key, value in zip(todo, out if out is not None else [None] * len(records)):
-                cache[(what, key)] = value
+        for what in _QUANTITIES:
+            self._remember(ops, what)
 
     def predict_op(self, op: ParsedOp) -> float:
         """Estimate one parsed op (the predictor's fallback protocol)."""
-        return float(self._per_op(op, "ms", self.predict))
+        return float(self._remember([op], "ms")[("ms", op.key)])
 
     @single_threaded
     def oof_log_std(self) -> float:
@@ -279,7 +274,7 @@ class LatencyRegressor:
 
     def log_std_op(self, op: ParsedOp) -> float:
         """:meth:`log_std` of one parsed op (the predictor's optional protocol, for intervals)."""
-        return float(self._per_op(op, "log_std", self.log_std))
+        return float(self._remember([op], "log_std")[("log_std", op.key)])
 
     @single_threaded
     def cold_ratios(self, ops: Sequence[OpRecord | TableEntry]) -> list[float] | None:
@@ -294,7 +289,7 @@ class LatencyRegressor:
 
     def cold_ratio_op(self, op: ParsedOp) -> float | None:
         """Estimated cold-over-hot ratio of one parsed op, or ``None`` (the predictor's optional protocol)."""
-        ratio = self._per_op(op, "cold", self.cold_ratios)
+        ratio = self._remember([op], "cold")[("cold", op.key)]
         return None if ratio is None else float(ratio)
 
     def to_dict(self) -> dict[str, Any]:
