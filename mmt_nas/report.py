@@ -363,13 +363,13 @@ class Report:
     def _write(self, out: Path, plots: bool) -> dict[str, Path]:
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "report.json", "md": out / "report.md"}
-        doc = self.to_dict()
+        doc, md = self.to_dict(), self.markdown()
         atomic_write_text(paths["json"], json.dumps(doc, indent=1, allow_nan=False) + "\n")
-        atomic_write_text(paths["md"], self.markdown())
+        atomic_write_text(paths["md"], md)
         if plots:
             paths.update(self._plots(out))
             paths["html"] = out / "report.html"
-            atomic_write_text(paths["html"], self._html(paths, doc))
+            atomic_write_text(paths["html"], self._html(paths, doc, md))
         remove_stale_temp_files(out, REPORT_FILES)
         return paths
 
@@ -427,10 +427,13 @@ class Report:
         paths["error_by_op_type"] = _save(fig, out / "error_by_op_type.png", plt)
         return paths
 
-    def _html(self, paths: Mapping[str, Path], doc: Mapping[str, Any] | None = None) -> str:
+    def _html(self, paths: Mapping[str, Path], doc: Mapping[str, Any] | None = None, md: str | None = None) -> str:
         """The page ``report.html``: interactive with plotly (:func:`mmt_nas.html_report.render_html`), else the
-        PNG plots over the Markdown report. ``doc``: :meth:`to_dict`, if already made."""
-        return render_html(self.to_dict() if doc is None else doc, images=paths, markdown=self.markdown())
+        PNG plots over the Markdown report. ``doc`` and ``md``: :meth:`to_dict` and :meth:`markdown`, if already
+        made."""
+        return render_html(
+            self.to_dict() if doc is None else doc, images=paths, markdown=self.markdown() if md is None else md
+        )
 
 
 def report_lock(folder: str | os.PathLike[str]) -> contextlib.AbstractContextManager[None]:
