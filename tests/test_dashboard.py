@@ -14,12 +14,11 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import optuna
 import pytest
-from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from tinymods import TinyBlock  # noqa: E402
+from tinymods import chain  # noqa: E402
 
 from mmt_nas.exceptions import SearchError  # noqa: E402
 from mmt_nas.integrations.optuna import (  # noqa: E402
@@ -44,12 +43,6 @@ dashboard = pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is 
 SHAPE = [1, 3, 16, 16]
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # BruteForceSampler
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def chain(blocks: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), *[TinyBlock(8) for _ in range(blocks)], nn.AdaptiveAvgPool2d(1)
-    ).eval()
 
 
 class _Quiet(WSGIRequestHandler):

@@ -16,12 +16,11 @@ from typing import Any
 
 import optuna
 import pytest
-from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from tinymods import TinyBlock  # noqa: E402
+from tinymods import chain  # noqa: E402
 
 from mmt_nas.integrations import MissingExtraError, SearchError, require  # noqa: E402
 from mmt_nas.integrations.optuna import (  # noqa: E402
@@ -38,13 +37,6 @@ from mmt_nas.report import load_model_specs  # noqa: E402
 
 SHAPE = [1, 3, 16, 16]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def chain(blocks: int) -> nn.Module:
-    """A net made of the tiny table's ops only (no glue code between modules): deeper is slower."""
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), *[TinyBlock(8) for _ in range(blocks)], nn.AdaptiveAvgPool2d(1)
-    ).eval()
 
 
 @pytest.fixture(scope="module")

@@ -75,3 +75,10 @@ def conv_stack(width: int = 24, depth: int = 12) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(3, width, 3, padding=1), *[nn.Conv2d(width, width, 3, padding=1) for _ in range(depth)]
     ).eval()
+
+
+def chain(blocks: int) -> nn.Module:
+    """A net made of the tiny table's ops only (no glue code between modules): deeper is slower."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), *[TinyBlock(8) for _ in range(blocks)], nn.AdaptiveAvgPool2d(1)
+    ).eval()
