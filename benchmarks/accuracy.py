@@ -30,16 +30,20 @@ sys.path.insert(0, str(ROOT / "examples" / "zoo"))
 import nas_zoo  # noqa: E402
 from results_md import RESULTS, machine_line, update_section  # noqa: E402
 
-from mmt_nas.calibration import InContextCalibration, cross_fitted, samples_from_profile  # noqa: E402
-from mmt_nas.converter import generate_ops_list  # noqa: E402
-from mmt_nas.describe import space_from_model  # noqa: E402
-from mmt_nas.fallback import LatencyRegressor, compare_regressors  # noqa: E402
-from mmt_nas.meter import OpProfile, meter_ops  # noqa: E402
-from mmt_nas.opspace import dump_space  # noqa: E402
+from mmt_nas._files import atomic_write_text  # noqa: E402
+from mmt_nas.build.generate import generate_ops_list  # noqa: E402
+from mmt_nas.device.meter import meter_ops  # noqa: E402
+from mmt_nas.device.profile import OpProfile  # noqa: E402
 from mmt_nas.parser import parse_model  # noqa: E402
-from mmt_nas.predictor import LatencyPredictor, Prediction  # noqa: E402
-from mmt_nas.report import ModelResult, Report, _category_split, compute_metrics, evaluate  # noqa: E402
-from mmt_nas.table import LatencyTable, atomic_write_text  # noqa: E402
+from mmt_nas.predict.calibration import InContextCalibration, cross_fitted, samples_from_profile  # noqa: E402
+from mmt_nas.predict.fallback import LatencyRegressor, compare_regressors  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor, Prediction  # noqa: E402
+from mmt_nas.report.document import Report  # noqa: E402
+from mmt_nas.report.evaluation import ModelResult, _category_split, evaluate  # noqa: E402
+from mmt_nas.report.metrics import compute_metrics  # noqa: E402
+from mmt_nas.space.describe import space_from_model  # noqa: E402
+from mmt_nas.space.opspace import dump_space  # noqa: E402
+from mmt_nas.table.table import LatencyTable  # noqa: E402
 
 RESOLUTIONS = {224: [112, 56, 28, 14, 7], 160: [80, 40, 20, 10, 5], 128: [64, 32, 16, 8, 4], 96: [48, 24, 12, 6, 3]}
 Models = list[tuple[str, Any, list[int]]]
@@ -96,7 +100,7 @@ def generic_space(channels: list[int], sizes: list[int]) -> dict[str, Any]:
             "AdaptiveAvgPool2d": {"output_size": [1], "input_shape": shapes},
             "Linear": {"in_features": channels, "out_features": [1000], "input_shape": [[1, c] for c in channels]},
         },
-        "mmt_nas.ops": {"Functional": add},
+        "mmt_nas.space.ops": {"Functional": add},
     }
 
 

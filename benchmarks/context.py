@@ -6,9 +6,9 @@ its per-op callbacks (the input written before every run). Each conv reads its o
 inference: with few copies they stay in the caches between two inferences, as when an op is timed alone;
 past the caches' effective size they come from memory every time. The script prints each conv's median
 in-context time against the model's weight bytes, and the cold time of one conv alone
-(:func:`mmt_nas.meter.cold_core_ms`: copies of it cycled), in rounds alternating the sizes.
+(:func:`mmt_nas.device.profile.cold_core_ms`: copies of it cycled), in rounds alternating the sizes.
 
-The knee it shows is what ``mmt_nas.predictor.CACHE_BYTES`` holds for this project's VM.
+The knee it shows is what ``mmt_nas.predict.cache.CACHE_BYTES`` holds for this project's VM.
 
 Run:  python benchmarks/context.py [--channels 256] [--size 7] [--repeats 3]
 Prints a table and rewrites the "context" section of benchmarks/RESULTS.md.
@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results_md import machine_line, update_section  # noqa: E402
 
-from mmt_nas.cache import CACHE_BYTES  # noqa: E402
-from mmt_nas.converter import export_to_mnn  # noqa: E402
-from mmt_nas.meter import cold_core_ms, core_ms, profile_model  # noqa: E402
+from mmt_nas.build.export import export_to_mnn  # noqa: E402
+from mmt_nas.device.profile import cold_core_ms, core_ms, profile_model  # noqa: E402
+from mmt_nas.predict.cache import CACHE_BYTES  # noqa: E402
 
 COPIES = (1, 2, 4, 6, 8, 12, 16, 24)
 

@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_md import machine_line, update_section  # noqa: E402
 from scale_out import SPACE  # noqa: E402
 
-from mmt_nas.converter import generate_ops_list  # noqa: E402
-from mmt_nas.meter import _Session, timed_runs  # noqa: E402
-from mmt_nas.table import RuntimeSettings  # noqa: E402
+from mmt_nas.build.generate import generate_ops_list  # noqa: E402
+from mmt_nas.device.timing import _Session, timed_runs  # noqa: E402
+from mmt_nas.table.table import RuntimeSettings  # noqa: E402
 
 
 def normalized(t: np.ndarray, x: np.ndarray, k: int, iters: int = 3) -> np.ndarray:

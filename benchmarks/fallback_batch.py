@@ -27,8 +27,8 @@ from nas_space import SPACES, build_table  # noqa: E402
 from resnet18 import ResNet18  # noqa: E402
 from results_md import machine_line, update_section  # noqa: E402
 
-from mmt_nas.fallback import LatencyRegressor  # noqa: E402
-from mmt_nas.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.predict.fallback import LatencyRegressor  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
 
 SHAPE = [1, 3, 224, 224]
 

@@ -1,10 +1,10 @@
 """How sure is a prediction? Coverage, width and false-feasible rates of the intervals, on unseen families.
 
 Reads a work folder of ``benchmarks/unseen.py`` (its table, and the truths it measured: ``results.json``), predicts
-every model again with its interval (:mod:`mmt_nas.intervals`), and scores:
+every model again with its interval (:mod:`mmt_nas.predict.intervals`), and scores:
 
 - **uncalibrated**: the prior interval (no measured model used);
-- **conformal (LOFO)**: for each family, :class:`~mmt_nas.intervals.ConformalIntervals` fitted on the models of
+- **conformal (LOFO)**: for each family, :class:`~mmt_nas.predict.intervals.ConformalIntervals` fitted on the models of
   every *other* family, scored on this family's: never on the models (or the family) it was fitted on.
 
 For each: coverage of the 80/90/95% two-sided intervals (share of measured latencies inside), the median 90%
@@ -34,10 +34,10 @@ import families  # noqa: E402
 import torch  # noqa: E402
 from results_md import machine_line, update_section  # noqa: E402
 
-from mmt_nas.fallback import LatencyRegressor, compare_regressors  # noqa: E402
-from mmt_nas.intervals import check_intervals  # noqa: E402
-from mmt_nas.predictor import LatencyPredictor  # noqa: E402
-from mmt_nas.table import LatencyTable  # noqa: E402
+from mmt_nas.predict.fallback import LatencyRegressor, compare_regressors  # noqa: E402
+from mmt_nas.predict.intervals import check_intervals  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.table.table import LatencyTable  # noqa: E402
 
 LEVELS = (0.8, 0.9, 0.95)
 

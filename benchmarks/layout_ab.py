@@ -4,7 +4,7 @@ For a refactor that must not slow prediction down. The older checkout's package 
 name (``mmt_nas_old``, its own imports renamed to match) so that both live in one process: the same
 tables (ResNet-18's op space, and the MobileNetV2-style block space of ``examples/nas_space.py``),
 metered once, are predicted by both, one call each in turn (A B, B A, ...), so the machine's drift
-hits both alike and the ratio new/old is taken pair by pair. ``import mmt_nas.predictor`` is timed in
+hits both alike and the ratio new/old is taken pair by pair. ``import mmt_nas.predict.predictor`` is timed in
 fresh processes, alternated the same way, in a fresh interpreter and with torch already imported.
 
 Run:  git worktree add /tmp/mmt_nas_old <old commit>
@@ -93,9 +93,9 @@ def main() -> None:
     from nas_space import SPACES, build_table
     from resnet18 import ResNet18
 
-    from mmt_nas.converter import generate_ops_list
-    from mmt_nas.meter import meter_ops
-    from mmt_nas.predictor import LatencyPredictor
+    from mmt_nas.build.generate import generate_ops_list
+    from mmt_nas.device.meter import meter_ops
+    from mmt_nas.predict.predictor import LatencyPredictor
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -137,7 +137,9 @@ def main() -> None:
             for i in range(args.imports):
                 for side in ("old", "new") if i % 2 == 0 else ("new", "old"):
                     root, module = (
-                        (work / "old", "mmt_nas_old.predictor") if side == "old" else (ROOT, "mmt_nas.predictor")
+                        (work / "old", "mmt_nas_old.predictor")
+                        if side == "old"
+                        else (ROOT, "mmt_nas.predict.predictor")
                     )
                     got[side].append(1e3 * import_seconds(root, module, torch_first))
             imports["after torch" if torch_first else "fresh"] = got
@@ -146,8 +148,8 @@ def main() -> None:
     for name, runs in [
         ("ResNet-18: `predict` (new model)", r18),
         ("MBV2-space: `predict` (new model)", mb),
-        ("`import mmt_nas.predictor`, fresh process", imports["fresh"]),
-        ("`import mmt_nas.predictor`, torch already imported", imports["after torch"]),
+        ("`import mmt_nas.predict.predictor`, fresh process", imports["fresh"]),
+        ("`import mmt_nas.predict.predictor`, torch already imported", imports["after torch"]),
     ]:
         o, n = summary(runs["old"]), summary(runs["new"])
         r = summary([b / a for a, b in zip(runs["old"], runs["new"])])
@@ -168,7 +170,7 @@ def main() -> None:
         )
         + "\n\n"
         "| measure | old | new | new/old |\n| --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
-        "The import rows are what `import mmt_nas.predictor` costs before any prediction; torch itself is "
+        "The import rows are what `import mmt_nas.predict.predictor` costs before any prediction; torch itself is "
         "imported by the first trace (or was already, by the caller's model code).\n"
     )
     print(body)

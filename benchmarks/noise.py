@@ -43,11 +43,13 @@ import nas_zoo  # noqa: E402
 from results_md import machine_line, update_section  # noqa: E402
 from scale_out import SPACE  # noqa: E402
 
-from mmt_nas.converter import export_to_mnn, generate_ops_list  # noqa: E402
-from mmt_nas.device_state import DeviceActivity  # noqa: E402
-from mmt_nas.endtoend import measure_interleaved  # noqa: E402
-from mmt_nas.meter import meter_ops, time_model  # noqa: E402
-from mmt_nas.table import LatencyTable  # noqa: E402
+from mmt_nas.build.export import export_to_mnn  # noqa: E402
+from mmt_nas.build.generate import generate_ops_list  # noqa: E402
+from mmt_nas.device.endtoend import measure_interleaved  # noqa: E402
+from mmt_nas.device.meter import meter_ops  # noqa: E402
+from mmt_nas.device.state import DeviceActivity  # noqa: E402
+from mmt_nas.device.timing import time_model  # noqa: E402
+from mmt_nas.table.table import LatencyTable  # noqa: E402
 
 _LOAD = (
     "import os, numpy as np\n"

@@ -21,10 +21,12 @@ sys.path.insert(0, str(ROOT / "examples" / "resnet18"))
 
 from results_md import machine_line, update_section  # noqa: E402
 
-from mmt_nas.converter import export_to_mnn, generate_ops_list  # noqa: E402
-from mmt_nas.meter import meter_ops, mnn_runtime, quiet_native_output, time_model  # noqa: E402
+from mmt_nas.build.export import export_to_mnn  # noqa: E402
+from mmt_nas.build.generate import generate_ops_list  # noqa: E402
+from mmt_nas.device.meter import meter_ops  # noqa: E402
+from mmt_nas.device.timing import mnn_runtime, quiet_native_output, time_model  # noqa: E402
 from mmt_nas.parser import predict_latency  # noqa: E402
-from mmt_nas.table import RuntimeSettings  # noqa: E402
+from mmt_nas.table.table import RuntimeSettings  # noqa: E402
 
 SPACE = """
 torch.nn:

@@ -38,10 +38,11 @@ from nas_space import SPACES, build_table  # noqa: E402
 from resnet18 import ResNet18  # noqa: E402
 from results_md import machine_line, update_section  # noqa: E402
 
-from mmt_nas.converter import generate_ops_list, measure_latency  # noqa: E402
+from mmt_nas.build.generate import generate_ops_list  # noqa: E402
+from mmt_nas.build.measure import measure_latency  # noqa: E402
+from mmt_nas.device.meter import meter_ops  # noqa: E402
 from mmt_nas.integrations.keys import KeyBuilder  # noqa: E402
-from mmt_nas.meter import meter_ops  # noqa: E402
-from mmt_nas.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> float:

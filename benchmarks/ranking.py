@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT / "examples"))
 from nas_space import SPACES, build_table  # noqa: E402
 from results_md import machine_line, update_section  # noqa: E402
 
-from mmt_nas.converter import measure_models  # noqa: E402
-from mmt_nas.metrics import compute_metrics, kendall_tau  # noqa: E402
-from mmt_nas.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.build.measure import measure_models  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.report.metrics import compute_metrics, kendall_tau  # noqa: E402
 
 
 def main() -> None:

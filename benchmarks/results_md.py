@@ -16,7 +16,7 @@ _HEADER = (
 
 def machine_line() -> str:
     """One line naming the machine, the date and the library versions."""
-    from mmt_nas.meter import device_info
+    from mmt_nas.device.facts import device_info
 
     info = device_info()
     import torch

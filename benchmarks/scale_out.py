@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results_md import machine_line, update_section  # noqa: E402
 
-from mmt_nas.converter import generate_ops_list  # noqa: E402
-from mmt_nas.merge import merge_tables  # noqa: E402
-from mmt_nas.meter import meter_ops  # noqa: E402
-from mmt_nas.table import LatencyTable  # noqa: E402
+from mmt_nas.build.generate import generate_ops_list  # noqa: E402
+from mmt_nas.device.meter import meter_ops  # noqa: E402
+from mmt_nas.table.merge import merge_tables  # noqa: E402
+from mmt_nas.table.table import LatencyTable  # noqa: E402
 
 SPACE = """
 torch.nn:

@@ -1,11 +1,11 @@
 """Which truth: a model's end-to-end latency as a deployed app sees it vs the bare session run.
 
 A deployed app writes its input and reads its output on every inference, so ``measure_latency`` and
-``mmt-nas report`` time that (:func:`mmt_nas.endtoend.time_inference`: input copied in from a host numpy
+``mmt-nas report`` time that (:func:`mmt_nas.device.endtoend.time_inference`: input copied in from a host numpy
 array, the run, the outputs read back into host numpy arrays, MNN's module API). Op tables are metered
-with the bare session run (:func:`mmt_nas.meter.time_model`: one ``Interpreter.runSession``, the input
+with the bare session run (:func:`mmt_nas.device.timing.time_model`: one ``Interpreter.runSession``, the input
 already in place). This measures the difference on the CNNs of ``examples/zoo`` in interleaved rounds
-(each round: every model once, in a seeded shuffled order, as :func:`mmt_nas.endtoend.measure_interleaved`
+(each round: every model once, in a seeded shuffled order, as :func:`mmt_nas.device.endtoend.measure_interleaved`
 runs them). In its turn a model is timed twice:
 
 * as the tools time it: ``time_inference`` and ``time_model``, back to back in a seeded order, each
@@ -38,11 +38,14 @@ sys.path.insert(0, str(ROOT / "examples" / "zoo"))
 import nas_zoo  # noqa: E402
 from results_md import RESULTS, machine_line, update_section  # noqa: E402
 
-from mmt_nas.converter import export_to_mnn  # noqa: E402
-from mmt_nas.endtoend import InterleavedResult, _Inference, time_inference  # noqa: E402
-from mmt_nas.meter import _Session, round_order, time_model  # noqa: E402
-from mmt_nas.rounds import round_times  # noqa: E402
-from mmt_nas.table import LatencyStats, RuntimeSettings  # noqa: E402
+from mmt_nas.build.export import export_to_mnn  # noqa: E402
+from mmt_nas.device.endtoend import InterleavedResult, _Inference, time_inference  # noqa: E402
+from mmt_nas.device.rounds import (
+    round_order,  # noqa: E402
+    round_times,  # noqa: E402
+)
+from mmt_nas.device.timing import _Session, time_model  # noqa: E402
+from mmt_nas.table.table import LatencyStats, RuntimeSettings  # noqa: E402
 
 
 def zoo(which: str) -> list[tuple[str, Any, dict[str, Any], list[int]]]:

@@ -7,7 +7,7 @@ same table and truths score each composition side by side, nothing fitted on the
 
 - ``alone``: every op as timed alone (hot caches), the composition before the cold times existed;
 - ``model``: the default, each op moved toward its cold time by the model's weight bytes
-  (``mmt_nas.predictor.cold_share``; its bytes measured on a synthetic chain, ``benchmarks/context.py``);
+  (``mmt_nas.predict.cache.cold_share``; its bytes measured on a synthetic chain, ``benchmarks/context.py``);
 - ``model + calibration (LOFO)``: the default plus an in-context calibration fitted, for each model, on the
   MNN per-op profiles of the models of every *other* family (``leave_one_group_out``): never on its own family.
 
@@ -34,16 +34,18 @@ sys.path.insert(0, str(ROOT / "examples" / "zoo"))
 import families  # noqa: E402
 from results_md import machine_line, update_section  # noqa: E402
 
-from mmt_nas.cache import CONTEXTS  # noqa: E402
-from mmt_nas.calibration import leave_one_group_out, samples_from_profile  # noqa: E402
-from mmt_nas.converter import generate_ops_list, measure_models  # noqa: E402
-from mmt_nas.describe import space_from_model  # noqa: E402
-from mmt_nas.fallback import LatencyRegressor, compare_regressors  # noqa: E402
-from mmt_nas.meter import meter_ops, profile_model  # noqa: E402
-from mmt_nas.metrics import compute_metrics  # noqa: E402
-from mmt_nas.opspace import dump_space  # noqa: E402
-from mmt_nas.predictor import LatencyPredictor  # noqa: E402
-from mmt_nas.table import LatencyTable  # noqa: E402
+from mmt_nas.build.generate import generate_ops_list  # noqa: E402
+from mmt_nas.build.measure import measure_models  # noqa: E402
+from mmt_nas.device.meter import meter_ops  # noqa: E402
+from mmt_nas.device.profile import profile_model  # noqa: E402
+from mmt_nas.predict.cache import CONTEXTS  # noqa: E402
+from mmt_nas.predict.calibration import leave_one_group_out, samples_from_profile  # noqa: E402
+from mmt_nas.predict.fallback import LatencyRegressor, compare_regressors  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.report.metrics import compute_metrics  # noqa: E402
+from mmt_nas.space.describe import space_from_model  # noqa: E402
+from mmt_nas.space.opspace import dump_space  # noqa: E402
+from mmt_nas.table.table import LatencyTable  # noqa: E402
 
 CALIBRATED = "model + calibration (LOFO)"
 HELDOUT = "held-out: generic table + fallback"

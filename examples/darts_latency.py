@@ -29,9 +29,9 @@ import torch.nn.functional as F  # noqa: E402
 from nas_space import SPACES, ConvBNAct, Head, MBBlock, Space, accuracy, build_table, digits, train  # noqa: E402
 from torch import nn  # noqa: E402
 
-from mmt_nas.converter import measure_latency  # noqa: E402
+from mmt_nas.build.measure import measure_latency  # noqa: E402
 from mmt_nas.integrations.torch import ExpectedLatency, proxyless_add_linear, supernet_layers  # noqa: E402
-from mmt_nas.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
 
 SPACE = SPACES["digits"]
 DEPTHS = (2, 2, 1)  # five searchable layers

@@ -276,8 +276,8 @@ def build_table(space: Space, work_dir: Path, times: int = 30) -> Path:
     """Generate and meter every block of ``space`` into ``work_dir/ops`` (reuses what is already there)."""
     import yaml
 
-    from mmt_nas.converter import generate_ops_list
-    from mmt_nas.meter import meter_ops
+    from mmt_nas.build.generate import generate_ops_list
+    from mmt_nas.device.meter import meter_ops
 
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "space.yaml").write_text(yaml.safe_dump(space.op_space(), sort_keys=False))

@@ -64,7 +64,7 @@ from mmt_nas.integrations.optuna import (  # noqa: E402
     prepare_dashboard,
     save_latency_plot,
 )
-from mmt_nas.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
 
 SPACE = SPACES["digits"]
 BUDGET_ATTR = "latency_budget_ms"  # the study's budget, set by its first worker

@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mmt_nas.converter import generate_ops_list, measure_latency
-from mmt_nas.describe import space_from_model
-from mmt_nas.meter import meter_ops
-from mmt_nas.opspace import dump_space
+from mmt_nas.build.generate import generate_ops_list
+from mmt_nas.build.measure import measure_latency
+from mmt_nas.device.meter import meter_ops
 from mmt_nas.parser import predict_latency
+from mmt_nas.space.describe import space_from_model
+from mmt_nas.space.opspace import dump_space
 
 
 def small_mobilenet(width: int = 16) -> nn.Module:

@@ -15,14 +15,16 @@ import yaml
 
 from mmt_nas import __version__
 from mmt_nas._files import atomic_write_text, exclusive_lock, lock_path
-from mmt_nas.device_state import DeviceActivity
+from mmt_nas.device.meter import meter_ops
+from mmt_nas.device.state import DeviceActivity
 from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError, OptionError, TableError
-from mmt_nas.merge import merge_tables
-from mmt_nas.meter import meter_ops
-from mmt_nas.opspace import dump_space, load_space, space_of, yaml_error_text
-from mmt_nas.opspace import load_model as _load_model
-from mmt_nas.report import JOURNAL_FILENAME, Report, evaluate, load_model_specs
-from mmt_nas.table import TABLE_FILENAME, LatencyTable
+from mmt_nas.report.document import Report
+from mmt_nas.report.evaluation import JOURNAL_FILENAME, evaluate, load_model_specs
+from mmt_nas.space.opspace import dump_space, load_space, space_of, yaml_error_text
+from mmt_nas.space.opspace import load_model as _load_model
+from mmt_nas.table.merge import merge_tables
+from mmt_nas.table.records import TABLE_FILENAME
+from mmt_nas.table.table import LatencyTable
 from mmt_nas.vocab import did_you_mean
 
 # The modules above import neither torch nor scikit-learn, so `mmt-nas meter` runs on a device with the base
@@ -71,7 +73,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_space(a: argparse.Namespace) -> int:
-    from mmt_nas.describe import space_from_model
+    from mmt_nas.space.describe import space_from_model
 
     doc = space_from_model(load_model(a.model, a.kwargs), a.input_shape)
     dump_space(doc, a.output)
@@ -81,7 +83,7 @@ def _cmd_space(a: argparse.Namespace) -> int:
 
 
 def _cmd_generate(a: argparse.Namespace) -> int:
-    from mmt_nas.converter import generate_ops_list
+    from mmt_nas.build.generate import generate_ops_list
 
     result = generate_ops_list(a.yaml, a.out_dir, keep_onnx=a.keep_onnx, show_progress=a.verbose or None)
     print(result.summary())
@@ -171,20 +173,20 @@ def _cmd_merge(a: argparse.Namespace) -> int:
 
 def _predictor(a: argparse.Namespace) -> Any:
     """The predictor the command's --table, --fallback and --calibration ask for."""
-    from mmt_nas.predictor import LatencyPredictor, load_table_cached
+    from mmt_nas.predict.predictor import LatencyPredictor, load_table_cached
 
     table = load_table_cached(a.table)
     kwargs: dict[str, Any] = {}
     if getattr(a, "fallback", False):
-        from mmt_nas.fallback import LatencyRegressor
+        from mmt_nas.predict.fallback import LatencyRegressor
 
         kwargs.update(on_missing="fallback", fallback=LatencyRegressor().fit(table))
     if getattr(a, "calibration", None):
-        from mmt_nas.calibration import InContextCalibration
+        from mmt_nas.predict.calibration import InContextCalibration
 
         kwargs["calibration"] = InContextCalibration.load(a.calibration)
     if getattr(a, "intervals", None):
-        from mmt_nas.intervals import ConformalIntervals
+        from mmt_nas.predict.intervals import ConformalIntervals
 
         kwargs["intervals"] = ConformalIntervals.load(a.intervals)
     expect = getattr(a, "expect_device", None)
@@ -229,7 +231,7 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from mmt_nas.intervals import check_confidence
+    from mmt_nas.predict.intervals import check_confidence
 
     confidence = check_confidence(a.confidence)
     pred = _predictor(a).predict(load_model(a.model, a.kwargs), a.input_shape)
@@ -245,7 +247,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _cmd_measure(a: argparse.Namespace) -> int:
-    from mmt_nas.converter import measure_latency
+    from mmt_nas.build.measure import measure_latency
 
     stats = measure_latency(
         load_model(a.model, a.kwargs),
@@ -264,7 +266,7 @@ def _cmd_measure(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from mmt_nas.report import report_lock
+    from mmt_nas.report.document import report_lock
 
     specs = load_model_specs(a.models)
     predictor = _predictor(a)
@@ -335,7 +337,7 @@ def _report_locked(a: argparse.Namespace, specs: Sequence[Any], predictor: Any) 
             "them for other models (mmt-nas predict --intervals)"
         )
     if a.fit_calibration:
-        from mmt_nas.calibration import InContextCalibration
+        from mmt_nas.predict.calibration import InContextCalibration
 
         cal = InContextCalibration().fit([smp for r in results for smp in r.samples])
         cal.save(a.fit_calibration)
@@ -353,7 +355,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
                 "mmt-nas sample --generic draws from its own grid; it takes no candidates file and no --table "
                 f"(got candidates={a.candidates!r}, --table={a.table!r}). Drop them, or drop --generic."
             )
-        from mmt_nas.generic import generic_space
+        from mmt_nas.space.generic import generic_space
 
         budget = 2000 if a.budget is None else a.budget
         doc = generic_space(budget, seed=a.seed)
@@ -371,8 +373,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
             "mmt-nas sample needs a candidates file and --table (to propose where the fallback is least sure), "
             f"or --generic (a generic table's ops); got candidates={a.candidates!r}, --table={a.table!r}."
         )
-    from mmt_nas.converter import prepare_ops
-    from mmt_nas.fallback import propose_samples
+    from mmt_nas.build.generate import prepare_ops
+    from mmt_nas.predict.fallback import propose_samples
 
     table = LatencyTable.load(a.table)
     ready, skipped = prepare_ops(load_space(a.candidates), Path(a.candidates).parent)
@@ -387,9 +389,9 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def _sample_near_budget(a: argparse.Namespace) -> int:
-    from mmt_nas.decisions import propose_for_budget
-    from mmt_nas.fallback import LatencyRegressor
-    from mmt_nas.predictor import LatencyPredictor, load_table_cached
+    from mmt_nas.predict.decisions import propose_for_budget
+    from mmt_nas.predict.fallback import LatencyRegressor
+    from mmt_nas.predict.predictor import LatencyPredictor, load_table_cached
 
     if a.table is None or a.models is None or a.candidates is not None:
         raise OptionError(
@@ -430,7 +432,8 @@ def _find_example(example_dir: str | None) -> Path:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from mmt_nas.converter import generate_ops_list, measure_latency
+    from mmt_nas.build.generate import generate_ops_list
+    from mmt_nas.build.measure import measure_latency
     from mmt_nas.parser import predict_latency
 
     example = _find_example(a.example_dir)
@@ -611,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="measure and predict a list of models; write a prediction-error report")
     p.add_argument("--table", required=True, help="meta_latency.json or its ops folder")
-    p.add_argument("--models", required=True, help="YAML model list (see mmt_nas.report.load_model_specs)")
+    p.add_argument("--models", required=True, help="YAML model list (see mmt_nas.report.evaluation.load_model_specs)")
     p.add_argument("--out", default="report", help="output folder (default: ./report)")
     p.add_argument("--times", type=int, default=100, help="timed runs per measurement")
     p.add_argument("--repeats", type=int, default=3, help="measurements per model")

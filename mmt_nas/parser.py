@@ -1,6 +1,6 @@
 """The MMT tool's front door: :func:`predict_latency`, and the tracer's names where MMT users found them.
 
-The tracer itself is :mod:`mmt_nas.trace`; the predictor :mod:`mmt_nas.predictor`.
+The tracer itself is :mod:`mmt_nas.space.trace`; the predictor :mod:`mmt_nas.predict.predictor`.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from mmt_nas.predictor import LatencyPredictor, Prediction
-from mmt_nas.table import Precision
-from mmt_nas.trace import FunctionCall, FunctionSpec, ModuleCall, ParsedOp, parse_model, trace_calls
+from mmt_nas.predict.predictor import LatencyPredictor, Prediction
+from mmt_nas.space.trace import FunctionCall, FunctionSpec, ModuleCall, ParsedOp, parse_model, trace_calls
+from mmt_nas.table.table import Precision
 
 if TYPE_CHECKING:
     import torch
@@ -41,7 +41,7 @@ def predict_latency(
         precision: Refuse the table unless measured with this precision (default: any).
 
     Returns:
-        A :class:`~mmt_nas.predictor.Prediction`: a float (milliseconds) that also
+        A :class:`~mmt_nas.predict.predictor.Prediction`: a float (milliseconds) that also
         carries the per-op breakdown (``.ops``, ``.explain()``).
 
     Raises:

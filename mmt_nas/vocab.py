@@ -169,7 +169,7 @@ def _fmt(v: Any) -> str:
 
 def signature(fn: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
     """The text that identifies a functional op (its ``repr()`` and the middle of its key), e.g.
-    ``Tensor.add(x, T[1x64x56x56])`` for arguments encoded by :func:`mmt_nas.ops.encode_args`."""
+    ``Tensor.add(x, T[1x64x56x56])`` for arguments encoded by :func:`mmt_nas.space.ops.encode_args`."""
     parts = [_fmt(a) for a in args] + [f"{k}={_fmt(v)}" for k, v in sorted(kwargs.items())]
     return f"{fn}({', '.join(parts)})"
 

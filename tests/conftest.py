@@ -37,7 +37,7 @@ TINY_SPACE = textwrap.dedent(
       TinyBlock:
         channels: [8]
         input_shape: [[1, 8, 16, 16]]
-    mmt_nas.ops:
+    mmt_nas.space.ops:
       Functional:
         - {fn: [Tensor.add], args: [[{input: true}, {tensor: [1, 8, 16, 16]}]], input_shape: [[1, 8, 16, 16]]}
         - {fn: [torch.flatten], args: [[{input: true}, 1]], input_shape: [[1, 8, 1, 1]]}
@@ -58,8 +58,8 @@ def write_space(folder: Path, text: str, name: str = "ops.yaml") -> Path:
 @pytest.fixture(scope="session")
 def tiny_ops(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ops folder generated from TINY_SPACE and metered (times=20). Do not modify it."""
-    from mmt_nas.converter import generate_ops_list
-    from mmt_nas.meter import meter_ops
+    from mmt_nas.build.generate import generate_ops_list
+    from mmt_nas.device.meter import meter_ops
 
     base = tmp_path_factory.mktemp("tiny")
     yaml_path = write_space(base, TINY_SPACE)

@@ -9,20 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from mmt_nas.cache import CACHE_BYTES, cold_share
-from mmt_nas.calibration import (
+from mmt_nas.device.profile import OpProfile
+from mmt_nas.exceptions import OptionError, TableError
+from mmt_nas.predict.cache import CACHE_BYTES, cold_share
+from mmt_nas.predict.calibration import (
     CalibrationSample,
     InContextCalibration,
     leave_one_group_out,
     model_context,
     samples_from_profile,
 )
-from mmt_nas.exceptions import OptionError, TableError
-from mmt_nas.fallback import op_features
-from mmt_nas.meter import OpProfile
-from mmt_nas.predictor import LatencyPredictor
-from mmt_nas.table import LatencyStats, LatencyTable, OpRecord, RuntimeSettings, TableEntry
-from mmt_nas.trace import ParsedOp
+from mmt_nas.predict.fallback import op_features
+from mmt_nas.predict.predictor import LatencyPredictor
+from mmt_nas.space.trace import ParsedOp
+from mmt_nas.table.records import OpRecord
+from mmt_nas.table.table import LatencyStats, LatencyTable, RuntimeSettings, TableEntry
 
 MB = 1 << 20
 
@@ -216,8 +217,8 @@ def _group_samples(ratio_of: dict[str, float], models_per_group: int = 2, n: int
     """Samples of models in groups; in group g every op runs ratio_of[g] times its composed time."""
     import random as _random
 
-    from mmt_nas.calibration import CalibrationSample
-    from mmt_nas.fallback import FEATURE_NAMES
+    from mmt_nas.predict.calibration import CalibrationSample
+    from mmt_nas.predict.fallback import FEATURE_NAMES
 
     rng = _random.Random(0)
     out = []
@@ -235,7 +236,7 @@ def test_a_correction_that_carries_over_between_groups_is_kept_and_one_that_does
     finds the correction carries over and keeps it (ratios near 1.6). Each group slower or faster its own way
     (no feature tells which): corrected, a held-out group gets the others' average, which makes some group
     worse, so the calibration steps aside (damping 0, ratios 1) instead of being applied."""
-    from mmt_nas.calibration import InContextCalibration
+    from mmt_nas.predict.calibration import InContextCalibration
 
     family = lambda name: name.split("_")[0]  # noqa: E731
     same = InContextCalibration(shrink=False).fit(_group_samples({f"g{i}": 1.6 for i in range(5)}), group=family)
@@ -253,6 +254,6 @@ def test_a_correction_that_carries_over_between_groups_is_kept_and_one_that_does
 
 
 def _record():
-    from mmt_nas.records import OpRecord
+    from mmt_nas.table.records import OpRecord
 
     return OpRecord("Conv2d|x|1x8x8x8", "Conv2d", "torch.nn", {}, [1, 8, 8, 8], [1, 8, 8, 8], 1000, 100)

@@ -19,11 +19,11 @@ import pytest
 from conftest import HERE, ROOT, TINY_SHAPE, write_space
 from tinymods import TinyNet
 
+from mmt_nas.build.generate import prepare_ops
 from mmt_nas.cli import load_model, main
-from mmt_nas.converter import prepare_ops
-from mmt_nas.opspace import load_space
-from mmt_nas.predictor import LatencyPredictor
-from mmt_nas.table import LatencyTable
+from mmt_nas.predict.predictor import LatencyPredictor
+from mmt_nas.space.opspace import load_space
+from mmt_nas.table.table import LatencyTable
 
 CLI = [sys.executable, "-m", "mmt_nas.cli"]
 TINY_NET = f"{HERE / 'tinymods.py'}:TinyNet"
@@ -200,7 +200,7 @@ def test_predict_prints_the_interval_calibrated_or_not(
 ) -> None:
     """--json carries the interval; --intervals FILE (conformal, fitted on measured models) replaces the prior;
     --confidence sets its level; a confidence of 1 is refused with the value received."""
-    from mmt_nas.intervals import ConformalIntervals
+    from mmt_nas.predict.intervals import ConformalIntervals
 
     expected = LatencyPredictor(LatencyTable.load(tiny_ops)).predict(TinyNet(), TINY_SHAPE)
     args = ["predict", TINY_NET, "--input-shape", SHAPE, "--table", tiny_ops]

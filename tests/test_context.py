@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmt_nas.cache import CACHE_BYTES, cold_share
+from mmt_nas.device.meter import meter_ops
+from mmt_nas.device.profile import COLD_REUSE_BYTES, cold_copies, cold_core_ms, profile_model
+from mmt_nas.device.rounds import RoundTiming
 from mmt_nas.exceptions import OptionError, TableError
-from mmt_nas.meter import COLD_REUSE_BYTES, cold_copies, cold_core_ms, meter_ops, profile_model
 from mmt_nas.parser import parse_model
-from mmt_nas.predictor import LatencyPredictor
-from mmt_nas.rounds import RoundTiming
-from mmt_nas.table import LatencyStats, LatencyTable, OpRecord, RuntimeSettings, TableEntry
+from mmt_nas.predict.cache import CACHE_BYTES, cold_share
+from mmt_nas.predict.predictor import LatencyPredictor
+from mmt_nas.table.records import OpRecord
+from mmt_nas.table.table import LatencyStats, LatencyTable, RuntimeSettings, TableEntry
 
 MB = 1 << 20
 
@@ -72,7 +74,7 @@ def test_metering_stores_cold_times_unless_asked_not_to(tiny_ops_copy: Path, tmp
 def test_copies_cycled_each_get_their_own_weights(tmp_path: Path) -> None:
     """A weight-bound conv (2.25 MB of weights) cycled through copies past the reuse distance is profiled from
     every copy: the profile has one entry per op (not per copy), and the cold time is a real positive time."""
-    from mmt_nas.converter import export_to_mnn
+    from mmt_nas.build.export import export_to_mnn
 
     conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).eval()
     path = tmp_path / "conv.mnn"
@@ -137,13 +139,13 @@ def test_tables_metered_before_the_input_was_written_each_run_are_warned_about(
 ) -> None:
     table = _linear_table(torch.nn.Linear(4, 4), [1, 4], 1.0, 2.0)
     table.timing = {"times": 20, "method": "runSession"}
-    with caplog.at_level("WARNING", logger="mmt_nas.predictor"):
+    with caplog.at_level("WARNING", logger="mmt_nas.predict.predictor"):
         LatencyPredictor(table)
     assert "denormal" in caplog.text and "Meter it again" in caplog.text
     caplog.clear()
     fresh = _linear_table(torch.nn.Linear(4, 4), [1, 4], 1.0, 2.0)
     fresh.timing = {"times": 20, "method": "runSession", "input": "written before every run"}
-    with caplog.at_level("WARNING", logger="mmt_nas.predictor"):
+    with caplog.at_level("WARNING", logger="mmt_nas.predict.predictor"):
         LatencyPredictor(fresh)
     assert "denormal" not in caplog.text
 
@@ -179,7 +181,7 @@ def test_ops_the_fallback_estimates_move_toward_their_estimated_cold_time() -> N
     estimates exactly as the table's ops are composed: in a model with 32 MB of weights (share 1), each op's
     time grows by the weights' part of its bytes times (3 - 1); alone, or from a table never metered cold,
     it does not."""
-    from mmt_nas.fallback import LatencyRegressor
+    from mmt_nas.predict.fallback import LatencyRegressor
 
     model = torch.nn.Sequential(torch.nn.Linear(2048, 2048), torch.nn.Linear(2048, 2048)).eval()
     table = _fallback_table(3.0)

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from conftest import TINY_SPACE, write_space
 
-from mmt_nas.converter import export_to_mnn, generate_ops_list
+from mmt_nas.build.export import export_to_mnn
+from mmt_nas.build.generate import generate_ops_list
 from mmt_nas.exceptions import ExportError, OpSpaceError
-from mmt_nas.table import load_ops_meta, op_key
+from mmt_nas.table.records import load_ops_meta
+from mmt_nas.vocab import op_key
 
 
 def test_tiny_space_generates_valid_ops_and_skips_misfits(tiny_ops: Path) -> None:
@@ -107,8 +109,8 @@ def test_export_error_names_the_module(tmp_path: Path) -> None:
 
 
 def test_a_second_process_generating_into_the_same_folder_is_refused(tmp_path: Path) -> None:
+    from mmt_nas._files import exclusive_lock
     from mmt_nas.exceptions import LockedError
-    from mmt_nas.table import exclusive_lock
 
     path = write_space(tmp_path, "torch.nn:\n  ReLU: {no_params: true, input_shape: [[1, 4, 8, 8]]}\n")
     out = tmp_path / "ops"

@@ -23,8 +23,10 @@ from typing import IO
 import pytest
 from conftest import HERE, TINY_SHAPE, write_space
 
-from mmt_nas.meter import JOURNAL_SUFFIX, time_model
-from mmt_nas.table import LatencyTable, load_ops_meta
+from mmt_nas.device.meter import JOURNAL_SUFFIX
+from mmt_nas.device.timing import time_model
+from mmt_nas.table.records import load_ops_meta
+from mmt_nas.table.table import LatencyTable
 
 # the package's temporaries: .NAME.XXXXXXXX.tmp (atomic_write_text) and .NAME.PID.tmp (staged exports)
 TEMP = re.compile(r"^\.(?P<target>.+)\.(\d+|[a-z0-9_]{8})\.tmp$")
@@ -139,8 +141,8 @@ def _check_ops_folder(out: Path, files: set[str], temps_allowed: bool) -> dict[s
 
 
 def test_generate_killed_at_several_points_continues(tmp_path: Path) -> None:
-    from mmt_nas.converter import prepare_ops
-    from mmt_nas.opspace import load_space
+    from mmt_nas.build.generate import prepare_ops
+    from mmt_nas.space.opspace import load_space
 
     space = write_space(tmp_path, GEN_SPACE)
     ready, _ = prepare_ops(load_space(space), tmp_path)
@@ -210,7 +212,7 @@ def test_generate_killed_at_several_points_continues(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def meter_ops_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     """28 small convolutions, and a --times that makes each take about 0.4 s to meter on this machine."""
-    from mmt_nas.converter import generate_ops_list
+    from mmt_nas.build.generate import generate_ops_list
 
     base = tmp_path_factory.mktemp("meter")
     shapes = ", ".join(f"[1, 8, {s}, {s}]" for s in range(14, 28))
@@ -367,7 +369,7 @@ REPORT_MODELS = [  # name, kwargs, input shape, predicted from the tiny table?
 
 def _check_report_folder(rep: Path, snapshot: dict[str, bytes], temps_allowed: bool) -> dict[str, dict]:
     """Every file is as before or complete and valid; returns the journaled measurements by model name."""
-    from mmt_nas.report import JOURNAL_FILENAME
+    from mmt_nas.report.evaluation import JOURNAL_FILENAME
 
     temps = _temps(rep)
     assert temps_allowed or not temps, f"temporaries left: {temps}"
@@ -405,8 +407,8 @@ def _check_report_folder(rep: Path, snapshot: dict[str, bytes], temps_allowed: b
 def test_report_killed_at_several_points_continues(tiny_ops: Path, tmp_path: Path) -> None:
     from tinymods import TinyNet
 
-    from mmt_nas.predictor import LatencyPredictor
-    from mmt_nas.report import JOURNAL_FILENAME
+    from mmt_nas.predict.predictor import LatencyPredictor
+    from mmt_nas.report.evaluation import JOURNAL_FILENAME
 
     (tmp_path / "models.yaml").write_text(
         "models:\n"
@@ -491,7 +493,7 @@ def test_report_killed_at_several_points_continues(tiny_ops: Path, tmp_path: Pat
 
 
 def test_stale_temporaries_are_told_from_live_ones(tmp_path: Path) -> None:
-    from mmt_nas.table import atomic_write_text, remove_stale_temp_files
+    from mmt_nas._files import atomic_write_text, remove_stale_temp_files
 
     stale, live, held = _plant_temps(tmp_path, "meta.json")
     other = f".meta_latency.json.{_dead_pid()}.tmp"  # stale, but another command's

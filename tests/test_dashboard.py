@@ -37,7 +37,7 @@ from mmt_nas.integrations.optuna import (  # noqa: E402
     prepare_dashboard,
     save_latency_plot,
 )
-from mmt_nas.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
 
 dashboard = pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (the dashboard extra)")
 SHAPE = [1, 3, 16, 16]

@@ -13,13 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmt_nas.device_state import (
-    OTHERS_SHARE_WARN,
-    DeviceActivity,
-    DeviceSnapshot,
-    activity,
-    snapshot,
-)
+from mmt_nas.device.state import OTHERS_SHARE_WARN, DeviceActivity, DeviceSnapshot, activity, snapshot
 from mmt_nas.exceptions import TableError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -371,7 +365,7 @@ def test_the_real_snapshot_reads_what_linux_offers() -> None:
 
 def test_importing_device_state_pulls_in_no_torch_numpy_or_sklearn() -> None:
     code = (
-        "import sys, mmt_nas.device_state; "
+        "import sys, mmt_nas.device.state; "
         "print(sorted(m for m in ('torch', 'numpy', 'sklearn', 'MNN', 'yaml') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -38,7 +38,7 @@ from mmt_nas.integrations.optuna import (  # noqa: E402
     create_study,
     make_storage,
 )
-from mmt_nas.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 WORKER = HERE / "search_worker.py"

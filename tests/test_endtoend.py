@@ -9,13 +9,14 @@ import pytest
 from conftest import TINY_SHAPE
 from tinymods import TinyNet
 
-import mmt_nas.converter as converter
-import mmt_nas.endtoend as endtoend
-from mmt_nas.endtoend import InterleavedResult, measure_interleaved, time_inference
+import mmt_nas.build.measure as measure
+import mmt_nas.device.endtoend as endtoend
+from mmt_nas.device.endtoend import InterleavedResult, measure_interleaved, time_inference
+from mmt_nas.device.rounds import round_order
+from mmt_nas.device.timing import time_model
 from mmt_nas.exceptions import MeteringError
-from mmt_nas.meter import time_model
-from mmt_nas.rounds import round_order
-from mmt_nas.table import LatencyStats, RuntimeSettings, load_ops_meta
+from mmt_nas.table.records import load_ops_meta
+from mmt_nas.table.table import LatencyStats, RuntimeSettings
 
 
 def _files(ops: Path) -> dict[str, Path]:
@@ -147,24 +148,24 @@ def test_bad_arguments_are_metering_errors(tiny_ops: Path, kwargs: dict, match: 
 def test_measure_latency_methods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = TinyNet()
     kept = tmp_path / "tiny.mnn"
-    session = converter.measure_latency(model, TINY_SHAPE, 5, method="session", keep_mnn=kept)
+    session = measure.measure_latency(model, TINY_SHAPE, 5, method="session", keep_mnn=kept)
     old = time_model(kept, 5)  # the old path: what measure_latency measured before
     assert type(session) is type(old) and session.to_dict().keys() == old.to_dict().keys() and session.n == old.n
     called: list[str] = []
     spy = lambda path, times, **kw: called.append(Path(path).name) or time_inference(path, times, **kw)  # noqa: E731
-    monkeypatch.setattr(converter, "time_inference", spy)
-    default = converter.measure_latency(model, TINY_SHAPE, 5, keep_mnn=kept)
+    monkeypatch.setattr(measure, "time_inference", spy)
+    default = measure.measure_latency(model, TINY_SHAPE, 5, keep_mnn=kept)
     assert called == ["tiny.mnn"] and default.n == 5 and default.median_ms > 0  # the default: inference
-    combined = converter.measure_latency(model, TINY_SHAPE, 6, rounds=3)
+    combined = measure.measure_latency(model, TINY_SHAPE, 6, rounds=3)
     assert combined.n == 6
     with pytest.raises(MeteringError, match="one of"):
-        converter.measure_latency(model, TINY_SHAPE, 5, method="bare")  # type: ignore[arg-type]
+        measure.measure_latency(model, TINY_SHAPE, 5, method="bare")  # type: ignore[arg-type]
     with pytest.raises(MeteringError, match="at most `times`"):
-        converter.measure_latency(model, TINY_SHAPE, 2, rounds=3)
+        measure.measure_latency(model, TINY_SHAPE, 2, rounds=3)
 
 
 def test_measure_models_exports_each_once_and_interleaves(tmp_path: Path) -> None:
-    res = converter.measure_models(
+    res = measure.measure_models(
         {"narrow": (TinyNet(4), TINY_SHAPE), "wide": (TinyNet(16), TINY_SHAPE)}, 4, rounds=2, keep_mnn=tmp_path
     )
     assert list(res) == ["narrow", "wide"] and sorted(p.name for p in tmp_path.iterdir()) == [
@@ -173,12 +174,12 @@ def test_measure_models_exports_each_once_and_interleaves(tmp_path: Path) -> Non
     ]
     assert all(len(r.rounds_ms) == 2 and r.latency.n == 4 and r.run_to_run is not None for r in res.values())
     with pytest.raises(MeteringError, match="pair"):
-        converter.measure_models({"x": TinyNet()}, 4, rounds=2)  # type: ignore[dict-item]
+        measure.measure_models({"x": TinyNet()}, 4, rounds=2)  # type: ignore[dict-item]
 
 
 def test_evaluate_measures_interleaved_and_records_the_rounds(tiny_ops: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mmt_nas.evaluation as evaluation
-    from mmt_nas.predictor import LatencyPredictor
+    import mmt_nas.report.evaluation as evaluation
+    from mmt_nas.predict.predictor import LatencyPredictor
 
     calls: list[dict] = []
     real = evaluation.measure_interleaved

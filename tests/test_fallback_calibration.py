@@ -9,17 +9,18 @@ import pytest
 from conftest import TINY_SHAPE
 from tinymods import TinyNet
 
-from mmt_nas.calibration import (
+from mmt_nas.exceptions import NotFittedError, OptionError, TableError
+from mmt_nas.predict.calibration import (
     CalibrationSample,
     InContextCalibration,
     cross_fitted,
     profile_scope,
     samples_from_profile,
 )
-from mmt_nas.exceptions import NotFittedError, OptionError, TableError
-from mmt_nas.fallback import FEATURE_NAMES, LatencyRegressor, compare_regressors, op_family, op_features
-from mmt_nas.predictor import LatencyPredictor
-from mmt_nas.table import LatencyTable
+from mmt_nas.predict.fallback import FEATURE_NAMES, LatencyRegressor, compare_regressors, op_features
+from mmt_nas.predict.predictor import LatencyPredictor
+from mmt_nas.table.table import LatencyTable
+from mmt_nas.vocab import op_family
 
 
 def test_features_and_families(tiny_ops: Path) -> None:
@@ -62,8 +63,8 @@ def test_forest_learns_a_size_trend(tiny_ops: Path, tmp_path: Path) -> None:
     """On a table of convolutions of growing size, a bigger unseen conv is predicted slower."""
     from conftest import write_space
 
-    from mmt_nas.converter import generate_ops_list
-    from mmt_nas.meter import meter_ops
+    from mmt_nas.build.generate import generate_ops_list
+    from mmt_nas.device.meter import meter_ops
 
     sizes = ", ".join(f"[1, 16, {s}, {s}]" for s in (8, 12, 16, 20, 24, 32, 40, 48))
     path = write_space(
@@ -104,8 +105,8 @@ def test_profile_scope() -> None:
 
 
 def test_samples_from_a_real_profile(tiny_ops: Path, tmp_path: Path) -> None:
-    from mmt_nas.converter import export_to_mnn
-    from mmt_nas.meter import profile_model
+    from mmt_nas.build.export import export_to_mnn
+    from mmt_nas.device.profile import profile_model
     from mmt_nas.parser import parse_model
 
     table = LatencyTable.load(tiny_ops)
@@ -178,9 +179,9 @@ def test_adaptive_sampling_proposes_unmeasured_uncertain_ops(tiny_ops: Path, tmp
 
     from conftest import ROOT, write_space
 
-    from mmt_nas.converter import prepare_ops
-    from mmt_nas.fallback import propose_samples
-    from mmt_nas.opspace import load_space
+    from mmt_nas.build.generate import prepare_ops
+    from mmt_nas.predict.fallback import propose_samples
+    from mmt_nas.space.opspace import load_space
 
     table = LatencyTable.load(tiny_ops)
     path = write_space(

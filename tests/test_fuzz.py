@@ -29,20 +29,13 @@ from conftest import HERE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mmt_nas.ops  # noqa: F401
-from mmt_nas import opspace
+import mmt_nas.space.ops  # noqa: F401
 from mmt_nas.exceptions import MmtNasError, OpSpaceError, TableError
-from mmt_nas.opspace import expand_space, load_space
-from mmt_nas.table import (
-    LatencyStats,
-    LatencyTable,
-    OpRecord,
-    RuntimeSettings,
-    TableEntry,
-    load_ops_meta,
-    op_key,
-    save_ops_meta,
-)
+from mmt_nas.space import opspace
+from mmt_nas.space.opspace import expand_space, load_space
+from mmt_nas.table.records import OpRecord, load_ops_meta, save_ops_meta
+from mmt_nas.table.table import LatencyStats, LatencyTable, RuntimeSettings, TableEntry
+from mmt_nas.vocab import op_key
 
 FUZZ = settings(
     max_examples=1000,
@@ -53,14 +46,14 @@ FUZZ = settings(
 
 # -- safety: the only modules an op space under test may import ------------------------------------------
 
-SAFE_MODULES = frozenset({"torch.nn", "mmt_nas.ops", "tinymods"})
+SAFE_MODULES = frozenset({"torch.nn", "mmt_nas.space.ops", "tinymods"})
 MISSING_PREFIX = "no_such_mod_"  # with a suffix of [a-z0-9_]: certainly not installed
 _missing_names = st.from_regex(r"no_such_mod_[a-z0-9_]{1,10}", fullmatch=True)
 
 
 @contextlib.contextmanager
 def only_safe_imports(check_modules: bool = True) -> Iterator[list[str]]:
-    """Within the block, ``mmt_nas.opspace`` imports only SAFE_MODULES and certainly-missing names.
+    """Within the block, ``mmt_nas.space.opspace`` imports only SAFE_MODULES and certainly-missing names.
 
     Any other name (random text can spell ``antigravity`` or ``this``) raises ``ModuleNotFoundError``
     without being looked up, as the real import does for an absent module. Yields the names refused.
@@ -163,7 +156,7 @@ _YAML_TOKENS = [
     "*b",
     "<<: *a",
     "torch.nn:",
-    "mmt_nas.ops:",
+    "mmt_nas.space.ops:",
     "tinymods:",
     "no_such_mod_q:",
     "Conv2d:",
@@ -311,7 +304,7 @@ def valid_blocks(draw: st.DrawFn) -> list[tuple[str, str, Any]]:
         ("torch.nn", "BatchNorm2d", [{"num_features": [n], "input_shape": [[1, n, 4, 4]]} for n in c]),
         ("tinymods", "TinyBlock", {"channels": c, "input_shape": shape4}),
         (
-            "mmt_nas.ops",
+            "mmt_nas.space.ops",
             "Functional",
             [{"fn": ["Tensor.add"], "args": [[{"input": True}, 1.0]], "input_shape": shape4}],
         ),
@@ -818,7 +811,7 @@ def valid_tables(draw: st.DrawFn) -> LatencyTable:
         op = OpRecord(
             key=op_key(cls, draw(st.text(min_size=1, max_size=20)), shape),
             class_name=cls,
-            module=draw(st.sampled_from(["torch.nn", "mmt_nas.ops", "my.mods"])),
+            module=draw(st.sampled_from(["torch.nn", "mmt_nas.space.ops", "my.mods"])),
             args=draw(st.dictionaries(st.text(min_size=1, max_size=6), _json_value, max_size=4)),
             input_shape=shape,
             output_shape=draw(st.none() | _shape),
@@ -870,7 +863,7 @@ _BUILD_TARGETS = [
     ("torch.nn", "MaxPool2d", ["kernel_size", "stride", "padding", "dilation", "ceil_mode"], 4),
     ("torch.nn", "Softmax", ["dim"], 2),
     ("tinymods", "TinyBlock", ["channels", "kernel"], 4),
-    ("mmt_nas.ops", "Functional", ["args", "kwargs"], 2),
+    ("mmt_nas.space.ops", "Functional", ["args", "kwargs"], 2),
 ]
 
 
@@ -892,7 +885,7 @@ def wrong_arguments(draw: st.DrawFn) -> dict[str, Any]:
 @given(doc=wrong_arguments())
 def test_wrong_argument_values_are_skipped_with_a_reason(space_dir: Path, doc: dict[str, Any]) -> None:
     """The parser accepts any list of values; building is where wrong ones show (converter.prepare_ops skips them)."""
-    from mmt_nas.converter import prepare_ops
+    from mmt_nas.build.generate import prepare_ops
 
     with only_safe_imports(check_modules=False):  # torch's FLOP counter imports sympy etc. when first run
         specs, exc = _outcome(expand_space, doc, base_dir=space_dir)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from test_cli import error_line, run
 
-from mmt_nas.converter import generate_ops_list
+from mmt_nas.build.generate import generate_ops_list
 from mmt_nas.exceptions import OpSpaceError
-from mmt_nas.generic import GENERIC_SHARES, MAX_ELEMENTS, MAX_FLOPS, generic_space
-from mmt_nas.opspace import dump_space, load_space
+from mmt_nas.space.generic import GENERIC_SHARES, MAX_ELEMENTS, MAX_FLOPS, generic_space
+from mmt_nas.space.opspace import dump_space, load_space
 
 
 def _kinds(doc: dict) -> Counter:

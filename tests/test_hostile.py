@@ -14,10 +14,13 @@ import torch
 from conftest import ROOT, TINY_SHAPE, write_space
 from tinymods import NotExportable, TinyNet
 
-from mmt_nas.converter import export_to_mnn, generate_ops_list, measure_latency
+from mmt_nas.build.export import export_to_mnn
+from mmt_nas.build.generate import generate_ops_list
+from mmt_nas.build.measure import measure_latency
 from mmt_nas.exceptions import ExportError, TableError, UnknownOpError
 from mmt_nas.parser import predict_latency
-from mmt_nas.table import SCHEMA_VERSION, LatencyTable, load_ops_meta
+from mmt_nas.table.records import SCHEMA_VERSION, load_ops_meta
+from mmt_nas.table.table import LatencyTable
 
 # -- broken tables --------------------------------------------------------------------------------------------
 
@@ -177,7 +180,7 @@ def test_op_mnn_cannot_convert_is_reported_and_the_rest_proceed(tmp_path: Path) 
 
 
 def test_corrupt_onnx_file_is_an_export_error(tmp_path: Path) -> None:
-    from mmt_nas.converter import _onnx_to_mnn
+    from mmt_nas.build.export import _onnx_to_mnn
 
     onnx = tmp_path / "broken.onnx"
     onnx.write_bytes(b"\x08\x07garbage, not a protobuf model" * 10)

@@ -13,8 +13,8 @@ from torch import nn
 from mmt_nas.exceptions import OpSpaceError, UnknownOpError
 from mmt_nas.integrations.keys import KeyBuilder, OpDescription
 from mmt_nas.parser import ParsedOp
-from mmt_nas.predictor import LatencyPredictor
-from mmt_nas.table import op_key
+from mmt_nas.predict.predictor import LatencyPredictor
+from mmt_nas.vocab import op_key
 
 
 def _net(kernel: int = 3) -> nn.Module:
@@ -102,7 +102,7 @@ def test_predict_keys_missing_and_malformed_keys(predictor: LatencyPredictor, ti
 
 
 def test_key_builder_gives_the_fallback_the_missing_ops(tiny_ops: Path) -> None:
-    from mmt_nas.fallback import LatencyRegressor
+    from mmt_nas.predict.fallback import LatencyRegressor
 
     table = LatencyPredictor(tiny_ops).table
     predictor = LatencyPredictor(table, on_missing="fallback", fallback=LatencyRegressor("linear").fit(table))

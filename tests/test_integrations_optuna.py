@@ -32,8 +32,8 @@ from mmt_nas.integrations.optuna import (  # noqa: E402
     linear_penalty,
     mnasnet_penalty,
 )
-from mmt_nas.predictor import LatencyPredictor  # noqa: E402
-from mmt_nas.report import load_model_specs  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.report.evaluation import load_model_specs  # noqa: E402
 
 SHAPE = [1, 3, 16, 16]
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -25,9 +25,9 @@ from mmt_nas.integrations.torch import (  # noqa: E402
     resolve_candidates,
     supernet_layers,
 )
-from mmt_nas.intervals import ONE_SD  # noqa: E402
-from mmt_nas.predictor import LatencyPredictor  # noqa: E402
-from mmt_nas.table import op_key  # noqa: E402
+from mmt_nas.predict.intervals import ONE_SD  # noqa: E402
+from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
+from mmt_nas.vocab import op_key  # noqa: E402
 
 LATS = [[1.0, 2.0, 3.0], [4.0, 0.5], [2.5, 2.0, 7.0]]  # ragged: layer 1 has two candidates
 

@@ -13,10 +13,10 @@ from conftest import TINY_SHAPE
 from tinymods import TinyNet
 
 from mmt_nas.exceptions import NotFittedError, OptionError, TableError
-from mmt_nas.fallback import LatencyRegressor
-from mmt_nas.intervals import PRIOR_SIGMA, ConformalIntervals, PriorIntervals, check_intervals, entry_sigma
-from mmt_nas.predictor import LatencyPredictor, Prediction
-from mmt_nas.table import LatencyTable
+from mmt_nas.predict.fallback import LatencyRegressor
+from mmt_nas.predict.intervals import PRIOR_SIGMA, ConformalIntervals, PriorIntervals, check_intervals, entry_sigma
+from mmt_nas.predict.predictor import LatencyPredictor, Prediction
+from mmt_nas.table.table import LatencyTable
 
 
 def _synthetic(n: int, seed: int) -> tuple[list[float], list[float], list[float]]:
@@ -196,8 +196,8 @@ def test_sampling_toward_a_decision_ranks_the_ops_of_the_models_nearest_the_budg
     from test_cli import run
     from tinymods import conv_stack
 
-    from mmt_nas.decisions import propose_for_budget
-    from mmt_nas.opspace import load_space
+    from mmt_nas.predict.decisions import propose_for_budget
+    from mmt_nas.space.opspace import load_space
 
     table = LatencyTable.load(tiny_ops)
     predictor = LatencyPredictor(table, on_missing="fallback", fallback=LatencyRegressor("forest").fit(table))

@@ -1,8 +1,10 @@
-"""The names that moved in the one-way layout still import from where users found them, as the same objects."""
+"""The layout: folders are layers, imports point down, and the public names import from where users find them."""
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,227 +12,161 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "mmt_nas"
 
-# Every name each module exported (its __all__) at 2eda2c8, before the layout issue: frozen here.
-OLD_ALL: dict[str, list[str]] = {
-    "mmt_nas": [
-        "ExportError",
-        "LatencyPredictor",
-        "LatencyStats",
-        "LatencyTable",
-        "LockedError",
-        "MeteringError",
-        "MmtNasError",
-        "OpSpaceError",
-        "OpSpec",
-        "Prediction",
-        "RuntimeSettings",
-        "TableError",
-        "UnknownOpError",
-        "__version__",
-        "generate_ops_list",
-        "load_space",
-        "measure_latency",
-        "merge_tables",
-        "meter_ops",
-        "parse_model",
-        "predict_latency",
-        "space_from_model",
-    ],
-    "mmt_nas.calibration": [
-        "CalibrationSample",
-        "InContextCalibration",
-        "cross_fitted",
-        "profile_scope",
-        "samples_from_profile",
-    ],
-    "mmt_nas.converter": [
-        "GenerateResult",
-        "SkippedOp",
-        "export_to_mnn",
-        "generate_ops_list",
-        "measure_latency",
-        "prepare_ops",
-    ],
-    "mmt_nas.exceptions": [
-        "ExportError",
-        "LockedError",
-        "MeteringError",
-        "MmtNasError",
-        "OpSpaceError",
-        "TableError",
-        "UnknownOpError",
-    ],
-    "mmt_nas.fallback": [
-        "FAMILIES",
-        "FEATURE_NAMES",
-        "LatencyRegressor",
-        "compare_regressors",
-        "op_family",
-        "op_features",
-        "propose_samples",
-        "record_from_parsed",
-    ],
-    "mmt_nas.integrations": ["MissingExtraError", "SearchError", "require"],
-    "mmt_nas.integrations.keys": ["KeyBuilder", "OpDescription"],
-    "mmt_nas.integrations.optuna": [
-        "BUDGET_ATTR",
-        "LatencyConstraint",
-        "PREDICTED_ATTR",
-        "SearchLog",
-        "TrialRecord",
-        "create_study",
-        "hinge_penalty",
-        "linear_penalty",
-        "make_storage",
-        "mnasnet_penalty",
-    ],
-    "mmt_nas.integrations.torch": [
-        "CandidateLatencies",
-        "ExpectedLatency",
-        "LatencyLoss",
-        "fbnet_loss",
-        "hinge_loss",
-        "proxyless_add_linear",
-        "proxyless_mul_log",
-        "resolve_candidates",
-        "supernet_layers",
-    ],
-    "mmt_nas.meter": [
-        "JOURNAL_SUFFIX",
-        "OpProfile",
-        "device_info",
-        "in_shard",
-        "meter_ops",
-        "parse_shard",
-        "profile_model",
-        "time_model",
-    ],
-    "mmt_nas.ops": [
-        "FUNCTIONS",
-        "Functional",
-        "SameInputs",
-        "canonical_name",
-        "encode_args",
-        "function_category",
-        "required_inputs",
-        "signature",
-    ],
-    "mmt_nas.opspace": [
-        "OpSpec",
-        "dump_space",
-        "expand_space",
-        "load_model",
-        "load_space",
-        "resolve_class",
-        "space_from_model",
-        "space_of",
-    ],
-    "mmt_nas.parser": ["FunctionCall", "ModuleCall", "ParsedOp", "parse_model", "predict_latency", "trace_calls"],
-    "mmt_nas.predictor": ["LatencyPredictor", "OpContribution", "OpEstimator", "Prediction", "load_table_cached"],
-    "mmt_nas.report": [
-        "JOURNAL_FILENAME",
-        "ModelResult",
-        "ModelSpec",
-        "REPORT_FILES",
-        "Report",
-        "compute_metrics",
-        "evaluate",
-        "kendall_tau",
-        "load_model_specs",
-        "mnn_category",
-        "op_category",
-        "spearman_rho",
-    ],
-    "mmt_nas.table": [
-        "DEVICE_CLASS_FIELDS",
-        "LatencyStats",
-        "LatencyTable",
-        "MergeConflict",
-        "MergeReport",
-        "OpRecord",
-        "RuntimeSettings",
-        "SCHEMA_VERSION",
-        "TableEntry",
-        "atomic_write_text",
-        "device_class",
-        "device_id",
-        "exclusive_lock",
-        "load_ops_meta",
-        "lock_path",
-        "merge_tables",
-        "op_key",
-        "open_journal",
-        "save_ops_meta",
-    ],
+# The MMT tool's three calls, where its README put them (../shared/seed/mmt-original-readme.md).
+FRONT_DOORS = {
+    "mmt_nas.converter": ["generate_ops_list", "measure_latency", "measure_models"],
+    "mmt_nas.meter": ["meter_ops"],
+    "mmt_nas.parser": ["predict_latency", "parse_model", "trace_calls", "ParsedOp", "ModuleCall", "FunctionCall"],
 }
 
 
-def test_every_name_an_old_module_exported_still_imports_from_it() -> None:
+def _resolve_all(names: list[str]) -> list[str]:
+    """The dotted names (``module.attr`` or ``module``) that do not import, resolved in a fresh interpreter."""
     code = (
-        "import importlib, json, sys, warnings\n"
-        "warnings.simplefilter('ignore', DeprecationWarning)\n"
-        "old = json.loads(sys.argv[1])\n"
-        "bad = [f'{m}.{n}' for m, names in old.items() for n in names if not hasattr(importlib.import_module(m), n)]\n"
+        "import importlib, json, sys\n"
+        "bad = []\n"
+        "for dotted in json.loads(sys.argv[1]):\n"
+        "    parts = dotted.split('.')\n"
+        "    for cut in range(len(parts), 0, -1):\n"
+        "        try:\n"
+        "            obj = importlib.import_module('.'.join(parts[:cut]))\n"
+        "        except ModuleNotFoundError as exc:\n"
+        "            if exc.name != '.'.join(parts[:cut]):\n"
+        "                bad.append(f'{dotted}: {exc}')\n"
+        "                break\n"
+        "            continue\n"
+        "        try:\n"
+        "            for attr in parts[cut:]:\n"
+        "                obj = getattr(obj, attr)\n"
+        "        except (AttributeError, ImportError) as exc:\n"
+        "            bad.append(f'{dotted}: {exc}')\n"
+        "        break\n"
+        "    else:\n"
+        "        bad.append(dotted)\n"
         "print(json.dumps(bad))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(OLD_ALL)], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, json.dumps(names)], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout) == [], f"no longer importable from their old module: {out.stdout}"
+    return list(json.loads(out.stdout))
 
 
-MOVED = [
-    ("mmt_nas.table", "atomic_write_text", "mmt_nas._files"),
-    ("mmt_nas.table", "exclusive_lock", "mmt_nas._files"),
-    ("mmt_nas.table", "op_key", "mmt_nas.vocab"),
-    ("mmt_nas.table", "OpRecord", "mmt_nas.records"),
-    ("mmt_nas.table", "load_ops_meta", "mmt_nas.records"),
-    ("mmt_nas.parser", "parse_model", "mmt_nas.trace"),
-    ("mmt_nas.parser", "trace_calls", "mmt_nas.trace"),
-    ("mmt_nas.parser", "ParsedOp", "mmt_nas.trace"),
-    ("mmt_nas.fallback", "record_from_parsed", "mmt_nas.describe"),
-    ("mmt_nas.fallback", "op_family", "mmt_nas.vocab"),
-    ("mmt_nas.ops", "function_category", "mmt_nas.vocab"),
-    ("mmt_nas.integrations", "MissingExtraError", "mmt_nas.exceptions"),
-    ("mmt_nas.integrations", "SearchError", "mmt_nas.exceptions"),
-    ("mmt_nas.integrations", "require", "mmt_nas._imports"),
-]
+def test_the_mmt_front_doors_and_every_public_name_import() -> None:
+    import mmt_nas
+
+    names = [f"{m}.{n}" for m, ns in FRONT_DOORS.items() for n in ns] + [f"mmt_nas.{n}" for n in mmt_nas.__all__]
+    assert len(names) > 60
+    assert _resolve_all(names) == []
 
 
-@pytest.mark.parametrize(("old", "name", "new"), MOVED)
-def test_a_moved_name_imports_from_its_old_module_as_the_same_object(old: str, name: str, new: str) -> None:
+def _readme_names(path: Path) -> list[str]:
+    """Every ``from mmt_nas... import a, b`` and every dotted ``mmt_nas.x.y`` a README names."""
+    text = path.read_text(encoding="utf-8")
+    names: list[str] = []
+    for m in re.finditer(r"from (mmt_nas[\w.]*) import (?:\(([\w,\s]+)\)|([\w, ]+))", text):
+        listed = (m.group(2) or m.group(3)).split(",")
+        names += [f"{m.group(1)}.{n.strip()}" for n in listed if n.strip().isidentifier()]
+    names += [m.group(0).rstrip(".") for m in re.finditer(r"\bmmt_nas(?:\.[A-Za-z_]\w*)+", text)]
+    return sorted(set(names))
+
+
+@pytest.mark.parametrize("readme", ["README.md", "README_zh.md"])
+def test_every_name_a_readme_gives_imports(readme: str) -> None:
+    names = _readme_names(ROOT / readme)
+    assert "mmt_nas.converter.generate_ops_list" in names and len(names) > 15
+    assert _resolve_all(names) == [], f"{readme} names what does not import"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, anywhere in it (functions and ``TYPE_CHECKING`` included)."""
+    modules = {_module_name(p): p for p in PKG.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for mod, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            graph[mod].update(t for t in targets if t in modules)
+        graph[mod].discard(mod)
+    # ``from mmt_nas.table.merge import X`` needs mmt_nas.table.merge, not mmt_nas.table's other modules: an
+    # edge to a package is kept only where a package's own __init__ is what is imported from
+    for targets in graph.values():
+        for t in list(targets):
+            if any(o.startswith(t + ".") and o in targets for o in targets):
+                targets.discard(t)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                found.append(stack[stack.index(m) :] + [m])
+            elif m not in state:
+                visit(m)
+        stack.pop()
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n)
+    return found
+
+
+def test_the_import_graph_has_no_circle_between_modules_or_folders() -> None:
+    graph = _import_graph()
+    assert len(graph) > 50 and graph["mmt_nas.table.merge"] == {"mmt_nas.exceptions", "mmt_nas.table.table"}
+    assert _cycles(graph) == []
+    folder = {m: ".".join(m.split(".")[:2]) for m in graph}
+    folders: dict[str, set[str]] = {}
+    for m, targets in graph.items():
+        if m == "mmt_nas":
+            continue  # the package's lazy __init__ names everything
+        folders.setdefault(folder[m], set()).update(folder[t] for t in targets if folder[t] != folder[m])
+    assert _cycles(folders) == [], "folders must be one-way too"
+    assert "mmt_nas.predict" in folders["mmt_nas.report"] and "mmt_nas.report" not in folders["mmt_nas.predict"]
+
+
+def test_a_cycle_is_found_where_there_is_one() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_module_of_the_device_and_table_folders_is_kept_torch_free_by_the_contract() -> None:
+    cfg = (ROOT / "setup.cfg").read_text()
+    contract = cfg[cfg.index("[importlinter:contract:device]") :]
+    for folder in ("mmt_nas.device", "mmt_nas.table", "mmt_nas.meter"):
+        assert f"\n    {folder}\n" in contract
     code = (
-        f"import importlib; from {old} import {name} as a; b = getattr(importlib.import_module({new!r}), {name!r}); "
-        "assert a is b, (a, b); print('ok')"
+        "import sys, mmt_nas.meter, mmt_nas.table, mmt_nas.device.meter, mmt_nas.device.endtoend, "
+        "mmt_nas.device.profile\n"
+        "print(sorted(m for m in ('torch', 'sklearn', 'onnx') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
-
-
-@pytest.mark.parametrize(
-    ("old", "name", "new"),
-    [
-        ("mmt_nas.table", "merge_tables", "mmt_nas.merge"),
-        ("mmt_nas.table", "MergeReport", "mmt_nas.merge"),
-        ("mmt_nas.opspace", "space_from_model", "mmt_nas.describe"),
-    ],
-)
-def test_an_old_home_of_a_moved_name_warns_and_gives_the_same_object(old: str, name: str, new: str) -> None:
-    import importlib
-
-    with pytest.warns(DeprecationWarning, match=rf"{old}.{name} moved to {new}.{name}"):
-        got = getattr(importlib.import_module(old), name)
-    assert got is getattr(importlib.import_module(new), name)
-    with pytest.raises(AttributeError, match="no_such_name"):
-        importlib.import_module(old).no_such_name  # noqa: B018
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
 
 
 def test_importing_the_predictor_search_integration_and_cli_pulls_in_no_torch() -> None:
     code = (
-        "import sys, mmt_nas.predictor, mmt_nas.parser, mmt_nas.calibration, mmt_nas.integrations.optuna, "
-        "mmt_nas.integrations.keys, mmt_nas.cli, mmt_nas.report\n"
+        "import sys, mmt_nas.predict.predictor, mmt_nas.parser, mmt_nas.predict.calibration, mmt_nas.predict.fallback, "
+        "mmt_nas.integrations.optuna, mmt_nas.integrations.keys, mmt_nas.cli, mmt_nas.report\n"
         "print(sorted(m for m in ('torch', 'sklearn', 'optuna', 'matplotlib') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

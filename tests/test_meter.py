@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, write_space
 
+from mmt_nas.device.meter import JOURNAL_SUFFIX, meter_ops
+from mmt_nas.device.rounds import read_journal
+from mmt_nas.device.timing import time_model
 from mmt_nas.exceptions import MeteringError
-from mmt_nas.meter import JOURNAL_SUFFIX, meter_ops, time_model
-from mmt_nas.rounds import read_journal
-from mmt_nas.table import LatencyTable, RuntimeSettings, load_ops_meta
+from mmt_nas.table.records import load_ops_meta
+from mmt_nas.table.table import LatencyTable, RuntimeSettings
 
 
 def test_table_has_stats_device_and_runtime(tiny_ops: Path) -> None:
@@ -100,7 +102,7 @@ def test_meter_imports_and_runs_without_torch_or_sklearn(tiny_ops_copy: Path, tm
 def _long_metering(tmp_path: Path, n_ops: int, lines: int) -> Iterator[tuple[Path, Path, subprocess.Popen]]:
     """A real process metering ``n_ops`` convolutions for minutes, once its journal has ``lines`` lines;
     SIGKILLed when the block exits."""
-    from mmt_nas.converter import generate_ops_list
+    from mmt_nas.build.generate import generate_ops_list
 
     shapes = ", ".join(f"[1, 16, {8 + i}, 32]" for i in range(n_ops))
     path = write_space(
@@ -147,8 +149,8 @@ def test_kill_and_resume_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_every_entry_records_the_device_it_was_measured_on(tiny_ops: Path) -> None:
-    from mmt_nas.meter import device_info
-    from mmt_nas.table import device_id
+    from mmt_nas.device.facts import device_info
+    from mmt_nas.table.table import device_id
 
     table = LatencyTable.load(tiny_ops)
     here = device_id(device_info())
@@ -171,8 +173,8 @@ def test_metering_into_a_table_of_another_kind_of_device_is_refused(tiny_ops_cop
 
 
 def test_shards_are_disjoint_cover_every_op_and_merge_into_the_whole_table(tiny_ops_copy: Path) -> None:
-    from mmt_nas.merge import merge_tables
-    from mmt_nas.meter import in_shard
+    from mmt_nas.device.meter import in_shard
+    from mmt_nas.table.merge import merge_tables
 
     keys = {op.key for op in load_ops_meta(tiny_ops_copy)}
     (tiny_ops_copy / "meta_latency.json").unlink()
@@ -222,7 +224,7 @@ def test_cli_shards_and_merge(tiny_ops_copy: Path) -> None:
     again = subprocess.run(cli + ["merge", shards[0], "-o", str(merged)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "exists and is not among the tables to merge" in again.stderr
     # nor while a meter run writes that table: merge takes the same lock
-    from mmt_nas.table import exclusive_lock, lock_path
+    from mmt_nas._files import exclusive_lock, lock_path
 
     with exclusive_lock(lock_path(merged), "metering (the test)"):
         busy = subprocess.run(
@@ -277,7 +279,7 @@ def test_a_rerun_removes_the_temporary_file_a_killed_save_left(tiny_ops_copy: Pa
 
 
 def test_entries_after_a_torn_journal_line_stay_readable(tiny_ops_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mmt_nas.meter as meter
+    import mmt_nas.device.meter as meter
 
     table = tiny_ops_copy / "meta_latency.json"
     table.write_text(json.dumps({**json.loads(table.read_text()), "entries": []}))  # saved at start, nothing measured
@@ -313,7 +315,7 @@ def test_a_journal_without_its_table_is_set_aside_not_mixed_in(tiny_ops_copy: Pa
 
 
 def test_shuffled_rounds_are_seeded_and_reproducible(tiny_ops_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mmt_nas.meter as meter
+    import mmt_nas.device.meter as meter
 
     keys = [op.key for op in load_ops_meta(tiny_ops_copy)]
     assert meter.round_order(keys, 7, 0) == meter.round_order(list(reversed(keys)), 7, 0)  # input order is moot
@@ -347,7 +349,7 @@ def test_shuffled_rounds_are_seeded_and_reproducible(tiny_ops_copy: Path, monkey
     floor = table.noise_floor()
     assert floor is not None and floor.n_ops == n and 0 <= floor.median_pct <= floor.p90_pct
     assert table.timing["rounds"] == 2 and table.timing["seed"] == 7
-    state = table.timing["device_state"]  # what else ran while it metered (mmt_nas.device_state)
+    state = table.timing["device_state"]  # what else ran while it metered (mmt_nas.device.state)
     assert state["wall_s"] > 0 and state["cpu_count"] == os.cpu_count()
 
 
@@ -361,7 +363,7 @@ def test_one_round_is_the_old_protocol(tiny_ops_copy: Path) -> None:
 
 def test_a_sentinel_catches_a_neighbour_burst_and_the_timings_next_to_it_are_timed_again(tmp_path: Path) -> None:
     """A real second process shares the metering process's CPU for a second, mid-metering."""
-    from mmt_nas.converter import generate_ops_list
+    from mmt_nas.build.generate import generate_ops_list
 
     shapes = ", ".join(f"[1, 16, {12 + i}, {12 + i}]" for i in range(24))
     space = (
@@ -403,7 +405,7 @@ def _conv_chain(path: Path, n: int = 8, channels: int = 64, size: int = 7) -> Pa
     """n bias-free 3x3 convolutions in a row: each shrinks its input's values about 2x (default init)."""
     import torch
 
-    from mmt_nas.converter import export_to_mnn
+    from mmt_nas.build.export import export_to_mnn
 
     torch.manual_seed(0)
     convs = [torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False) for _ in range(n)]
@@ -414,7 +416,7 @@ def _conv_chain(path: Path, n: int = 8, channels: int = 64, size: int = 7) -> Pa
 def _input_values(session: object) -> list[float]:
     import numpy as np
 
-    from mmt_nas.meter import mnn_runtime
+    from mmt_nas.device.timing import mnn_runtime
 
     mnn = mnn_runtime()
     inp = session.interpreter.getSessionInput(session.session)  # type: ignore[attr-defined]
@@ -428,7 +430,7 @@ def test_every_timed_run_gets_its_input_written_again(tmp_path: Path) -> None:
     """MNN reuses a session's input buffer for the tensors computed from it. Run after run, a model fed its
     own shrinking results reaches denormal numbers, on which it runs many times slower; every timed run
     must start from the same input."""
-    from mmt_nas.meter import _Session, timed_runs
+    from mmt_nas.device.timing import _Session, timed_runs
 
     path = _conv_chain(tmp_path / "chain.mnn")
     session = _Session(path, RuntimeSettings())

@@ -11,9 +11,9 @@ from conftest import TINY_SHAPE, write_space
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmt_nas.describe import space_from_model
 from mmt_nas.exceptions import OpSpaceError
-from mmt_nas.opspace import expand_space, load_space
+from mmt_nas.space.describe import space_from_model
+from mmt_nas.space.opspace import expand_space, load_space
 
 
 def test_cartesian_expansion_counts_every_combination(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_expansion_size_is_the_product_of_the_lists(features: list[int], shapes:
 def test_space_from_model_covers_every_leaf_op(tmp_path: Path) -> None:
     from tinymods import TinyNet
 
-    from mmt_nas.converter import prepare_ops
+    from mmt_nas.build.generate import prepare_ops
     from mmt_nas.parser import parse_model
 
     model = TinyNet()

@@ -13,11 +13,12 @@ import pytest
 from conftest import HERE, ROOT, TINY_SHAPE
 from tinymods import TinyNet
 
-from mmt_nas.converter import generate_ops_list, measure_latency
-from mmt_nas.describe import space_from_model
-from mmt_nas.meter import meter_ops
-from mmt_nas.opspace import dump_space
+from mmt_nas.build.generate import generate_ops_list
+from mmt_nas.build.measure import measure_latency
+from mmt_nas.device.meter import meter_ops
 from mmt_nas.parser import parse_model, predict_latency
+from mmt_nas.space.describe import space_from_model
+from mmt_nas.space.opspace import dump_space
 
 CLI = [sys.executable, "-m", "mmt_nas.cli"]
 

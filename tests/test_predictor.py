@@ -11,8 +11,9 @@ from tinymods import NeedsItem, TinyBlock, TinyNet
 
 from mmt_nas.exceptions import OptionError, TableError, UnknownOpError
 from mmt_nas.parser import parse_model, predict_latency, trace_calls
-from mmt_nas.predictor import LatencyPredictor
-from mmt_nas.table import LatencyStats, LatencyTable, OpRecord, RuntimeSettings, TableEntry
+from mmt_nas.predict.predictor import LatencyPredictor
+from mmt_nas.table.records import OpRecord
+from mmt_nas.table.table import LatencyStats, LatencyTable, RuntimeSettings, TableEntry
 
 
 def _table(costs: dict[str, float], settings: RuntimeSettings | None = None) -> LatencyTable:
@@ -106,8 +107,8 @@ def test_addition_then_relu_is_fused_into_the_addition() -> None:
 
 def test_fusion_patterns_match_mnn_profile(tmp_path: Path) -> None:
     """A Conv-BN-ReLU runs as one MNN op (one Convolution) and an Add+ReLU as one BinaryOp."""
-    from mmt_nas.converter import export_to_mnn
-    from mmt_nas.meter import profile_model
+    from mmt_nas.build.export import export_to_mnn
+    from mmt_nas.device.profile import profile_model
 
     class Net(torch.nn.Module):
         def __init__(self) -> None:
@@ -291,7 +292,7 @@ def test_a_table_of_another_device_is_refused_when_a_device_is_asked_for(tiny_op
     import subprocess
     import sys
 
-    from mmt_nas.meter import device_info
+    from mmt_nas.device.facts import device_info
 
     here = device_info()
     assert float(LatencyPredictor(tiny_ops, device="local").predict(TinyNet(), TINY_SHAPE)) > 0

@@ -14,18 +14,11 @@ from conftest import HERE, ROOT, TINY_SHAPE
 from tinymods import NotExportable, TinyNet
 
 from mmt_nas.exceptions import OpSpaceError
-from mmt_nas.predictor import LatencyPredictor
-from mmt_nas.report import (
-    ModelSpec,
-    Report,
-    compute_metrics,
-    evaluate,
-    kendall_tau,
-    load_model_specs,
-    mnn_category,
-    op_category,
-    spearman_rho,
-)
+from mmt_nas.predict.predictor import LatencyPredictor
+from mmt_nas.report.document import Report
+from mmt_nas.report.evaluation import ModelSpec, evaluate, load_model_specs
+from mmt_nas.report.metrics import compute_metrics, kendall_tau, spearman_rho
+from mmt_nas.vocab import mnn_category, op_category
 
 
 def test_metrics_against_hand_computed_values() -> None:
@@ -235,7 +228,7 @@ def test_cli_report(tiny_ops: Path, tmp_path: Path) -> None:
 
 
 def test_cli_fits_a_calibration_and_predicts_with_it_and_the_fallback(tiny_ops: Path, tmp_path: Path) -> None:
-    from mmt_nas.calibration import InContextCalibration
+    from mmt_nas.predict.calibration import InContextCalibration
 
     (tmp_path / "models.yaml").write_text(
         "models:\n"
@@ -297,7 +290,7 @@ def test_cli_fits_a_calibration_and_predicts_with_it_and_the_fallback(tiny_ops: 
     )
     assert out.returncode == 0, out.stderr
     assert InContextCalibration.load(tmp_path / "cal.json").models_ == ["copy0", "copy1", "copy2", "copy3"]
-    from mmt_nas.intervals import ConformalIntervals
+    from mmt_nas.predict.intervals import ConformalIntervals
 
     assert ConformalIntervals.load(tmp_path / "iv.json").models_ == ["copy0", "copy1", "copy2", "copy3"]
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
@@ -350,7 +343,7 @@ def _journal_cases() -> list:
 
 
 def test_journal_is_reused_by_a_rerun_with_the_same_settings(tiny_ops: Path, tmp_path: Path) -> None:
-    from mmt_nas.report import JOURNAL_FILENAME
+    from mmt_nas.report.evaluation import JOURNAL_FILENAME
 
     predictor = LatencyPredictor(tiny_ops)
     journal = tmp_path / JOURNAL_FILENAME
@@ -420,7 +413,7 @@ def test_journal_that_cannot_be_used_is_a_metering_error(tiny_ops: Path, tmp_pat
 
 
 def test_cli_report_continues_from_the_journal_unless_fresh(tiny_ops: Path, tmp_path: Path) -> None:
-    from mmt_nas.report import JOURNAL_FILENAME
+    from mmt_nas.report.evaluation import JOURNAL_FILENAME
 
     (tmp_path / "models.yaml").write_text(
         f"models:\n  - {{name: tiny, model: '{HERE / 'tinymods.py'}:TinyNet', input_shape: {TINY_SHAPE}}}\n"

@@ -25,9 +25,10 @@ import pytest
 from conftest import TINY_SHAPE
 from tinymods import NotExportable, TinyNet
 
-from mmt_nas.html_report import UNATTRIBUTED, family_rows, op_rows, render_html
-from mmt_nas.predictor import LatencyPredictor
-from mmt_nas.report import Report, evaluate
+from mmt_nas.predict.predictor import LatencyPredictor
+from mmt_nas.report.document import Report
+from mmt_nas.report.evaluation import evaluate
+from mmt_nas.report.html import UNATTRIBUTED, family_rows, op_rows, render_html
 
 # a model name that tries to end the page's scripts and run its own
 HOSTILE = 'evil</script><script>document.title="PWNED"</script><img src=x onerror="document.title=\'PWNED\'">&amp;'
@@ -42,7 +43,7 @@ def written(tiny_ops: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[R
     pytest.importorskip("plotly")
     import torch
 
-    from mmt_nas.fallback import LatencyRegressor
+    from mmt_nas.predict.fallback import LatencyRegressor
 
     predictor = LatencyPredictor(tiny_ops)
     predictor = LatencyPredictor(
@@ -193,7 +194,7 @@ def test_without_plotly_the_page_is_the_static_one(written: Any, monkeypatch: py
 
 def test_an_empty_report_renders() -> None:
     pytest.importorskip("plotly")
-    from mmt_nas.table import LatencyTable
+    from mmt_nas.table.table import LatencyTable
 
     text = render_html(Report([], LatencyTable(), {}).to_dict())
     page = _parse(text)

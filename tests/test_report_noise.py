@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mmt_nas.evaluation import ModelResult
-from mmt_nas.records import OpRecord
-from mmt_nas.report import Report
-from mmt_nas.table import LatencyStats, LatencyTable, TableEntry
+from mmt_nas.report.document import Report
+from mmt_nas.report.evaluation import ModelResult
+from mmt_nas.table.records import OpRecord
+from mmt_nas.table.table import LatencyStats, LatencyTable, TableEntry
 from mmt_nas.vocab import op_key
 
 

@@ -18,9 +18,9 @@ from conftest import HERE, ROOT, TINY_SHAPE, write_space
 from mmt_nas._files import atomic_write_text, atomic_writer, replace_file
 from mmt_nas.cli import main
 from mmt_nas.exceptions import LockedError, OpSpaceError, OptionError
-from mmt_nas.opspace import load_space
-from mmt_nas.report import Report
-from mmt_nas.table import LatencyTable
+from mmt_nas.report.document import Report
+from mmt_nas.space.opspace import load_space
+from mmt_nas.table.table import LatencyTable
 from mmt_nas.vocab import check_choice, close_matches
 
 
@@ -142,7 +142,7 @@ def _report_running(folder: Path) -> Iterator[subprocess.Popen[str]]:
 
 
 def test_a_second_report_into_the_same_folder_is_refused(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    from mmt_nas.report import JOURNAL_FILENAME
+    from mmt_nas.report.evaluation import JOURNAL_FILENAME
 
     LatencyTable().save(tmp_path / "table.json")
     models = tmp_path / "models.yaml"
@@ -226,8 +226,8 @@ def test_a_module_whose_own_import_fails_gets_no_suggestion(tmp_path: Path) -> N
 
 
 def test_an_option_typo_gets_a_suggestion() -> None:
-    from mmt_nas.cache import CONTEXTS
-    from mmt_nas.table import check_latency
+    from mmt_nas.predict.cache import CONTEXTS
+    from mmt_nas.table.table import check_latency
 
     with pytest.raises(OptionError, match=r"^context must be 'alone' or 'model', but got context='modle'\. Did you "):
         check_choice("context", "modle", CONTEXTS)

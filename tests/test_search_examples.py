@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmt_nas.report import load_model_specs
+from mmt_nas.report.evaluation import load_model_specs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmt_nas.exceptions import TableError
-from mmt_nas.merge import merge_tables
-from mmt_nas.records import OpRecord
-from mmt_nas.table import LatencyStats, LatencyTable, RuntimeSettings, TableEntry, device_id
+from mmt_nas.table.merge import merge_tables
+from mmt_nas.table.records import OpRecord
+from mmt_nas.table.table import LatencyStats, LatencyTable, RuntimeSettings, TableEntry, device_id
 from mmt_nas.vocab import op_key
 
 _finite = st.floats(min_value=0, max_value=1e4, allow_nan=False, allow_infinity=False)

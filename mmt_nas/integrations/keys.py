@@ -5,7 +5,7 @@ path, a class, constructor arguments and an input shape. Once-for-All's evolutio
 search checks every candidate's latency this way, from its description, never
 instantiating the network. :class:`KeyBuilder` turns such descriptions into table keys
 (building each distinct op once, on the meta device, to read its ``repr()``), and
-:meth:`mmt_nas.predictor.LatencyPredictor.predict_keys` sums them::
+:meth:`mmt_nas.predict.predictor.LatencyPredictor.predict_keys` sums them::
 
     builder = KeyBuilder()
     ops = [OpDescription("torch.nn", "Conv2d", {"in_channels": 3, "out_channels": 16,
@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from mmt_nas._imports import require
 from mmt_nas.exceptions import OpSpaceError
-from mmt_nas.opspace import OpSpec
+from mmt_nas.space.opspace import OpSpec
 from mmt_nas.vocab import check_shape, op_key
 
 if TYPE_CHECKING:
-    from mmt_nas.predictor import LatencyPredictor, Prediction
+    from mmt_nas.predict.predictor import LatencyPredictor, Prediction
 
 __all__ = ["OpDescription", "KeyBuilder"]
 
@@ -142,7 +142,7 @@ class KeyBuilder:
             ops: The candidate's ops, as :meth:`keys` takes them.
 
         Returns:
-            The prediction, as :meth:`~mmt_nas.predictor.LatencyPredictor.predict_keys` returns it.
+            The prediction, as :meth:`~mmt_nas.predict.predictor.LatencyPredictor.predict_keys` returns it.
 
         Raises:
             OpSpaceError: See :meth:`key`.

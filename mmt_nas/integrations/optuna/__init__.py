@@ -35,7 +35,7 @@ Its storage has a heartbeat: a trial whose worker was killed is marked ``FAIL`` 
 worker that asks for a trial, and queued again with the same parameters
 (``RetryFailedTrialCallback``). Every worker process creates its own :class:`LatencyConstraint`
 from the table's path; the table is loaded once per process and per file version
-(:func:`mmt_nas.predictor.load_table_cached`). :meth:`SearchLog.from_study` collects every
+(:func:`mmt_nas.predict.predictor.load_table_cached`). :meth:`SearchLog.from_study` collects every
 worker's trials from the shared storage.
 
 One module per concept, each importing only the ones listed before it; every name is

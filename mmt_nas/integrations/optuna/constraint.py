@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mmt_nas.exceptions import SearchError
 from mmt_nas.integrations.optuna._deps import import_optuna
-from mmt_nas.predictor import LatencyPredictor, Prediction
+from mmt_nas.predict.predictor import LatencyPredictor, Prediction
 from mmt_nas.vocab import check_choice
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import optuna
     import torch
 
-    from mmt_nas.table import LatencyTable
+    from mmt_nas.table.table import LatencyTable
 
 __all__ = [
     "PREDICTED_ATTR",
@@ -84,15 +84,15 @@ class LatencyConstraint:
     """Predicts a trial's latency and turns it into an Optuna constraint.
 
     Args:
-        predictor: A :class:`~mmt_nas.predictor.LatencyPredictor`, a
-            :class:`~mmt_nas.table.LatencyTable`, or the path of a table (or its ops folder).
+        predictor: A :class:`~mmt_nas.predict.predictor.LatencyPredictor`, a
+            :class:`~mmt_nas.table.table.LatencyTable`, or the path of a table (or its ops folder).
         budget_ms: The latency budget; a trial is feasible when its prediction is <= this.
         prune_factor: If given (>= 1), a trial predicted above ``prune_factor * budget_ms`` raises
             ``optuna.TrialPruned`` from :meth:`__call__`, before training. Its constraint is set first.
         name: The constraint's key in ``trial.constraints``.
         confidence: If given (strictly between 0 and 1), a chance constraint: a trial is feasible when
             P[latency <= budget] >= ``confidence``, i.e. the constraint value is the prediction's one-sided
-            upper bound at that confidence (:meth:`~mmt_nas.predictor.Prediction.upper`) minus the budget.
+            upper bound at that confidence (:meth:`~mmt_nas.predict.predictor.Prediction.upper`) minus the budget.
             ``None`` (default): the point prediction minus the budget.
 
     Raises:
@@ -143,7 +143,7 @@ class LatencyConstraint:
             input_shape: Its input shape.
             config: A hashable value that determines the architecture (e.g. ``tuple(sorted(trial.params.items()))``):
                 repeated architectures are then predicted from a cache without calling ``repr(model)``
-                (see :meth:`~mmt_nas.predictor.LatencyPredictor.predict_cached`).
+                (see :meth:`~mmt_nas.predict.predictor.LatencyPredictor.predict_cached`).
 
         Returns:
             The prediction (a float in ms with its breakdown).
@@ -172,7 +172,7 @@ class LatencyConstraint:
 
         Raises:
             SearchError: ``latency_ms`` is not a finite number >= 0; or ``confidence`` is set and
-                ``latency_ms`` is a plain number, not a :class:`~mmt_nas.predictor.Prediction` (no interval).
+                ``latency_ms`` is a plain number, not a :class:`~mmt_nas.predict.predictor.Prediction` (no interval).
             optuna.TrialPruned: ``latency_ms`` exceeds ``prune_factor * budget_ms``.
         """
         latency = float(latency_ms)

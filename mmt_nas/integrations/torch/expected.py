@@ -31,7 +31,7 @@ from mmt_nas._imports import require
 from mmt_nas.exceptions import SearchError
 
 if TYPE_CHECKING:
-    from mmt_nas.predictor import LatencyPredictor
+    from mmt_nas.predict.predictor import LatencyPredictor
 
 # This module is torch-only: fail here, naming the extra, rather than below.
 require("torch", "torch", "the differentiable latency (mmt_nas.integrations.torch)")
@@ -40,8 +40,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from mmt_nas.intervals import log_sd  # noqa: E402
-from mmt_nas.trace import trace_calls  # noqa: E402 (imports torch: after the check above)
+from mmt_nas.predict.intervals import log_sd  # noqa: E402
+from mmt_nas.space.trace import trace_calls  # noqa: E402 (imports torch: after the check above)
 
 __all__ = ["LayerSpec", "CandidateLatencies", "resolve_candidates", "supernet_layers", "ExpectedLatency"]
 
@@ -114,7 +114,7 @@ def supernet_layers(
 ) -> list[LayerSpec]:
     """Find a supernet's mixed ops and their candidates, with each one's input shape.
 
-    The model is run once on meta tensors (see :func:`mmt_nas.trace.trace_calls`) to learn
+    The model is run once on meta tensors (see :func:`mmt_nas.space.trace.trace_calls`) to learn
     the shapes; a mixed op called several times takes its first call's shape.
 
     Args:

@@ -5,7 +5,7 @@ squeeze-excitation products are not ``nn.Module``s, so forward hooks never see
 them, yet MNN runs them. The parser records them as :class:`Functional` ops; an
 op space can list them like any module, so the table can hold their latency::
 
-    mmt_nas.ops:
+    mmt_nas.space.ops:
       Functional:
         - fn: [Tensor.add]
           args: [[{input: true}, {tensor: [1, 64, 56, 56]}]]

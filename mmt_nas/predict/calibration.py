@@ -10,12 +10,12 @@ sample per op: (the op's features, its time as the predictor composes it, the
 model's weight bytes) → (its time in context).
 
 The predictor's ``context="model"`` already moves an op from its hot time toward its
-cold time by :func:`mmt_nas.cache.cold_share` of the model's weight bytes; the samples
+cold time by :func:`mmt_nas.predict.cache.cold_share` of the model's weight bytes; the samples
 are built from that composed time (:func:`samples_from_profile`), so the calibration
 learns only what the composition misses, and never counts the cache twice.
 
 :class:`InContextCalibration` learns the ratio from such samples (a scikit-learn
-regressor on :func:`mmt_nas.fallback.op_features`, the op's composed time and the
+regressor on :func:`mmt_nas.predict.fallback.op_features`, the op's composed time and the
 model's context) and the predictor multiplies each op's composed time by it. Out of
 the training data's range (an op or a model unlike any it was fitted on), the
 predicted log-ratio shrinks toward 0 (no correction) instead of extrapolating; see
@@ -36,17 +36,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mmt_nas._files import atomic_write_text
 from mmt_nas._imports import try_import
-from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
-from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import NotFittedError, OptionError, TableError
-from mmt_nas.fallback import op_features, single_threaded
-from mmt_nas.records import OpRecord
-from mmt_nas.table import Latency, TableEntry
-from mmt_nas.trace import ParsedOp
+from mmt_nas.predict.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
+from mmt_nas.predict.fallback import op_features, single_threaded
+from mmt_nas.space.describe import record_from_parsed
+from mmt_nas.space.trace import ParsedOp
+from mmt_nas.table.records import OpRecord
+from mmt_nas.table.table import Latency, TableEntry
 from mmt_nas.vocab import check_choice
 
 if TYPE_CHECKING:
-    from mmt_nas.meter import OpProfile
+    from mmt_nas.device.profile import OpProfile
 
 #: The regression models :class:`InContextCalibration` can fit.
 CalibrationKind = Literal["boosting", "forest"]
@@ -86,7 +86,7 @@ def model_context(model_weight_bytes: float, cache_bytes: tuple[int, int] = CACH
 
     Args:
         model_weight_bytes: The model's weight bytes, as the predictor counts them (:func:`model_weight_bytes`).
-        cache_bytes: The device's ``(lo, hi)`` of :func:`mmt_nas.cache.cold_share`.
+        cache_bytes: The device's ``(lo, hi)`` of :func:`mmt_nas.predict.cache.cold_share`.
 
     Returns:
         ``(log(1 + model_weight_bytes), cold_share(model_weight_bytes, cache_bytes))``.
@@ -133,7 +133,7 @@ class CalibrationSample:
     Attributes:
         model: Name of the profiled model (for cross-validation by model).
         key: The op's key.
-        features: :func:`mmt_nas.fallback.op_features` of the op.
+        features: :func:`mmt_nas.predict.fallback.op_features` of the op.
         alone_ms: Its time before calibration, as the predictor composes it: its table time (core or wall),
             moved toward its cold time by the model's cold share where the samples were built with
             ``context="model"`` and the entry has a cold time.
@@ -243,7 +243,7 @@ def samples_from_profile(
             ``cold_share(W) * (cold_ms - core_ms)`` where its entry has both (``W``: the model's weight bytes,
             :func:`model_weight_bytes`), as the predictor's ``context="model"`` composes it; ``"alone"``: its
             table time.
-        cache_bytes: The device's ``(lo, hi)`` of :func:`mmt_nas.cache.cold_share`.
+        cache_bytes: The device's ``(lo, hi)`` of :func:`mmt_nas.predict.cache.cold_share`.
         composed: Each op's composed time by key, as an uncalibrated predictor gives it (``{o.key: o.latency_ms
             for o in prediction.ops}``), for a table that lacks some of the model's ops (a held-out table whose
             fallback estimates them). Given, it is each sample's ``alone_ms`` (``latency`` and ``context``
@@ -281,7 +281,7 @@ def samples_from_profile(
 class InContextCalibration:
     """Learns how much slower (or faster) an op runs inside a whole model than its composed time.
 
-    The regressor's input is the op's :func:`~mmt_nas.fallback.op_features`, the log of its composed time
+    The regressor's input is the op's :func:`~mmt_nas.predict.fallback.op_features`, the log of its composed time
     and its model's :func:`model_context`; its target is ``log(in_context_ms / alone_ms)``.
 
     With ``shrink``, each prediction's log-ratio is multiplied by a trust weight ``w`` in ``[0, 1]``
@@ -295,7 +295,7 @@ class InContextCalibration:
         max_ratio: Predicted ratios are clipped to ``[1 / max_ratio, max_ratio]``.
         random_state: Seed.
         shrink: Shrink the correction toward none out of the training data's range.
-        cache_bytes: The ``(lo, hi)`` of :func:`mmt_nas.cache.cold_share` the samples were built with (and the
+        cache_bytes: The ``(lo, hi)`` of :func:`mmt_nas.predict.cache.cold_share` the samples were built with (and the
             predictor uses); :meth:`ratios` computes a model's cold share with it.
         step_aside: Check, on the training data alone, whether the correction carries over between groups of
             models: leave each group out (in at most 5 folds), fit on the others, and compare each held-out
@@ -358,7 +358,7 @@ class InContextCalibration:
         if len(samples) < 10:
             raise TableError(
                 f"calibration needs at least 10 in-context op samples, but got {len(samples)}. "
-                "Profile more models (mmt_nas.report.evaluate collects them)."
+                "Profile more models (mmt_nas.report.evaluation.evaluate collects them)."
             )
         check_choice("model", self.model, CALIBRATION_KINDS)
         if not isinstance(self.shrink, bool):

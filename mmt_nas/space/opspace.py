@@ -46,7 +46,7 @@ from mmt_nas.vocab import did_you_mean, is_shape
 if TYPE_CHECKING:
     import torch
 
-    from mmt_nas.records import OpRecord
+    from mmt_nas.table.records import OpRecord
 
 __all__ = [
     "OpSpec",
@@ -413,7 +413,7 @@ def expand_space(doc: Any, base_dir: str | os.PathLike[str] | None = None) -> li
     if not isinstance(doc, dict) or not doc:
         raise OpSpaceError(
             f"an op space must be a non-empty mapping of module paths to classes, but got {_show(doc)}. "
-            "See the format in the mmt_nas.opspace docstring or the README."
+            "See the format in the mmt_nas.space.opspace docstring or the README."
         )
     _check_expanded_size(doc)
     specs: dict[tuple[Any, ...], OpSpec] = {}
@@ -539,22 +539,3 @@ def space_of(records: Iterable[OpRecord]) -> dict[str, Any]:
 def dump_space(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write an op-space document as YAML, atomically."""
     atomic_write_text(path, yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=None, width=120))
-
-
-def __getattr__(name: str) -> Any:
-    """Deprecated names of this module: they moved to :mod:`mmt_nas.describe`, which builds on this module.
-
-    Resolved at attribute access (never at import), with a ``DeprecationWarning``, so that code written
-    against mmt_nas 0.1 keeps working while the import graph stays one-way.
-    """
-    if name in ("space_from_model", "describe_module"):
-        import importlib
-        import warnings
-
-        warnings.warn(
-            f"{__name__}.{name} moved to mmt_nas.describe.{name}; import it from there (or from mmt_nas).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module("mmt_nas.describe"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

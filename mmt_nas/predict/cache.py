@@ -1,7 +1,8 @@
 """How a model's size sets its ops' cache state: the share of the way from an op's hot time to its cold time.
 
 An op timed alone finds its weights in the caches run after run (its *hot* time, ``core_ms``); metering also
-times it *cold* (``cold_ms``: copies cycled, so its weights come from memory, :func:`mmt_nas.meter.cold_core_ms`).
+times it *cold* (``cold_ms``: copies cycled, so its weights come from memory,
+:func:`mmt_nas.device.profile.cold_core_ms`).
 Inside a model, a layer's weights are last touched one inference ago, with the whole model's weights read in
 between: a small model keeps them in the caches, a large one does not. :func:`cold_share` is that, as the
 simplest model the measurements support (``benchmarks/context.py``). Standard library only.
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mmt_nas.exceptions import OptionError
 
 if TYPE_CHECKING:
-    from mmt_nas.table import TableEntry
+    from mmt_nas.table.table import TableEntry
 
 __all__ = ["Context", "CONTEXTS", "CACHE_BYTES", "cold_share", "check_cache_bytes", "in_model_ms"]
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mmt_nas.exceptions import TableError
-from mmt_nas.table import LatencyStats, LatencyTable
+from mmt_nas.table.table import LatencyStats, LatencyTable
 
 __all__ = ["MergeConflict", "MergeReport", "merge_tables"]
 

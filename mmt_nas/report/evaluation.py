@@ -32,20 +32,21 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mmt_nas._files import open_journal, pid_alive
-from mmt_nas.endtoend import InterleavedResult, Method, measure_interleaved
+from mmt_nas.device.endtoend import InterleavedResult, Method, measure_interleaved
+from mmt_nas.device.facts import device_info
+from mmt_nas.device.profile import OpProfile, profile_model
 from mmt_nas.exceptions import MeteringError, MmtNasError, OpSpaceError
-from mmt_nas.meter import OpProfile, device_info, profile_model
-from mmt_nas.opspace import load_model, yaml_error_text
 from mmt_nas.progress import bar, progress
+from mmt_nas.space.opspace import load_model, yaml_error_text
 from mmt_nas.vocab import check_shape, mnn_category, op_category, op_family
 
 if TYPE_CHECKING:
     import torch
 
-    from mmt_nas.calibration import CalibrationSample
-    from mmt_nas.predictor import LatencyPredictor, Prediction
-    from mmt_nas.table import LatencyTable
-    from mmt_nas.trace import ParsedOp
+    from mmt_nas.predict.calibration import CalibrationSample
+    from mmt_nas.predict.predictor import LatencyPredictor, Prediction
+    from mmt_nas.space.trace import ParsedOp
+    from mmt_nas.table.table import LatencyTable
 
 __all__ = ["JOURNAL_FILENAME", "ModelSpec", "ModelCase", "ModelResult", "load_model_specs", "evaluate"]
 
@@ -154,7 +155,7 @@ class ModelResult:
         profile: MNN's per-op profile of the whole model (not written to JSON).
         reused: The measurements came from the journal of an interrupted run.
         timing_method: What a timed run is: ``"inference"`` (input written from a host array, the run,
-            the output read back to a host array: :func:`mmt_nas.endtoend.time_inference`); ``None`` when
+            the output read back to a host array: :func:`mmt_nas.device.endtoend.time_inference`); ``None`` when
             nothing was measured.
         ops_in_context: One row per profiled op of the model (:func:`ops_in_context`): its time alone (hot),
             cold, as predicted and inside the model, its bytes and what ran before it.
@@ -200,7 +201,7 @@ class ModelResult:
     @property
     def run_to_run(self) -> float | None:
         """Spread of the rounds' medians relative to their median, ``(max - min) / median`` (as
-        :attr:`mmt_nas.endtoend.InterleavedResult.run_to_run`); ``None`` for fewer than two rounds."""
+        :attr:`mmt_nas.device.endtoend.InterleavedResult.run_to_run`); ``None`` for fewer than two rounds."""
         xs = self.run_medians_ms
         if len(xs) < 2:
             return None
@@ -250,7 +251,7 @@ def ops_in_context(
         table: The table the prediction used.
         scale: Multiplies the profile's times (e.g. measured / profiled total).
     """
-    from mmt_nas.calibration import profiled_module_ops, times_by_scope
+    from mmt_nas.predict.calibration import profiled_module_ops, times_by_scope
 
     in_ctx, first = times_by_scope(profile, scale)
     predicted = {name: c.latency_ms for c in prediction.ops for name in c.names}
@@ -452,14 +453,14 @@ def evaluate(
     Each model is traced once (:meth:`LatencyPredictor.parse`); its ops give both the prediction and
     the in-context calibration samples. Then every model is exported and profiled op by op, and the
     models are measured together in ``repeats`` interleaved rounds
-    (:func:`mmt_nas.endtoend.measure_interleaved`): in each round every model once, in a seeded shuffled
+    (:func:`mmt_nas.device.endtoend.measure_interleaved`): in each round every model once, in a seeded shuffled
     order, ``times`` runs each, so a slow spell of the machine hits every model a little, not one model
     a lot. A model's measured latency is the median of its rounds' medians; ``run_medians_ms`` keeps
     each round's, and ``run_to_run`` their spread.
 
     What is timed (the deployed app's latency, ``timing_method="inference"``): each run writes the
     input from a host numpy array, runs the model and reads its output back into a host numpy array,
-    with MNN's module API (:func:`mmt_nas.endtoend.time_inference`); the bare session run that op
+    with MNN's module API (:func:`mmt_nas.device.endtoend.time_inference`); the bare session run that op
     tables are metered with measures a few percent less.
 
     Args:
@@ -487,8 +488,8 @@ def evaluate(
         MeteringError: ``times`` or ``repeats`` is not an integer >= 1, or the journal cannot be read or
             written.
     """
-    from mmt_nas.calibration import samples_from_profile  # these import torch
-    from mmt_nas.converter import export_to_mnn
+    from mmt_nas.build.export import export_to_mnn
+    from mmt_nas.predict.calibration import samples_from_profile  # these import torch
 
     settings = predictor.table.settings
     _check_measuring(times, repeats)

@@ -1,8 +1,8 @@
 """Prediction-error reports: predicted vs measured end-to-end latency, with metrics and plots.
 
-:class:`Report` renders the results of :func:`~mmt_nas.evaluation.evaluate` as JSON, Markdown, a
-self-contained HTML page (interactive: :mod:`mmt_nas.html_report`) and PNG plots. The measuring lives in
-:mod:`mmt_nas.evaluation`, the error metrics in :mod:`mmt_nas.metrics` and the op categories in
+:class:`Report` renders the results of :func:`~mmt_nas.report.evaluation.evaluate` as JSON, Markdown, a
+self-contained HTML page (interactive: :mod:`mmt_nas.report.html`) and PNG plots. The measuring lives in
+:mod:`mmt_nas.report.evaluation`, the error metrics in :mod:`mmt_nas.report.metrics` and the op categories in
 :mod:`mmt_nas.vocab`; their public names are re-exported here, where they were first found
 (``from mmt_nas.report import evaluate`` works).
 """
@@ -20,20 +20,19 @@ from typing import Any
 
 from mmt_nas._files import atomic_write_text, atomic_writer, exclusive_lock, lock_path, remove_stale_temp_files
 from mmt_nas._imports import try_import
-from mmt_nas.evaluation import (  # noqa: F401  (ModelCase and _category_split: importable here, as before the split)
+from mmt_nas.predict.intervals import ConformalIntervals, check_intervals
+from mmt_nas.predict.predictor import Prediction
+from mmt_nas.report.evaluation import (
     JOURNAL_FILENAME,
-    ModelCase,
     ModelResult,
     ModelSpec,
-    _category_split,
     evaluate,
     load_model_specs,
 )
-from mmt_nas.html_report import _fmt, _pct, render_html  # the same number formatting in both
-from mmt_nas.intervals import ConformalIntervals, check_intervals
-from mmt_nas.metrics import compute_metrics, kendall_tau, spearman_rho
-from mmt_nas.predictor import Prediction
-from mmt_nas.table import LatencyTable
+from mmt_nas.report.html import render_html
+from mmt_nas.report.html.cells import _fmt, _pct  # the same number formatting in both
+from mmt_nas.report.metrics import compute_metrics, kendall_tau, spearman_rho
+from mmt_nas.table.table import LatencyTable
 from mmt_nas.vocab import mnn_category, op_category
 
 __all__ = [
@@ -129,7 +128,7 @@ class Report:
 
         ``as_predicted``: the intervals the predictions came with (the predictor's: the uncalibrated prior, or
         the conformal intervals it was given, which must not have been fitted on these models);
-        ``conformal`` and ``prior``: :func:`~mmt_nas.intervals.check_intervals`, each model's conformal
+        ``conformal`` and ``prior``: :func:`~mmt_nas.predict.intervals.check_intervals`, each model's conformal
         interval fitted on the *other* models (leave one out, or one architecture out when names carry
         ``@resolution``). Each holds coverage at 80/90/95%, the median 90% width (relative) and the
         false-feasible rates at the 25th/50th/75th percentile budgets: point prediction vs chance constraint
@@ -155,7 +154,7 @@ class Report:
         return out
 
     def fit_intervals(self) -> ConformalIntervals:
-        """:class:`~mmt_nas.intervals.ConformalIntervals` fitted on these measured models (for *other* models:
+        """:class:`~mmt_nas.predict.intervals.ConformalIntervals` fitted on these measured models (for *other* models:
         ``mmt-nas predict --intervals``).
 
         Raises:
@@ -428,7 +427,7 @@ class Report:
         return paths
 
     def _html(self, paths: Mapping[str, Path], doc: Mapping[str, Any] | None = None, md: str | None = None) -> str:
-        """The page ``report.html``: interactive with plotly (:func:`mmt_nas.html_report.render_html`), else the
+        """The page ``report.html``: interactive with plotly (:func:`mmt_nas.report.html.render_html`), else the
         PNG plots over the Markdown report. ``doc`` and ``md``: :meth:`to_dict` and :meth:`markdown`, if already
         made."""
         return render_html(

@@ -16,16 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import OptionError
-from mmt_nas.intervals import log_sd
+from mmt_nas.predict.intervals import log_sd
 from mmt_nas.progress import progress
-from mmt_nas.records import OpRecord
+from mmt_nas.space.describe import record_from_parsed
+from mmt_nas.table.records import OpRecord
 
 if TYPE_CHECKING:
     import torch
 
-    from mmt_nas.predictor import LatencyPredictor
+    from mmt_nas.predict.predictor import LatencyPredictor
 
 __all__ = ["Proposal", "propose_for_budget"]
 
@@ -35,7 +35,7 @@ class Proposal:
     """One op worth measuring.
 
     Attributes:
-        record: The op (for :func:`mmt_nas.opspace.space_of`).
+        record: The op (for :func:`mmt_nas.space.opspace.space_of`).
         score: Its weighted share of the undecided models' log variance that measuring it removes.
         models: The models it appears in, most undecided first.
     """

@@ -2,8 +2,8 @@
 measured on.
 
 Versioned JSON, written atomically. This module imports only the standard library, so a deployment
-device with MNN and numpy alone can load and write tables. Joining tables is :mod:`mmt_nas.merge`;
-the generated ops' records are :mod:`mmt_nas.records`.
+device with MNN and numpy alone can load and write tables. Joining tables is :mod:`mmt_nas.table.merge`;
+the generated ops' records are :mod:`mmt_nas.table.records`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from mmt_nas._files import (  # noqa: F401 (re-exported: mmt_nas.table named the
     remove_stale_temp_files,
 )
 from mmt_nas.exceptions import TableError
-from mmt_nas.records import (  # noqa: F401 (re-exported)
-    META_FILENAME,
+from mmt_nas.table.records import (
     SCHEMA_VERSION,
     TABLE_FILENAME,
     TABLE_SCHEMA,
@@ -143,7 +142,7 @@ class LatencyStats:
 
     @classmethod
     def combine(cls, parts: Iterable[LatencyStats]) -> LatencyStats:
-        """One summary of several rounds of timings of the same op (see :func:`mmt_nas.meter.meter_ops`).
+        """One summary of several rounds of timings of the same op (see :func:`mmt_nas.device.meter.meter_ops`).
 
         The median is the median of the rounds' medians: robust to one round hit by a neighbour's burst
         of work. Mean, standard deviation, minimum and ``n`` are those of all the runs pooled (exact); the
@@ -246,7 +245,7 @@ class TableEntry:
             noise, minutes apart; ``latency`` is the rounds combined (:meth:`LatencyStats.combine`).
         cold_ms: Its own time (like ``core_ms``) in the cache state a whole model leaves it: the caches
             filled with other data before each run, then its input written, so that its weights come from
-            memory and its input from the op before (:func:`mmt_nas.meter.cold_core_ms`;
+            memory and its input from the op before (:func:`mmt_nas.device.profile.cold_core_ms`;
             ``None``: not timed so, as in tables written before it existed).
     """
 
@@ -474,7 +473,7 @@ class LatencyTable:
 
         Args:
             expected: Device facts to match, e.g. ``{"cpu_model": "AMD EPYC 7B13"}`` or
-                :func:`mmt_nas.meter.device_info` of this machine; only the fields of
+                :func:`mmt_nas.device.facts.device_info` of this machine; only the fields of
                 :data:`DEVICE_CLASS_FIELDS` that ``expected`` gives are compared.
         """
         if not isinstance(expected, Mapping):
@@ -625,22 +624,3 @@ class LatencyTable:
         if device is not None:
             table.check_device(device)
         return table
-
-
-def __getattr__(name: str) -> Any:
-    """Deprecated names of this module: they moved to :mod:`mmt_nas.merge`, which builds on this module.
-
-    Resolved at attribute access (never at import), with a ``DeprecationWarning``, so that code written
-    against mmt_nas 0.1 keeps working while the import graph stays one-way.
-    """
-    if name in ("merge_tables", "MergeConflict", "MergeReport"):
-        import importlib
-        import warnings
-
-        warnings.warn(
-            f"{__name__}.{name} moved to mmt_nas.merge.{name}; import it from there (or from mmt_nas).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module("mmt_nas.merge"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

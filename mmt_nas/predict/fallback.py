@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
 
 from mmt_nas._imports import try_import
-from mmt_nas.describe import record_from_parsed
 from mmt_nas.exceptions import NotFittedError, OptionError, TableError
-from mmt_nas.records import OpRecord
-from mmt_nas.table import Latency, LatencyTable, TableEntry, check_latency
-from mmt_nas.trace import ParsedOp
+from mmt_nas.space.describe import record_from_parsed
+from mmt_nas.space.trace import ParsedOp
+from mmt_nas.table.records import OpRecord
+from mmt_nas.table.table import Latency, LatencyTable, TableEntry, check_latency
 from mmt_nas.vocab import FAMILIES, check_choice, op_family
 
 __all__ = [
@@ -278,7 +278,7 @@ class LatencyRegressor:
 
     @single_threaded
     def cold_ratios(self, ops: Sequence[OpRecord | TableEntry]) -> list[float] | None:
-        """Estimated cold-over-hot time ratios (``cold_ms / core_ms``, see :func:`mmt_nas.meter.cold_core_ms`),
+        """Estimated cold-over-hot time ratios (``cold_ms / core_ms``, see :func:`mmt_nas.device.profile.cold_core_ms`),
         or ``None`` when the table had fewer than 5 ops metered both ways."""
         self._check_fitted()
         if self.cold_estimator_ is None:

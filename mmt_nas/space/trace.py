@@ -53,7 +53,7 @@ class FunctionCall:
 
     Attributes:
         name: ``<module name>:<function>`` where it was called.
-        fn: Canonical name, e.g. ``Tensor.add`` (see :mod:`mmt_nas.ops`).
+        fn: Canonical name, e.g. ``Tensor.add`` (see :mod:`mmt_nas.space.ops`).
         args: Encoded positional arguments.
         kwargs: Encoded keyword arguments.
         input_shape: Shape of its first tensor argument.
@@ -105,8 +105,8 @@ class FunctionSpec:
     """A recorded tensor function call, as an op: its canonical name and encoded arguments.
 
     Attributes:
-        fn: Canonical name, e.g. ``Tensor.add`` (see :mod:`mmt_nas.ops`).
-        args: Encoded positional arguments (see :func:`mmt_nas.ops.encode_args`).
+        fn: Canonical name, e.g. ``Tensor.add`` (see :mod:`mmt_nas.space.ops`).
+        args: Encoded positional arguments (see :func:`mmt_nas.space.ops.encode_args`).
         kwargs: Encoded keyword arguments.
     """
 
@@ -207,7 +207,7 @@ def trace_calls(
     import torch
     from torch.overrides import TorchFunctionMode
 
-    from mmt_nas.ops import canonical_name, encode_args  # these need torch at import
+    from mmt_nas.space.ops import canonical_name, encode_args  # these need torch at import
 
     shape = check_shape(input_shape)
     named = list(model.named_modules(remove_duplicate=False))

@@ -2,7 +2,7 @@
 
 - :func:`describe_module`: the constructor arguments that rebuild a module (with the same ``repr()``).
 - :func:`space_from_model`: the op space that covers every op a model runs.
-- :func:`record_from_parsed`: an :class:`~mmt_nas.records.OpRecord` (arguments, FLOPs, parameters) for a
+- :func:`record_from_parsed`: an :class:`~mmt_nas.table.records.OpRecord` (arguments, FLOPs, parameters) for a
   traced op, as the fallback and the calibration need for ops that are not in the table.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mmt_nas.exceptions import OpSpaceError
-from mmt_nas.opspace import add_block, to_python
-from mmt_nas.records import OpRecord
-from mmt_nas.trace import ParsedOp, parse_model
+from mmt_nas.space.opspace import add_block, to_python
+from mmt_nas.space.trace import ParsedOp, parse_model
+from mmt_nas.table.records import OpRecord
 
 if TYPE_CHECKING:
     import torch
@@ -82,8 +82,8 @@ def space_from_model(
 ) -> dict[str, Any]:
     """Build the op space that covers every op ``model`` runs on ``input_shape``.
 
-    The ops are those :func:`mmt_nas.trace.parse_model` finds: leaf modules and the
-    tensor functions the model's containers call (as ``mmt_nas.ops.Functional``), less the
+    The ops are those :func:`mmt_nas.space.trace.parse_model` finds: leaf modules and the
+    tensor functions the model's containers call (as ``mmt_nas.space.ops.Functional``), less the
     ops MNN fuses into the op before them (they cost nothing of their own). Each op becomes
     one block of single-valued lists (the seed's format with the list-of-blocks extension).
     Write it with :func:`dump_space`.
@@ -111,7 +111,7 @@ def space_from_model(
             kwargs = {"kwargs": op.function.kwargs} if op.function.kwargs else {}
             add_block(
                 doc,
-                "mmt_nas.ops",
+                "mmt_nas.space.ops",
                 "Functional",
                 {"fn": op.function.fn, "args": op.function.args, **kwargs},
                 op.input_shape,
@@ -161,7 +161,7 @@ def _record_from_parsed(op: ParsedOp) -> OpRecord:
 
     if op.function is not None:
         return OpRecord(
-            op.key, "Functional", "mmt_nas.ops", {"fn": op.function.fn}, op.input_shape, op.output_shape, 0, 0
+            op.key, "Functional", "mmt_nas.space.ops", {"fn": op.function.fn}, op.input_shape, op.output_shape, 0, 0
         )
     module = op.module
     args = describe_module(module) or {}

@@ -11,7 +11,7 @@ inference as an app runs it with MNN's module API, every run:
 3. every output is read back into a host numpy array (``Var.read``).
 
 The module is loaded with ``MNN.nn.load_module_from_file`` on a runtime manager made with the given
-backend, precision and threads. This is more than :func:`mmt_nas.meter.time_model` times (one
+backend, precision and threads. This is more than :func:`mmt_nas.device.timing.time_model` times (one
 ``Interpreter.runSession`` with the input already in place: the bare run, which op tables use);
 ``benchmarks/truth.py`` measures the difference.
 
@@ -28,16 +28,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from mmt_nas.device.rounds import round_order, round_times
+from mmt_nas.device.timing import check_times, mnn_runtime, quiet_native_output, time_model, timed_runs
 from mmt_nas.exceptions import MeteringError
-from mmt_nas.meter import check_times, mnn_runtime, quiet_native_output, time_model, timed_runs
-from mmt_nas.rounds import round_order, round_times
-from mmt_nas.table import LatencyStats, RuntimeSettings
+from mmt_nas.table.table import LatencyStats, RuntimeSettings
 
 __all__ = ["METHODS", "InterleavedResult", "Method", "measure_interleaved", "time_inference"]
 
 #: How a whole model is timed: ``"inference"`` (input written, run, output read: :func:`time_inference`,
 #: the deployed app's latency) or ``"session"`` (the bare ``Interpreter.runSession`` with the input
-#: already in place: :func:`mmt_nas.meter.time_model`).
+#: already in place: :func:`mmt_nas.device.timing.time_model`).
 Method = Literal["inference", "session"]
 METHODS: tuple[str, ...] = get_args(Method)
 
@@ -47,7 +47,7 @@ def _check_settings(settings: Any) -> RuntimeSettings:
         return RuntimeSettings()
     if not isinstance(settings, RuntimeSettings):
         raise MeteringError(
-            f"`settings` must be a mmt_nas.table.RuntimeSettings or None, but got {settings!r}. "
+            f"`settings` must be a mmt_nas.table.table.RuntimeSettings or None, but got {settings!r}. "
             "Pass e.g. RuntimeSettings('CPU', 1, 'high')."
         )
     return settings
@@ -138,7 +138,7 @@ def time_inference(
         path: The ``.mnn`` file (input shapes fixed in the file; float or int inputs).
         times: Number of timed runs, >= 1.
         warmup: Untimed runs first. ``None`` runs at least 5 and at least 20 ms' worth (at most 1000),
-            as :func:`mmt_nas.meter.time_model` does.
+            as :func:`mmt_nas.device.timing.time_model` does.
         settings: Backend, threads and precision (default: CPU, 1 thread, high precision).
 
     Returns:
@@ -246,7 +246,7 @@ def measure_interleaved(
     """Measure several models end to end in interleaved rounds: A, B, C, then B, A, C, ...
 
     In each of the ``rounds`` rounds every model is timed once, in an order shuffled with ``seed`` and
-    the round (:func:`mmt_nas.meter.round_order`: the same seed gives the same orders on every run and
+    the round (:func:`mmt_nas.device.rounds.round_order`: the same seed gives the same orders on every run and
     machine), each time loaded afresh, warmed up and timed for its share of the ``times`` runs
     (``times // rounds``, one more in the first ``times % rounds`` rounds).
 
@@ -259,7 +259,7 @@ def measure_interleaved(
         warmup: Untimed runs before each round's timing (``None``: at least 5 and 20 ms).
         method: How each run is timed, for all models or per name: ``"inference"`` (:func:`time_inference`:
             input written, run, output read; the deployed app's latency) or ``"session"``
-            (:func:`mmt_nas.meter.time_model`: the bare ``runSession``, input in place).
+            (:func:`mmt_nas.device.timing.time_model`: the bare ``runSession``, input in place).
         on_complete: Called with ``(name, result)`` as soon as a model's last round is timed (e.g. to
             journal it); its exceptions propagate.
         on_error: Called with ``(name, error)`` when a model fails to load or run; that model is then left

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mmt_nas.exceptions import TableError
-from mmt_nas.records import OpRecord
-from mmt_nas.table import LatencyStats, TableEntry
+from mmt_nas.table.records import OpRecord
+from mmt_nas.table.table import LatencyStats, TableEntry
 
 __all__ = ["RoundTiming", "read_journal", "round_order", "round_times", "entry_of"]
 
-_logger = logging.getLogger("mmt_nas.meter")
+_logger = logging.getLogger("mmt_nas.device.meter")
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class RoundTiming:
         core_ms: The op's own time from MNN's profile (round 0 only; ``None`` otherwise or unprofiled).
         device: The id of the device it was timed on.
         cold_ms: Its own time with the caches filled with other data first (round 0 only; ``None``
-            otherwise, or not timed cold): :attr:`mmt_nas.table.TableEntry.cold_ms`.
+            otherwise, or not timed cold): :attr:`mmt_nas.table.table.TableEntry.cold_ms`.
     """
 
     key: str

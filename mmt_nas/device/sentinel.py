@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mmt_nas.records import OpRecord
+from mmt_nas.table.records import OpRecord
 
 __all__ = ["SENTINEL_BLOCK_S", "SENTINEL_THRESHOLD", "choose_sentinel", "Sentinel"]
 

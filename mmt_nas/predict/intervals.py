@@ -3,7 +3,7 @@
 A prediction ``T`` (ms) is a sum of op times. Three things make the device's real latency differ from it:
 
 - each table entry's **measurement spread** (its shuffled rounds disagree: :func:`entry_sigma`);
-- the **fallback**'s error on ops the table lacks (:meth:`mmt_nas.fallback.LatencyRegressor.log_std_op`);
+- the **fallback**'s error on ops the table lacks (:meth:`mmt_nas.predict.fallback.LatencyRegressor.log_std_op`);
 - the **composition**'s error on the whole model (cache state, layout conversions, branch joins: what
   no single op shows), which only measured models reveal.
 
@@ -40,7 +40,7 @@ from mmt_nas._files import atomic_write_text
 from mmt_nas.exceptions import NotFittedError, OptionError, TableError
 
 if TYPE_CHECKING:
-    from mmt_nas.table import TableEntry
+    from mmt_nas.table.table import TableEntry
 
 __all__ = [
     "PRIOR_SIGMA",
@@ -100,7 +100,7 @@ def check_confidence(confidence: Any) -> float:
 
 
 class IntervalModel(Protocol):
-    """What a :class:`~mmt_nas.predictor.Prediction` asks of its interval model."""
+    """What a :class:`~mmt_nas.predict.predictor.Prediction` asks of its interval model."""
 
     calibrated: bool
 
@@ -151,7 +151,7 @@ class PriorIntervals:
 class ConformalIntervals:
     """Split-conformal intervals fitted on measured models (see the module docstring).
 
-    Fit on models *other* than those it will be scored on; :func:`mmt_nas.evaluation` scores it leave one
+    Fit on models *other* than those it will be scored on; :func:`mmt_nas.report.evaluation` scores it leave one
     model group out. With ``n`` models, a quantile beyond ``n / (n + 1)`` (or below ``1 / (n + 1)``) is not
     certified by the data; it is then the prior's (:class:`PriorIntervals`) or the most extreme score,
     whichever reaches further, and :meth:`describe` says how many models back each confidence.
@@ -166,7 +166,7 @@ class ConformalIntervals:
         """Fit on measured models.
 
         Args:
-            predicted_ms: Each model's prediction (a :class:`~mmt_nas.predictor.Prediction` or a float).
+            predicted_ms: Each model's prediction (a :class:`~mmt_nas.predict.predictor.Prediction` or a float).
             sigmas: Each prediction's source spread (``Prediction.sigma``).
             measured_ms: Each model's measured latency.
             models: Their names (kept, so the caller can check none is scored later).

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from mmt_nas.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
-from mmt_nas.calibration import model_weight_bytes
-from mmt_nas.describe import record_from_parsed
+from mmt_nas.device.facts import device_info
 from mmt_nas.exceptions import OpSpaceError, OptionError, TableError, UnknownOpError
-from mmt_nas.intervals import (
+from mmt_nas.predict.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
+from mmt_nas.predict.calibration import model_weight_bytes
+from mmt_nas.predict.intervals import (
     IntervalModel,
     PriorIntervals,
     check_confidence,
@@ -23,10 +23,10 @@ from mmt_nas.intervals import (
     interval_model_from_dict,
     log_sd,
 )
-from mmt_nas.meter import device_info
-from mmt_nas.records import OpRecord
-from mmt_nas.table import TABLE_FILENAME, Latency, LatencyTable, Precision, RuntimeSettings, TableEntry, check_latency
-from mmt_nas.trace import Composition, ParsedOp, check_composition, parse_model
+from mmt_nas.space.describe import record_from_parsed
+from mmt_nas.space.trace import Composition, ParsedOp, check_composition, parse_model
+from mmt_nas.table.records import TABLE_FILENAME, OpRecord
+from mmt_nas.table.table import Latency, LatencyTable, Precision, RuntimeSettings, TableEntry, check_latency
 from mmt_nas.vocab import check_choice, parse_key
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     import torch
 
-    from mmt_nas.calibration import InContextCalibration
+    from mmt_nas.predict.calibration import InContextCalibration
 
 __all__ = [
     "OnMissing",
@@ -56,7 +56,7 @@ _logger = logging.getLogger(__name__)
 _WARNED: set[int] = set()
 
 #: The relative spread (log units) counted for a fallback estimate when the estimator gives none of its own
-#: (:class:`~mmt_nas.fallback.LatencyRegressor` does: ``log_std_op``).
+#: (:class:`~mmt_nas.predict.fallback.LatencyRegressor` does: ``log_std_op``).
 FALLBACK_SIGMA = 0.3
 
 #: What the predictor does with an op that is not in the table: raise (``"error"``) or ask its fallback.
@@ -78,7 +78,7 @@ class OpEstimator(Protocol):
         """Estimated latency of ``op`` in milliseconds.
 
         An estimator may also have ``cold_ratio_op(op) -> float | None``, the op's estimated cold-over-hot
-        time ratio (as :class:`~mmt_nas.fallback.LatencyRegressor` has): then the ops it estimates move toward
+        time ratio (as :class:`~mmt_nas.predict.fallback.LatencyRegressor` has): then the ops it estimates move toward
         their cold time in a large model (``context="model"``) like the table's ops. And
         ``log_std_op(op) -> float``, the relative standard deviation (log units) of its estimate, for the
         prediction's interval; without it an estimate counts :data:`FALLBACK_SIGMA`. And
@@ -103,7 +103,7 @@ class OpContribution:
         names: The module names that run it.
         ratio: The in-context calibration factor applied to ``latency_ms`` (1 without calibration).
         sigma: The relative standard deviation (log units) of ``latency_ms``: the table entry's measurement
-            spread (:func:`~mmt_nas.intervals.entry_sigma`) or the fallback's (0 for fused ops).
+            spread (:func:`~mmt_nas.predict.intervals.entry_sigma`) or the fallback's (0 for fused ops).
     """
 
     key: str
@@ -132,12 +132,12 @@ class Prediction(float):
 
     It is a ``float`` (so ``prediction < budget`` works); ``ops`` holds each distinct op with its count,
     latency, share, source and spread; :meth:`interval`, :meth:`quantile` and :attr:`std_ms` say how far
-    the device's latency may be from it (see :mod:`mmt_nas.intervals`).
+    the device's latency may be from it (see :mod:`mmt_nas.predict.intervals`).
 
     Attributes:
         ops: The distinct ops.
         sigma: The source spread: ``sqrt(sum((share * sigma) ** 2))`` over the ops (relative, log units).
-        intervals: The interval model (:class:`~mmt_nas.intervals.PriorIntervals` when uncalibrated).
+        intervals: The interval model (:class:`~mmt_nas.predict.intervals.PriorIntervals` when uncalibrated).
     """
 
     ops: tuple[OpContribution, ...]
@@ -300,10 +300,10 @@ class LatencyPredictor:
         latency: ``"core"`` (default) uses each op's own time inside its timed model (MNN's
             per-op profile, without the layout conversions at its input and output, which a
             whole model does once), where the table has it; ``"wall"`` uses the op's end-to-end median.
-        calibration: A fitted :class:`~mmt_nas.calibration.InContextCalibration`: each module op's
+        calibration: A fitted :class:`~mmt_nas.predict.calibration.InContextCalibration`: each module op's
             time is multiplied by its predicted in-context ratio (``OpContribution.ratio``).
         device: If given, refuse a table measured on another device: a mapping of device facts
-            (e.g. ``{"cpu_model": "..."}``, see :meth:`~mmt_nas.table.LatencyTable.check_device`), or
+            (e.g. ``{"cpu_model": "..."}``, see :meth:`~mmt_nas.table.table.LatencyTable.check_device`), or
             ``"local"`` for this machine.
         context: ``"model"`` (default): where the table has an op's cold time (``cold_ms``), its time
             moves from hot toward cold by :func:`cold_share` of the model's weight bytes (small models keep
@@ -314,9 +314,9 @@ class LatencyPredictor:
             ``OpContribution.ratio`` (with the calibration's).
         cache_bytes: The device's ``(lo, hi)`` weight bytes of :func:`cold_share` (default
             :data:`CACHE_BYTES`, measured on this project's VM).
-        intervals: How predictions' intervals are made (:mod:`mmt_nas.intervals`): a fitted
-            :class:`~mmt_nas.intervals.ConformalIntervals` (``mmt-nas report --fit-intervals``), or ``None``
-            for the uncalibrated :class:`~mmt_nas.intervals.PriorIntervals`. Fit it with this predictor's
+        intervals: How predictions' intervals are made (:mod:`mmt_nas.predict.intervals`): a fitted
+            :class:`~mmt_nas.predict.intervals.ConformalIntervals` (``mmt-nas report --fit-intervals``), or ``None``
+            for the uncalibrated :class:`~mmt_nas.predict.intervals.PriorIntervals`. Fit it with this predictor's
             settings (table, fallback, calibration), on other models than those it will serve.
     """
 
@@ -381,10 +381,10 @@ class LatencyPredictor:
 
     def parse(self, model: torch.nn.Module, input_shape: Sequence[int]) -> list[ParsedOp]:
         """The ops of ``model`` as this predictor counts them: modules the table knows whole, the rest down to
-        leaves, with this predictor's ``composition`` (see :func:`mmt_nas.trace.parse_model`).
+        leaves, with this predictor's ``composition`` (see :func:`mmt_nas.space.trace.parse_model`).
 
         :meth:`predict_ops` of the result is :meth:`predict`; trace once and use both when the ops are
-        needed too (as :func:`mmt_nas.evaluation.evaluate` does).
+        needed too (as :func:`mmt_nas.report.evaluation.evaluate` does).
 
         Raises:
             OpSpaceError: The shape is malformed, or the model fails to run on it.
@@ -459,7 +459,7 @@ class LatencyPredictor:
         return Prediction(total, contributions, intervals=self.intervals)
 
     def _entry_sigma(self, entry: TableEntry) -> float:
-        """An entry's measurement spread (:func:`~mmt_nas.intervals.entry_sigma`), remembered by key; for an
+        """An entry's measurement spread (:func:`~mmt_nas.predict.intervals.entry_sigma`), remembered by key; for an
         entry timed in one round, the table's median spread (0 if no entry has rounds)."""
         cache: dict[str, float] = self.__dict__.setdefault("_sigma_cache", {})
         hit = cache.get(entry.op.key)
@@ -469,7 +469,7 @@ class LatencyPredictor:
         return hit
 
     def table_sigma(self) -> float:
-        """The table's typical measurement spread: the median :func:`~mmt_nas.intervals.entry_sigma` of its
+        """The table's typical measurement spread: the median :func:`~mmt_nas.predict.intervals.entry_sigma` of its
         entries timed in rounds (0 if none was); remembered until :meth:`clear_cache`."""
         if "_table_sigma" not in self.__dict__:
             known = sorted(x for e in self.table if (x := entry_sigma(e)) is not None)
@@ -560,9 +560,9 @@ class LatencyPredictor:
 
         Each occurrence of a key counts as one run of that op, summed exactly as
         :meth:`predict_ops` sums parsed ops (same missing-op error, same fallback). A
-        fallback receives :class:`~mmt_nas.trace.ParsedOp` records named ``#<position>``,
+        fallback receives :class:`~mmt_nas.space.trace.ParsedOp` records named ``#<position>``,
         with the class name and input shape read from the key and the module from
-        ``modules`` (``None`` if not given; :class:`~mmt_nas.fallback.LatencyRegressor` needs it).
+        ``modules`` (``None`` if not given; :class:`~mmt_nas.predict.fallback.LatencyRegressor` needs it).
 
         Args:
             keys: Op keys (see :func:`mmt_nas.vocab.op_key`), one per run, e.g. built by

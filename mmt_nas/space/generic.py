@@ -7,9 +7,9 @@ budget per op kind. Nothing here is fitted to a zoo: the shares follow how many 
 (a convolution's time depends on six, an activation's on two), the grid is the usual channel and size
 ladders of image networks up to 224x224 inputs, and implausible ops (more than :data:`MAX_FLOPS`, or
 feature maps larger than :data:`MAX_ELEMENTS` values) are left out. The fallback regression
-(:class:`mmt_nas.fallback.LatencyRegressor`) then estimates the ops a model has that the table lacks.
+(:class:`mmt_nas.predict.fallback.LatencyRegressor`) then estimates the ops a model has that the table lacks.
 
-Standard library only: the result is an op-space document for :func:`mmt_nas.opspace.dump_space`.
+Standard library only: the result is an op-space document for :func:`mmt_nas.space.opspace.dump_space`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mmt_nas.exceptions import OpSpaceError
-from mmt_nas.opspace import add_block
+from mmt_nas.space.opspace import add_block
 
 __all__ = ["generic_space", "GENERIC_SHARES", "CHANNELS", "SIZES", "MAX_FLOPS", "MAX_ELEMENTS", "MAX_BUDGET"]
 
@@ -87,7 +87,7 @@ def _fn(name: str, args: list[Any], shape: list[int], kwargs: dict[str, Any] | N
     doc: dict[str, Any] = {"fn": name, "args": args}
     if kwargs:
         doc["kwargs"] = kwargs
-    return ("mmt_nas.ops", "Functional", doc, shape)
+    return ("mmt_nas.space.ops", "Functional", doc, shape)
 
 
 def _kind(kind: str) -> Iterator[Op | None]:
@@ -176,7 +176,7 @@ def generic_space(budget: int = 2000, seed: int = 0, shares: dict[str, float] | 
         shares: Share of the budget per kind (keys of :data:`GENERIC_SHARES`); default :data:`GENERIC_SHARES`.
 
     Returns:
-        An op-space document (list-of-blocks form) for :func:`mmt_nas.opspace.dump_space`.
+        An op-space document (list-of-blocks form) for :func:`mmt_nas.space.opspace.dump_space`.
 
     Raises:
         OpSpaceError: A budget out of range, or shares naming an unknown kind.
