@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,24 +59,6 @@ def test_the_mmt_front_doors_and_every_public_name_import() -> None:
     names = [f"{m}.{n}" for m, ns in FRONT_DOORS.items() for n in ns] + [f"mmt_nas.{n}" for n in mmt_nas.__all__]
     assert len(names) > 60
     assert _resolve_all(names) == []
-
-
-def _readme_names(path: Path) -> list[str]:
-    """Every ``from mmt_nas... import a, b`` and every dotted ``mmt_nas.x.y`` a README names."""
-    text = path.read_text(encoding="utf-8")
-    names: list[str] = []
-    for m in re.finditer(r"from (mmt_nas[\w.]*) import (?:\(([\w,\s]+)\)|([\w, ]+))", text):
-        listed = (m.group(2) or m.group(3)).split(",")
-        names += [f"{m.group(1)}.{n.strip()}" for n in listed if n.strip().isidentifier()]
-    names += [m.group(0).rstrip(".") for m in re.finditer(r"\bmmt_nas(?:\.[A-Za-z_]\w*)+", text)]
-    return sorted(set(names))
-
-
-@pytest.mark.parametrize("readme", ["README.md", "README_zh.md"])
-def test_every_name_a_readme_gives_imports(readme: str) -> None:
-    names = _readme_names(ROOT / readme)
-    assert "mmt_nas.converter.generate_ops_list" in names and len(names) > 15
-    assert _resolve_all(names) == [], f"{readme} names what does not import"
 
 
 def _module_name(path: Path) -> str:

@@ -169,3 +169,19 @@ def test_space_from_model_refuses_undescribable_modules() -> None:
 
     with pytest.raises(OpSpaceError, match="Local"):
         space_from_model(Local(4), [1, 4])
+
+
+def test_an_op_space_written_before_the_layout_naming_mmt_nas_ops_builds_the_same_ops(tmp_path: Path) -> None:
+    """Op spaces (and ops folders' records) written before mmt_nas's modules moved into folders name the
+    tensor-function module ``mmt_nas.ops``; it is now ``mmt_nas.space.ops``, and both build the same op."""
+    block = """
+  Functional:
+    - {fn: [torch.flatten], args: [[{input: true}, 1]], input_shape: [[1, 8, 2, 2]]}
+"""
+    old = load_space(write_space(tmp_path / "old", "mmt_nas.ops:" + block))
+    new = load_space(write_space(tmp_path / "new", "mmt_nas.space.ops:" + block))
+    assert len(old) == len(new) == 1 and (old[0].args, old[0].input_shape) == (new[0].args, new[0].input_shape)
+    built_old, built_new = old[0].build(), new[0].build()
+    assert type(built_old) is type(built_new) and repr(built_old) == repr(built_new)
+    with pytest.raises(OpSpaceError, match="mmt_nas.no_such_module"):
+        load_space(write_space(tmp_path / "bad", "mmt_nas.no_such_module:" + block))[0].build()

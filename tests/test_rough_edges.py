@@ -37,7 +37,7 @@ _WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from mmt_nas.converter import generate_ops_list
-    from mmt_nas.opspace import dump_space
+    from mmt_nas.space.opspace import dump_space
     from mmt_nas.report import Report
     from mmt_nas.table import LatencyTable
 

@@ -74,13 +74,13 @@ PIPELINE = textwrap.dedent(
     from tinymods import TinyNet
 
     from mmt_nas.converter import generate_ops_list
-    from mmt_nas.fallback import LatencyRegressor
+    from mmt_nas.predict.fallback import LatencyRegressor
     from mmt_nas.integrations.optuna import LatencyConstraint
     from mmt_nas.meter import meter_ops
-    from mmt_nas.describe import space_from_model
-    from mmt_nas.opspace import dump_space
+    from mmt_nas.space.describe import space_from_model
+    from mmt_nas.space.opspace import dump_space
     from mmt_nas.parser import predict_latency
-    from mmt_nas.predictor import LatencyPredictor
+    from mmt_nas.predict.predictor import LatencyPredictor
     from mmt_nas.report import Report, evaluate
 
     work = {work!r}

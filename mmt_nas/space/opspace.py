@@ -133,15 +133,22 @@ def _search_path(base_dir: str | os.PathLike[str] | None) -> Iterator[None]:
             sys.path.remove(entry)
 
 
+#: Modules of mmt_nas's own that op spaces and ops folders (``meta.json``) name, under the names they had before
+#: mmt_nas's modules moved into folders: what was written then keeps loading.
+MOVED_MODULES: dict[str, str] = {"mmt_nas.ops": "mmt_nas.space.ops"}
+
+
 def resolve_class(module: str, class_name: str, base_dir: str | os.PathLike[str] | None = None) -> type:
     """Import ``module`` (searching ``base_dir`` first) and return its ``nn.Module`` subclass ``class_name``.
+
+    ``module`` may be an old name of one of mmt_nas's modules (:data:`MOVED_MODULES`).
 
     Raises:
         OpSpaceError: The module cannot be imported, or has no such ``nn.Module`` class.
         MissingExtraError: torch is not installed.
     """
     torch = require("torch", "torch", "building an op")
-
+    module = MOVED_MODULES.get(module, module)
     try:
         with _search_path(base_dir):
             mod = importlib.import_module(module)
