@@ -298,6 +298,7 @@ def test_report_writes_json_and_markdown(tiny_ops: Path, tmp_path: Path, capfd: 
     assert "1 models (0 failed)" in out and not (tmp_path / "rep" / "report.json.journal").exists()
 
 
+@pytest.mark.slow
 def test_demo(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """The whole ResNet-18 demo (about 20 s)."""
     work = tmp_path / "demo"

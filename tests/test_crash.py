@@ -28,6 +28,10 @@ from mmt_nas.device.timing import time_model
 from mmt_nas.table.records import load_ops_meta
 from mmt_nas.table.table import LatencyTable
 
+# The quick tier (`pytest -m "not slow"`) leaves these out:
+# kills real generate, meter and report processes at several points.
+pytestmark = pytest.mark.slow
+
 # the package's temporaries: .NAME.XXXXXXXX.tmp (atomic_write_text) and .NAME.PID.tmp (staged exports)
 TEMP = re.compile(r"^\.(?P<target>.+)\.(\d+|[a-z0-9_]{8})\.tmp$")
 RNG_SEED = 1729  # where in each command's progress the kills land

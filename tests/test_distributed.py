@@ -40,6 +40,10 @@ from mmt_nas.integrations.optuna import (  # noqa: E402
 )
 from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
 
+# The quick tier (`pytest -m "not slow"`) leaves these out:
+# search workers on a private PostgreSQL server, one killed.
+pytestmark = pytest.mark.slow
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 WORKER = HERE / "search_worker.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}

@@ -265,6 +265,7 @@ yaml_texts = st.one_of(
 )
 
 
+@pytest.mark.slow  # the fuzzers' long runs (1,000 examples each)
 @FUZZ
 @given(case=yaml_texts)
 def test_fuzz_op_space_text(space_dir: Path, case: tuple[str, Any]) -> None:
@@ -500,6 +501,7 @@ def one_wrong_piece(draw: st.DrawFn) -> tuple[dict[Any, Any], tuple[str, ...] | 
     return _build(blocks), expect
 
 
+@pytest.mark.slow  # the fuzzers' long runs (1,000 examples each)
 @FUZZ
 @given(case=one_wrong_piece())
 def test_fuzz_op_space_documents(space_dir: Path, case: tuple[dict[Any, Any], tuple[str, ...] | None]) -> None:
@@ -700,6 +702,7 @@ def table_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz_table")
 
 
+@pytest.mark.slow  # the fuzzers' long runs (1,000 examples each)
 @FUZZ
 @given(content=table_files())
 def test_fuzz_table_files(table_dir: Path, content: bytes) -> None:
@@ -730,6 +733,7 @@ def _expected_fragments(path: tuple[Any, ...], list_name: str) -> tuple[str, ...
     return (str(path[0]),)
 
 
+@pytest.mark.slow  # the fuzzers' long runs (1,000 examples each)
 @FUZZ
 @given(case=mutated_docs(REAL_DOC))
 def test_fuzz_table_documents(table_dir: Path, case: tuple[dict[str, Any], tuple[Any, ...]]) -> None:
@@ -759,6 +763,7 @@ def _has_non_finite(doc: Any) -> bool:
     return False
 
 
+@pytest.mark.slow  # the fuzzers' long runs (1,000 examples each)
 @FUZZ
 @given(case=mutated_docs(META_DOC))
 def test_fuzz_ops_meta_documents(table_dir: Path, case: tuple[dict[str, Any], tuple[Any, ...]]) -> None:

@@ -20,6 +20,10 @@ from mmt_nas.parser import parse_model, predict_latency
 from mmt_nas.space.describe import space_from_model
 from mmt_nas.space.opspace import dump_space
 
+# The quick tier (`pytest -m "not slow"`) leaves these out:
+# whole pipelines: generate, meter, predict and measure, the demo.
+pytestmark = pytest.mark.slow
+
 CLI = [sys.executable, "-m", "mmt_nas.cli"]
 
 

@@ -18,6 +18,10 @@ from conftest import TINY_SHAPE, TINY_SPACE, write_space
 
 from mmt_nas.progress import bar, progress
 
+# The quick tier (`pytest -m "not slow"`) leaves these out:
+# each long command as a real process, on a real pseudo-terminal and piped.
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).resolve().parent
 TINY_NET = f"{HERE / 'tinymods.py'}:TinyNet"
 #: tqdm's bar: "meter:  50%|█████     | 3/6 [00:01<00:01,  2.10op/s]": done/total, elapsed<remaining, rate.

@@ -165,6 +165,7 @@ def test_model_list_yaml(tmp_path: Path) -> None:
             load_model_specs(tmp_path / "bad.yaml")
 
 
+@pytest.mark.slow
 def test_accuracy_benchmark_quick_mode_runs(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     out = subprocess.run(
@@ -227,6 +228,7 @@ def test_cli_report(tiny_ops: Path, tmp_path: Path) -> None:
     assert "2 models (1 failed)" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_fits_a_calibration_and_predicts_with_it_and_the_fallback(tiny_ops: Path, tmp_path: Path) -> None:
     from mmt_nas.predict.calibration import InContextCalibration
 
@@ -412,6 +414,7 @@ def test_journal_that_cannot_be_used_is_a_metering_error(tiny_ops: Path, tmp_pat
         evaluate(LatencyPredictor(tiny_ops), _journal_cases(), times=3, repeats=1, journal=tmp_path / "j")
 
 
+@pytest.mark.slow
 def test_cli_report_continues_from_the_journal_unless_fresh(tiny_ops: Path, tmp_path: Path) -> None:
     from mmt_nas.report.evaluation import JOURNAL_FILENAME
 

@@ -8,7 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mmt_nas.report.evaluation import load_model_specs
+
+# The quick tier (`pytest -m "not slow"`) leaves these out:
+# the search examples, run as written.
+pytestmark = pytest.mark.slow
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
