@@ -129,6 +129,8 @@ def test_the_page_has_the_summary_plots_tables_and_one_drilldown_per_model(writt
     assert f"of {n_ok} models" in summary and "within ±10%" in summary and "within ±5%" in summary
     assert "Bias" in summary and f"{report.metrics['mean_signed_error_pct']:+.1f}%" in summary
     assert "Noise floor" in summary and "perfect predictor" in summary
+    beyond = report.metrics["beyond_noise_pct"]  # every model measured in 2 rounds: its noise is known
+    assert beyond is not None and f"the model's own error is {beyond:.1f}% RMS" in summary
     assert "Where the error comes from" in summary and "fallback" in summary
     # the plots: plotly's divs, its JavaScript inline once, nothing loaded from elsewhere
     assert {"plot-pred-vs-measured", "plot-error-distribution", "plot-families"} <= {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -60,3 +61,46 @@ def test_no_noise_floor_without_rounds_or_repeats() -> None:
     report = Report([once], table, {})
     assert report.noise_floor_pct(once) is None and report.within_noise(once) is None
     assert report.metrics["perfect_predictor_mape_pct"] is None and report.metrics["within_noise_pct"] is None
+
+
+def _predicted(ms: float, sigma: float, source: str = "table") -> dict[str, object]:
+    op = {"key": "k", "class_name": "ReLU", "count": 1, "latency_ms": ms, "total_ms": ms, "share": 1.0}
+    return {"latency_ms": ms, "ops": [{**op, "source": source, "names": ["r"], "ratio": 1.0, "sigma": sigma}]}
+
+
+def test_the_error_beyond_noise_takes_out_the_truths_and_the_tables_noise(tmp_path: Path) -> None:
+    from mmt_nas.report.metrics import error_beyond_noise, log_sd, median_variance
+
+    table = _table([(1.0, 1.1), (1.0, 1.04)])
+    models = []
+    for i, (runs, predicted, sigma) in enumerate(
+        [([9.0, 10.0, 11.0], 10.5, 0.02), ([20.0, 21.0, 19.0, 20.5], 18.0, 0.05), ([5.0, 5.2, 4.9], 5.5, 0.0)]
+    ):
+        m = _model(f"m{i}", runs, predicted)
+        models.append(dataclasses.replace(m, prediction=_predicted(predicted, sigma)))
+    fallback = _model("fallback", [10.0, 10.2, 9.9], 12.0)
+    models.append(dataclasses.replace(fallback, prediction=_predicted(12.0, 0.4, "fallback")))
+    once = _model("once", [10.0], 30.0)  # one round: its noise is unknown, so it is left out
+    report = Report([*models, once], table, {})
+    assert report.noise_variance(once) is None
+    # the fallback's spread is an error of the estimate, not measurement noise: only the truth's counts
+    sd = log_sd([10.0, 10.2, 9.9])
+    assert sd is not None and report.noise_variance(models[3]) == pytest.approx(median_variance(sd, 3))
+    variances = []
+    for m, sigma in zip(models, (0.02, 0.05, 0.0, 0.0)):
+        runs_sd = log_sd(m.run_medians_ms)
+        assert runs_sd is not None
+        variances.append(median_variance(runs_sd, len(m.run_medians_ms)) + sigma**2)
+    assert [report.noise_variance(m) for m in models] == pytest.approx(variances)
+    errors = [math.log(m.predicted_ms / m.measured_ms) for m in models]  # type: ignore[operator]
+    expected = error_beyond_noise(errors, variances)
+    assert expected is not None
+    metrics = report.metrics
+    assert metrics["beyond_noise_n"] == 4
+    assert metrics["beyond_noise_pct"] == pytest.approx(expected.beyond_pct)
+    assert metrics["noise_rms_pct"] == pytest.approx(expected.noise_pct)
+    assert metrics["beyond_noise_low_pct"] <= metrics["beyond_noise_pct"] <= metrics["beyond_noise_high_pct"]
+    assert metrics["beyond_noise_pct"] < metrics["rms_log_error_pct"]
+    report.write(tmp_path, plots=False)
+    md = (tmp_path / "report.md").read_text()
+    assert f"| beyond_noise_pct | {metrics['beyond_noise_pct']:.3g} |" in md

@@ -31,7 +31,15 @@ from mmt_nas.report.evaluation import (
 )
 from mmt_nas.report.html import render_html
 from mmt_nas.report.html.cells import _fmt, _pct  # the same number formatting in both
-from mmt_nas.report.metrics import compute_metrics, kendall_tau, spearman_rho
+from mmt_nas.report.metrics import (
+    BeyondNoise,
+    compute_metrics,
+    error_beyond_noise,
+    kendall_tau,
+    log_sd,
+    median_variance,
+    spearman_rho,
+)
 from mmt_nas.table.table import LatencyTable
 from mmt_nas.vocab import mnn_category, op_category
 
@@ -86,6 +94,35 @@ class Report:
             return None
         return 100 * math.hypot(truth or 0.0, table_part or 0.0)
 
+    @staticmethod
+    def noise_variance(result: ModelResult) -> float | None:
+        """The noise variance (log units squared) of the model's log error ``log(predicted / measured)``: its
+        measured time's (the median of its rounds: their log spread, :func:`~mmt_nas.report.metrics.median_variance`)
+        plus its prediction's (each table op's entry spread, :func:`~mmt_nas.predict.intervals.entry_sigma`,
+        weighted by its share, as independent errors; the fallback's spread is an error of the estimate, not
+        noise, and is left out). ``None`` with fewer than two rounds of the model."""
+        sd = log_sd(result.run_medians_ms)
+        if sd is None:
+            return None
+        truth = median_variance(sd, len(result.run_medians_ms))
+        ops = (result.prediction or {}).get("ops") or []
+        predicted = sum(o["total_ms"] for o in ops)
+        table = sum(
+            (o["total_ms"] / predicted * o.get("sigma", 0.0)) ** 2 for o in ops if o["source"] == "table" and predicted
+        )
+        return truth + table
+
+    def beyond_noise(self) -> BeyondNoise | None:
+        """The models' error beyond the measurement noise (:func:`~mmt_nas.report.metrics.error_beyond_noise`),
+        over the measured and predicted models whose noise is known (two rounds or more); ``None`` if none is."""
+        errors, variances = [], []
+        for r in self.results:
+            var = self.noise_variance(r) if r.ok else None
+            if var is not None and r.predicted_ms and r.measured_ms and r.predicted_ms > 0:
+                errors.append(math.log(r.predicted_ms / r.measured_ms))
+                variances.append(var)
+        return error_beyond_noise(errors, variances)
+
     def within_noise(self, result: ModelResult) -> bool | None:
         """Whether the model's error is within twice its :meth:`noise_floor_pct` (``None``: unknown)."""
         floor = self.noise_floor_pct(result)
@@ -118,6 +155,13 @@ class Report:
         m["perfect_predictor_mape_pct"] = math.sqrt(2 / math.pi) * sum(floors) / len(floors) if floors else None
         marks = [w for r in ok if (w := self.within_noise(r)) is not None]
         m["within_noise_pct"] = 100 * sum(marks) / len(marks) if marks else None
+        beyond = self.beyond_noise()
+        m["rms_log_error_pct"] = None if beyond is None else beyond.rms_pct
+        m["noise_rms_pct"] = None if beyond is None else beyond.noise_pct
+        m["beyond_noise_pct"] = None if beyond is None else beyond.beyond_pct
+        m["beyond_noise_low_pct"] = None if beyond is None else beyond.low_pct
+        m["beyond_noise_high_pct"] = None if beyond is None else beyond.high_pct
+        m["beyond_noise_n"] = 0 if beyond is None else beyond.n
         table_floor = self.table.noise_floor()
         m["table_noise_floor_median_pct"] = None if table_floor is None else table_floor.median_pct
         m["table_noise_floor_p90_pct"] = None if table_floor is None else table_floor.p90_pct
@@ -220,6 +264,11 @@ class Report:
             "within_noise_pct",
             "mape_pct",
             "perfect_predictor_mape_pct",
+            "beyond_noise_pct",
+            "beyond_noise_low_pct",
+            "beyond_noise_high_pct",
+            "rms_log_error_pct",
+            "noise_rms_pct",
             "rmspe_pct",
             "mae_ms",
             "rmse_ms",

@@ -7,9 +7,21 @@ benchmark, a search's own bookkeeping).
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-__all__ = ["ranks", "pearson", "spearman_rho", "kendall_tau", "compute_metrics"]
+__all__ = [
+    "ranks",
+    "pearson",
+    "spearman_rho",
+    "kendall_tau",
+    "compute_metrics",
+    "BeyondNoise",
+    "error_beyond_noise",
+    "median_variance",
+    "log_sd",
+]
 
 
 def ranks(xs: Sequence[float]) -> list[float]:
@@ -135,3 +147,125 @@ def compute_metrics(predicted: Sequence[float], measured: Sequence[float]) -> di
         "kendall_tau": kendall_tau(predicted, measured),
         "spearman_rho": spearman_rho(predicted, measured),
     }
+
+
+# The variance of the median of R independent normal draws, over the variance of one draw, times R: 1 for the
+# mean (R <= 2: the median of two is their mean), up to pi / 2 for large R (exact values for small R).
+_MEDIAN_EFFICIENCY = {1: 1.0, 2: 1.0, 3: 1.3467, 4: 1.1930, 5: 1.4350, 6: 1.2868, 7: 1.4756, 8: 1.3370}
+
+
+def log_sd(values: Sequence[float]) -> float | None:
+    """The sample standard deviation of ``log(values)`` (all > 0); ``None`` for fewer than two values."""
+    if len(values) < 2 or any(v <= 0 for v in values):
+        return None
+    logs = [math.log(v) for v in values]
+    mean = sum(logs) / len(logs)
+    return math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
+
+
+def median_variance(sd: float, rounds: int) -> float:
+    """The variance of the median of ``rounds`` independent estimates, each of standard deviation ``sd``."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, but got rounds={rounds!r}.")
+    factor = _MEDIAN_EFFICIENCY.get(rounds, math.pi / 2)
+    return factor * sd * sd / rounds
+
+
+@dataclass(frozen=True)
+class BeyondNoise:
+    """How far predictions are from the truth once the measurements' own noise is taken out.
+
+    All in percent of log error (``100 * log(predicted / measured)``, close to the relative error for errors of
+    a few percent).
+
+    Attributes:
+        n: The models it is computed over.
+        rms_pct: The root mean square of the models' log errors.
+        noise_pct: The root mean of the noise variances (truths' and predictions'): the RMS error a perfect
+            predictor would show against these noisy numbers.
+        beyond_pct: ``sqrt(max(0, rms_pct**2 - noise_pct**2))``: the error of the model itself.
+        low_pct: The lower end of its bootstrap interval (models resampled with their noise).
+        high_pct: The upper end.
+        confidence: The interval's coverage.
+    """
+
+    n: int
+    rms_pct: float
+    noise_pct: float
+    beyond_pct: float
+    low_pct: float
+    high_pct: float
+    confidence: float
+
+    def to_dict(self) -> dict[str, float]:
+        """The fields as a JSON-ready dict."""
+        return {
+            "n": self.n,
+            "rms_pct": self.rms_pct,
+            "noise_pct": self.noise_pct,
+            "beyond_pct": self.beyond_pct,
+            "low_pct": self.low_pct,
+            "high_pct": self.high_pct,
+            "confidence": self.confidence,
+        }
+
+
+def _beyond(errors: Sequence[float], noise: Sequence[float]) -> tuple[float, float, float]:
+    mse = sum(e * e for e in errors) / len(errors)
+    var = sum(noise) / len(noise)
+    return math.sqrt(mse), math.sqrt(var), math.sqrt(max(0.0, mse - var))
+
+
+def error_beyond_noise(
+    log_errors: Sequence[float],
+    noise_variances: Sequence[float],
+    *,
+    confidence: float = 0.9,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> BeyondNoise | None:
+    """The models' error beyond the measurement noise: the mean squared log error less the mean noise variance.
+
+    A model's log error ``log(predicted / measured)`` is its own error plus the noise of its measured time (the
+    median of its rounds) and of its prediction (the table's entries, medians of theirs). When those are
+    independent, the mean squared log error is the model's mean squared error plus the mean noise variance, so
+    the difference estimates the error no measurement could explain. Its interval comes from resampling the
+    models (with their noise variances), ``resamples`` times with a seeded generator.
+
+    Args:
+        log_errors: Each model's ``log(predicted / measured)``.
+        noise_variances: Each model's noise variance (log units squared), as long as ``log_errors``: e.g.
+            :func:`median_variance` of its rounds' log spread, plus its prediction's.
+        confidence: The bootstrap interval's coverage, in (0, 1).
+        resamples: Bootstrap resamples, >= 1.
+        seed: The generator's seed.
+
+    Returns:
+        The estimate, or ``None`` without models.
+
+    Raises:
+        ValueError: The sequences differ in length, a variance is negative or a number is not finite.
+    """
+    if len(log_errors) != len(noise_variances):
+        raise ValueError(
+            f"log_errors and noise_variances must have the same length, got {len(log_errors)} and "
+            f"{len(noise_variances)}."
+        )
+    if not all(math.isfinite(x) for x in (*log_errors, *noise_variances)) or any(v < 0 for v in noise_variances):
+        raise ValueError("log errors must be finite and noise variances finite and >= 0.")
+    if not 0 < confidence < 1 or resamples < 1:
+        raise ValueError(f"confidence must be in (0, 1) and resamples >= 1, got {confidence!r} and {resamples!r}.")
+    n = len(log_errors)
+    if n == 0:
+        return None
+    rms, noise, beyond = _beyond(log_errors, noise_variances)
+    rng = random.Random(seed)
+    boots = []
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        boots.append(_beyond([log_errors[i] for i in idx], [noise_variances[i] for i in idx])[2])
+    boots.sort()
+    tail = (1 - confidence) / 2
+    low = boots[min(resamples - 1, int(tail * resamples))]
+    high = boots[min(resamples - 1, int((1 - tail) * resamples))]
+    return BeyondNoise(n, 100 * rms, 100 * noise, 100 * beyond, 100 * low, 100 * high, confidence)

@@ -186,6 +186,14 @@ def noise_sentence(page: PageData) -> str:
     )
     if within is not None:
         text += f" {within:.0f}% of the models are within their noise (an error within twice their floor)."
+    beyond = m.get("beyond_noise_pct")
+    if beyond is not None:
+        text += (
+            f" <b>Beyond the noise</b>: the predictions' RMS log error is {_num(m.get('rms_log_error_pct'), '.1f')}%, "
+            f"of which the measurements' own noise accounts for {_num(m.get('noise_rms_pct'), '.1f')}%: the model's "
+            f"own error is {beyond:.1f}% RMS (90% bootstrap interval {_num(m.get('beyond_noise_low_pct'), '.1f')}–"
+            f"{_num(m.get('beyond_noise_high_pct'), '.1f')}%, over {m.get('beyond_noise_n')} models)."
+        )
     return text
 
 
