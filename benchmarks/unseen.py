@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -42,7 +43,7 @@ from mmt_nas.predict.cache import CONTEXTS  # noqa: E402
 from mmt_nas.predict.calibration import leave_one_group_out, samples_from_profile  # noqa: E402
 from mmt_nas.predict.fallback import LatencyRegressor, compare_regressors  # noqa: E402
 from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
-from mmt_nas.report.metrics import compute_metrics  # noqa: E402
+from mmt_nas.report.metrics import compute_metrics, error_beyond_noise, noise_variance  # noqa: E402
 from mmt_nas.space.describe import space_from_model  # noqa: E402
 from mmt_nas.space.opspace import dump_space  # noqa: E402
 from mmt_nas.table.table import LatencyTable  # noqa: E402
@@ -72,6 +73,8 @@ def main() -> None:
     ap.add_argument("--resolutions", default="160", help="comma-separated, e.g. 96,128,160,224")
     ap.add_argument("--families", default="all")
     ap.add_argument("--times", type=int, default=100, help="timed runs per op and per model")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the truths (their times split)")
+    ap.add_argument("--threads", type=int, default=1, help="MNN threads, for the table and the truths")
     ap.add_argument("--work-dir", type=Path, default=None, help="keep the table and truths here")
     ap.add_argument(
         "--rescore", action="store_true",
@@ -97,6 +100,7 @@ def main() -> None:
         table = LatencyTable.load(work / "table.json")
         saved = json.loads((work / "results.json").read_text())
         measured, spread = saved["measured"], saved["run_to_run"]
+        rounds = saved.get("rounds_ms") or {}  # (runs before the beyond-noise column kept no rounds)
         t_gen, t_meter, t_measure = (saved.get("seconds") or {}).get("steps") or [float("nan")] * 3
     else:
         t0 = time.perf_counter()
@@ -105,23 +109,33 @@ def main() -> None:
         generate_ops_list(work / "ops.yaml", work / "ops", show_progress=False)
         t_gen = time.perf_counter() - t0
         t0 = time.perf_counter()
-        table = meter_ops(work / "ops", args.times, output=work / "table.json", show_progress=False)
+        table = meter_ops(
+            work / "ops", args.times, output=work / "table.json", threads=args.threads, show_progress=False
+        )
         t_meter = time.perf_counter() - t0
         t0 = time.perf_counter()
-        truths = measure_models(models, args.times, keep_mnn=work / "models")
+        truths = measure_models(models, args.times, rounds=args.rounds, threads=args.threads, keep_mnn=work / "models")
         t_measure = time.perf_counter() - t0
         measured = {n: r.latency.median_ms for n, r in truths.items()}
         spread = {n: r.run_to_run for n, r in truths.items()}
-    profiles = {name: profile_model(work / "models" / f"model-{i}.mnn", 10) for i, name in enumerate(models)}
+        rounds = {n: list(r.rounds_ms) for n, r in truths.items()}
+    profiles = {
+        name: profile_model(work / "models" / f"model-{i}.mnn", 10, settings=table.settings)
+        for i, name in enumerate(models)
+    }
     predictors = {c: LatencyPredictor(table, context=c) for c in CONTEXTS}
     kinds = [*CONTEXTS, CALIBRATED]
     predicted: dict[str, dict[str, float]] = {c: {} for c in kinds}
     parsed = {}
     samples = []
+    noise: dict[str, dict[str, float | None]] = {"table": {}, "generic": {}}  # each model's noise variance
     for name, (model, shape) in models.items():
         ops = parsed[name] = predictors["alone"].parse(model, shape)
         for c, p in predictors.items():
-            predicted[c][name] = float(p.predict_ops(ops))
+            pred = p.predict_ops(ops)
+            predicted[c][name] = float(pred)
+            if c == "model":
+                noise["table"][name] = noise_variance(rounds.get(name, []), pred.to_dict()["ops"])
         samples += samples_from_profile(name, ops, profiles[name], table, measured_ms=measured[name])
     calibrations = leave_one_group_out(samples, group=family_of.__getitem__)
     for name in models:
@@ -140,6 +154,7 @@ def main() -> None:
         for name in models:
             pred = held.predict_ops(parsed[name])
             predicted[HELDOUT][name] = float(pred)
+            noise["generic"][name] = noise_variance(rounds.get(name, []), pred.to_dict()["ops"])
             fb_share.append(pred.source_ms("fallback") / float(pred))
             composed = {o.key: o.latency_ms for o in pred.ops if o.source != "fused"}
             held_samples += samples_from_profile(
@@ -162,16 +177,22 @@ def main() -> None:
     else:
         heldout_text = ""
     seconds = {"steps": [t_gen, t_meter, t_measure] if t_gen == t_gen else None}  # NaN (a rescore): not known
-    doc = {"measured": measured, "predicted": predicted, "run_to_run": spread, "seconds": seconds}
+    doc = {"measured": measured, "predicted": predicted, "run_to_run": spread, "rounds_ms": rounds, "seconds": seconds}
     (work / "results.json").write_text(json.dumps(doc))
 
     def row(label: str, names: list[str]) -> str:
         cells = []
         for c in kinds:
             m = compute_metrics([predicted[c][n] for n in names], [measured[n] for n in names])
+            var = noise["generic" if c in (HELDOUT, HELDOUT_CAL) else "table"]
+            known = [n for n in names if var.get(n) is not None]
+            b = error_beyond_noise(
+                [math.log(predicted[c][n] / measured[n]) for n in known], [var[n] or 0.0 for n in known]
+            )
+            beyond = "–" if b is None else f"{b.beyond_pct:.1f}% ({b.low_pct:.1f}-{b.high_pct:.1f})"
             cells.append(
                 f"{m['within_10_pct']:.0f}% / {m['within_5_pct']:.0f}% / {m['mape_pct']:.1f}% / "
-                f"{m['mean_signed_error_pct']:+.1f}%"
+                f"{m['mean_signed_error_pct']:+.1f}% / {beyond}"
             )
         return f"| {label} | {len(names)} | " + " | ".join(cells) + " |"
 
@@ -201,10 +222,15 @@ def main() -> None:
             else "generated and metered with the defaults, the truths measured right after, in an earlier run: this "
             "one rescored them ("
         )
-        + f"3 interleaved rounds, {args.times} runs each, input written and output read). "
+        + f"{args.rounds} interleaved rounds, {args.times} runs in all, input written and output read; "
+        f"{table.settings.threads} MNN thread(s)). "
         f"Table's noise floor (run-to-run of its ops' rounds): {floor_text}; truths' run-to-run (spread of a "
-        f"model's 3 rounds): median {100 * statistics.median(runs):.1f}%, max {100 * max(runs):.1f}%. Nothing is "
-        "fitted on these models." + heldout_text + " Cells: within ±10% / within ±5% / MAPE / mean signed error.\n\n"
+        f"model's rounds): median {100 * statistics.median(runs):.1f}%, max {100 * max(runs):.1f}%. Nothing is "
+        "fitted on these models."
+        + heldout_text
+        + " Cells: within ±10% / within ±5% / MAPE / mean signed error / error beyond the noise "
+        "(RMS log error less the truths' and the table's noise variance, "
+        "`mmt_nas.report.metrics.error_beyond_noise`; 90% bootstrap interval over the models).\n\n"
         "| family | models | " + " | ".join(f"context={c}" if c in CONTEXTS else c for c in kinds) + " |\n"
         "| --- | --- | " + " | ".join("---" for _ in kinds) + " |\n" + "\n".join(rows) + "\n\n"
         "<details><summary>Per model</summary>\n\n| model | family | measured ms | run-to-run | "

@@ -36,8 +36,7 @@ from mmt_nas.report.metrics import (
     compute_metrics,
     error_beyond_noise,
     kendall_tau,
-    log_sd,
-    median_variance,
+    noise_variance,
     spearman_rho,
 )
 from mmt_nas.table.table import LatencyTable
@@ -96,21 +95,9 @@ class Report:
 
     @staticmethod
     def noise_variance(result: ModelResult) -> float | None:
-        """The noise variance (log units squared) of the model's log error ``log(predicted / measured)``: its
-        measured time's (the median of its rounds: their log spread, :func:`~mmt_nas.report.metrics.median_variance`)
-        plus its prediction's (each table op's entry spread, :func:`~mmt_nas.predict.intervals.entry_sigma`,
-        weighted by its share, as independent errors; the fallback's spread is an error of the estimate, not
-        noise, and is left out). ``None`` with fewer than two rounds of the model."""
-        sd = log_sd(result.run_medians_ms)
-        if sd is None:
-            return None
-        truth = median_variance(sd, len(result.run_medians_ms))
-        ops = (result.prediction or {}).get("ops") or []
-        predicted = sum(o["total_ms"] for o in ops)
-        table = sum(
-            (o["total_ms"] / predicted * o.get("sigma", 0.0)) ** 2 for o in ops if o["source"] == "table" and predicted
-        )
-        return truth + table
+        """The noise variance (log units squared) of the model's log error: its rounds' and its prediction's
+        table entries' (:func:`~mmt_nas.report.metrics.noise_variance`); ``None`` with fewer than two rounds."""
+        return noise_variance(result.run_medians_ms, (result.prediction or {}).get("ops") or [])
 
     def beyond_noise(self) -> BeyondNoise | None:
         """The models' error beyond the measurement noise (:func:`~mmt_nas.report.metrics.error_beyond_noise`),

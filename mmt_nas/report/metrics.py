@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "ranks",
@@ -20,6 +21,7 @@ __all__ = [
     "BeyondNoise",
     "error_beyond_noise",
     "median_variance",
+    "noise_variance",
     "log_sd",
 ]
 
@@ -169,6 +171,34 @@ def median_variance(sd: float, rounds: int) -> float:
         raise ValueError(f"rounds must be >= 1, but got rounds={rounds!r}.")
     factor = _MEDIAN_EFFICIENCY.get(rounds, math.pi / 2)
     return factor * sd * sd / rounds
+
+
+def noise_variance(rounds_ms: Sequence[float], ops: Sequence[Mapping[str, Any]]) -> float | None:
+    """The noise variance (log units squared) of a model's log error ``log(predicted / measured)``.
+
+    Its measured time's: the median of its rounds (``rounds_ms``, each a round's median), from their log spread
+    (:func:`median_variance`); plus its prediction's: each table op's entry spread (its ``sigma``, the standard
+    deviation of the entry's median, :func:`mmt_nas.predict.intervals.entry_sigma`) weighted by its share of
+    the prediction, as independent errors. The fallback's spread is an error of the estimate, not noise, and
+    is left out.
+
+    Args:
+        rounds_ms: The model's measured rounds' medians.
+        ops: The prediction's ops (``Prediction.to_dict()["ops"]``: ``total_ms``, ``source``, ``sigma``).
+
+    Returns:
+        The variance, or ``None`` with fewer than two rounds.
+    """
+    sd = log_sd(rounds_ms)
+    if sd is None:
+        return None
+    predicted = sum(float(o["total_ms"]) for o in ops)
+    table = sum(
+        (float(o["total_ms"]) / predicted * float(o.get("sigma", 0.0))) ** 2
+        for o in ops
+        if o["source"] == "table" and predicted > 0
+    )
+    return median_variance(sd, len(rounds_ms)) + table
 
 
 @dataclass(frozen=True)
