@@ -193,11 +193,14 @@ def test_samples_alone_time_is_the_composed_time() -> None:
     samples = samples_from_profile("net", ops, profile, table)
     by_key = {s.key: s for s in samples}
     assert set(by_key) == {big1.key, big2.key}
-    w1 = big1.weight_bytes / big1.footprint_bytes  # only the weights' part of an op's bytes is cold in a model
+    # the weights' part of an op's bytes moves by the model's share, its activations' part all the way
+    w1 = big1.weight_bytes / big1.footprint_bytes
     w2 = big2.weight_bytes / big2.footprint_bytes
     assert 0.9 < w2 < w1 < 1
-    assert by_key[big1.key].alone_ms == pytest.approx(0.5 + share * w1 * (0.9 - 0.5))
-    assert by_key[big2.key].alone_ms == pytest.approx(0.3 + share * w2 * (0.5 - 0.3))
+    assert by_key[big1.key].alone_ms == pytest.approx(0.5 + (share * w1 + 1 - w1) * (0.9 - 0.5))
+    assert by_key[big2.key].alone_ms == pytest.approx(0.3 + (share * w2 + 1 - w2) * (0.5 - 0.3))
+    weights_only = {s.key: s for s in samples_from_profile("net", ops, profile, table, context="weights")}
+    assert weights_only[big1.key].alone_ms == pytest.approx(0.5 + share * w1 * (0.9 - 0.5))
     assert by_key[big1.key].in_context_ms == pytest.approx(1.1)
     assert all(s.context == pytest.approx((math.log1p(weights), share)) for s in samples)
     # The same time as the predictor's context="model" composes (before any calibration).
@@ -208,7 +211,7 @@ def test_samples_alone_time_is_the_composed_time() -> None:
     alone = {s.key: s for s in samples_from_profile("net", ops, profile, table, context="alone")}
     assert alone[big1.key].alone_ms == pytest.approx(0.5) and alone[big1.key].context == by_key[big1.key].context
     wall = {s.key: s for s in samples_from_profile("net", ops, profile, table, "wall")}
-    assert wall[big1.key].alone_ms == pytest.approx(0.6 + share * w1 * (0.9 - 0.5))
+    assert wall[big1.key].alone_ms == pytest.approx(0.6 + (share * w1 + 1 - w1) * (0.9 - 0.5))
     with pytest.raises(OptionError, match="context must be"):
         samples_from_profile("net", ops, profile, table, context="hot")  # type: ignore[arg-type]
 

@@ -101,20 +101,23 @@ def _linear_table(model: torch.nn.Module, shape: list[int], hot: float, cold: fl
     [(256, 0.0), (1200, None), (2048, 1.0)],  # 2 x 0.25 MB, 2 x 5.5 MB, 2 x 16 MB of weights
 )
 def test_a_model_is_composed_between_hot_and_cold_by_its_weight_bytes(features: int, share: float | None) -> None:
-    """Two Linear layers, hot 1 ms and cold 3 ms each: a small model keeps its weights in the caches (2 ms), a
-    large one does not (about 6 ms: the weights' part of each op's bytes), one in between is in between by
-    cold_share; context='alone' is always hot."""
+    """Two Linear layers, hot 1 ms and cold 3 ms each: the activations' part of each op's bytes is cold in any
+    model, its weights' part as the model's size takes it (a small model keeps its weights in the caches, a
+    large one does not, one in between is in between by cold_share); context='weights' moves the weights' part
+    only, context='alone' is always hot."""
     model = torch.nn.Sequential(torch.nn.Linear(features, features), torch.nn.Linear(features, features)).eval()
     table = _linear_table(model, [1, features], hot=1.0, cold=3.0)
     weights = sum(4 * p.numel() for p in model.parameters())
     expected = cold_share(weights) if share is None else share
     assert 0 < cold_share(weights) < 1 if share is None else cold_share(weights) == share
     got = LatencyPredictor(table).predict(model, [1, features])
-    # only the weights' part of an op's bytes is cold inside a model (its output buffer is not)
     w = 4 * (features * features + features)
-    expected *= w / (w + 4 * features)
-    assert float(got) == pytest.approx(2 * (1.0 + 2.0 * expected))
-    assert all(c.ratio == pytest.approx(1 + 2 * expected) for c in got.ops)
+    weights_part = w / (w + 4 * features)  # its input and output are the rest of its bytes
+    part = expected * weights_part + (1 - weights_part)
+    assert float(got) == pytest.approx(2 * (1.0 + 2.0 * part))
+    assert all(c.ratio == pytest.approx(1 + 2 * part) for c in got.ops)
+    weights_only = LatencyPredictor(table, context="weights").predict(model, [1, features])
+    assert float(weights_only) == pytest.approx(2 * (1.0 + 2.0 * expected * weights_part))
     assert float(LatencyPredictor(table, context="alone").predict(model, [1, features])) == pytest.approx(2.0)
 
 
@@ -123,7 +126,8 @@ def test_tables_without_cold_times_predict_the_same_in_either_context() -> None:
     table = _linear_table(model, [1, 2048], hot=1.0, cold=3.0)
     old = LatencyTable(table.settings, table.device, {}, [TableEntry(e.op, e.latency, e.core_ms) for e in table])
     assert float(LatencyPredictor(old).predict(model, [1, 2048])) == pytest.approx(2.0)
-    assert float(LatencyPredictor(old, context="alone").predict(model, [1, 2048])) == pytest.approx(2.0)
+    for context in ("alone", "weights"):
+        assert float(LatencyPredictor(old, context=context).predict(model, [1, 2048])) == pytest.approx(2.0)
 
 
 def test_bad_context_options_are_option_errors() -> None:
@@ -155,14 +159,19 @@ def test_a_metered_table_says_its_input_was_written_before_every_run(tiny_ops: P
     assert table.timing["input"] == "written before every run"
 
 
-def test_an_op_whose_bytes_are_its_output_stays_hot_in_a_large_model() -> None:
-    """A weightless op (its output is all its bytes) keeps its hot time even in a model of 32 MB of weights:
-    the cold timing's output buffer was cold, a model's is not."""
+def test_a_weightless_op_takes_its_cold_time_in_any_model_and_its_hot_time_with_weights_only() -> None:
+    """A weightless op (its input and output are all its bytes) takes its cold time inside a model: a model's
+    buffers rotate through its memory pool, as the cold timing's do, whatever the model's size. With
+    context='weights' it keeps its hot time (only weights move)."""
     model = torch.nn.Sequential(torch.nn.Linear(2048, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 2048)).eval()
     table = _linear_table(model, [1, 2048], hot=1.0, cold=3.0)
     got = LatencyPredictor(table, composition="modules").predict(model, [1, 2048])
     by_class = {c.class_name: c for c in got.ops}
-    assert by_class["ReLU"].ratio == 1.0 and by_class["ReLU"].latency_ms == pytest.approx(1.0)
+    assert by_class["ReLU"].ratio == pytest.approx(3.0) and by_class["ReLU"].latency_ms == pytest.approx(3.0)
+    assert by_class["Linear"].ratio == pytest.approx(3.0)  # 32 MB of weights: share 1, every part cold
+    old = LatencyPredictor(table, composition="modules", context="weights").predict(model, [1, 2048])
+    by_class = {c.class_name: c for c in old.ops}
+    assert by_class["ReLU"].ratio == 1.0
     assert by_class["Linear"].ratio == pytest.approx(1 + 2 * (4 * 2048 * 2049) / (4 * 2048 * 2049 + 4 * 2048))
 
 
@@ -192,6 +201,9 @@ def test_ops_the_fallback_estimates_move_toward_their_estimated_cold_time() -> N
     w = 4 * (2048 * 2048 + 2048)
     assert cold_share(2 * w) == 1.0
     for o in pred.ops:
+        assert o.ratio == pytest.approx(3.0)  # share 1: its weights' part and its activations' part both cold
+    weights_only = LatencyPredictor(table, on_missing="fallback", fallback=fallback, context="weights")
+    for o in weights_only.predict(model, [1, 2048]).ops:
         assert o.ratio == pytest.approx(1 + 2.0 * w / (w + 4 * 2048))
     alone = LatencyPredictor(table, on_missing="fallback", fallback=fallback, context="alone").predict(model, [1, 2048])
     assert all(o.ratio == 1.0 for o in alone.ops)

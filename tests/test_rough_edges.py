@@ -229,7 +229,9 @@ def test_an_option_typo_gets_a_suggestion() -> None:
     from mmt_nas.predict.cache import CONTEXTS
     from mmt_nas.table.table import check_latency
 
-    with pytest.raises(OptionError, match=r"^context must be 'alone' or 'model', but got context='modle'\. Did you "):
+    with pytest.raises(
+        OptionError, match=r"^context must be 'alone', 'weights' or 'model', but got context='modle'\. Did you "
+    ):
         check_choice("context", "modle", CONTEXTS)
     with pytest.raises(OptionError, match=r"but got latency='Wall'\. Did you mean 'wall'\?$"):
         check_latency("Wall")

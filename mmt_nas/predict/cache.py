@@ -19,11 +19,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Context", "CONTEXTS", "CACHE_BYTES", "cold_share", "check_cache_bytes", "in_model_ms"]
 
-#: Which cache state an op's time is counted in: as timed alone (``"alone"``: hot, its weights and input
-#: kept in the caches run after run), or as a model of this size leaves it (``"model"``, see
-#: :func:`cold_share`).
-Context = Literal["alone", "model"]
-CONTEXTS: tuple[Context, ...] = ("alone", "model")
+#: Which cache state an op's time is counted in: as timed alone (``"alone"``: hot, its weights, input and output
+#: kept in the caches run after run); as a model leaves it (``"model"``, the default): its activations (input and
+#: output) in the state of its cold timing, and its weights as the model's size leaves them (:func:`cold_share`);
+#: or ``"weights"``: only its weights moved by the model's size, its activations hot (mmt_nas's default before
+#: 2026-12-03, kept to compare: see :func:`in_model_ms`).
+Context = Literal["alone", "weights", "model"]
+CONTEXTS: tuple[Context, ...] = ("alone", "weights", "model")
 #: A model's weights (bytes) below which its layers' weights stay in the caches between two inferences, and
 #: above which they do not: measured on this project's 2-core VM (``benchmarks/context.py``: a chain of n
 #: 256-channel 3x3 convolutions at 7x7 ran each conv as fast as alone up to 9 MB of weights, 1.5-2x slower
@@ -59,11 +61,24 @@ def check_cache_bytes(cache_bytes: Any) -> tuple[int, int]:
     return (cache_bytes[0], cache_bytes[1])
 
 
-def in_model_ms(entry: TableEntry, ms: float, share: float) -> float:
-    """An op's time ``ms`` (as the predictor counts it, e.g. its hot core time) moved toward its cold time by
-    ``share`` (:func:`cold_share` of its model), times the weights' part of its bytes: inside a model only its
-    weights are cold; its output goes to a buffer that the ops before it keep warm, while the cold timing found
-    that buffer cold too. Entries without a cold (or core) time keep ``ms``."""
-    if share <= 0 or entry.cold_ms is None or entry.core_ms is None or ms <= 0:
+def in_model_ms(entry: TableEntry, ms: float, share: float, *, activations: bool = True) -> float:
+    """An op's time ``ms`` (as the predictor counts it, e.g. its hot core time) moved toward its cold time, part by
+    part of its bytes (its entry's ``weight_fraction`` of them are weights, the rest its input and output).
+
+    Its weights move by ``share`` (:func:`cold_share` of its model: a small model keeps them in the caches between
+    two inferences, a large one does not). Its activations, with ``activations`` (the default), move all the way:
+    inside a model an op writes its output into a buffer of the model's memory pool that other layers used last,
+    and reads an input the op before it just wrote, which is the state its cold timing leaves them in
+    (:func:`mmt_nas.device.profile.cold_core_ms`: copies cycled, its input just written), not the state of its hot
+    timing (the same buffers run after run). Measured here, interleaved within one minute so that the host's drift
+    cannot pass for it: a MobileNetV3-small's ops took 1.16-1.22 times their hot time inside the model, pointwise
+    convolutions 1.20, depthwise 1.07. Without ``activations``, only the weights move (mmt_nas's composition before
+    2026-12-03). Entries without a cold (or core) time keep ``ms``.
+    """
+    if entry.cold_ms is None or entry.core_ms is None or ms <= 0:
         return ms
-    return ms + share * entry.op.weight_fraction * (entry.cold_ms - entry.core_ms)
+    weights = entry.op.weight_fraction
+    part = max(0.0, share) * weights + ((1.0 - weights) if activations else 0.0)
+    if part <= 0:
+        return ms
+    return ms + part * (entry.cold_ms - entry.core_ms)

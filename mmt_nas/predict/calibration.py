@@ -185,16 +185,21 @@ class CalibrationSample:
 def profile_scope(op_name: str) -> str | None:
     """The torch module path of an MNN op exported by mmt_nas, e.g. ``layers.0.conv1``.
 
-    ONNX node names are scoped like ``/layers/layers.0/conv1/Conv_output_0``; each scope
-    part is either a child's own name or its qualified name. Ops without a scope (the
-    model's last op is often renamed ``output...``) give ``None``.
+    ONNX node names are scoped like ``/layers/layers.0/conv1/Conv_output_0``: each scope part is a child's
+    own name, or, for the items of a container, the container's part with the index appended
+    (``/features/features.1/body/body.0/body.0.0/Conv_output_0`` is ``features.1.body.0.0``). Ops without a
+    scope (the model's last op is often renamed ``output...``) give ``None``.
     """
     if not op_name.startswith("/"):
         return None
     parts = op_name.strip("/").split("/")[:-1]
-    name = ""
+    name = prev = ""
     for part in parts:
-        name = part if (not name or part.startswith(name + ".")) else f"{name}.{part}"
+        if prev and part.startswith(prev + "."):
+            name = name[: len(name) - len(prev)] + part  # an item of the container just named
+        else:
+            name = f"{name}.{part}" if name else part
+        prev = part
     return name
 
 
@@ -262,7 +267,7 @@ def samples_from_profile(
     scale = measured_ms / total if measured_ms and total > 0 else 1.0
     by_scope, _ = times_by_scope(profile, scale)
     ctx_features = model_context(model_weight_bytes(ops, table), cache_bytes)
-    share = ctx_features[1] if context == "model" else 0.0
+    share = ctx_features[1] if context != "alone" else 0.0
     samples = []
     for op, ctx in profiled_module_ops(ops, by_scope):
         entry = table.get(op.key)
@@ -271,7 +276,11 @@ def samples_from_profile(
         if composed is not None and op.key in composed:
             alone = float(composed[op.key])
         else:
-            alone = in_model_ms(entry, entry.time_ms(latency), share)
+            alone = (
+                entry.time_ms(latency)
+                if context == "alone"
+                else in_model_ms(entry, entry.time_ms(latency), share, activations=context == "model")
+            )
         if alone > 0:
             feats = op_features(entry if entry is not None else record_from_parsed(op))
             samples.append(CalibrationSample(model_name, op.key, tuple(feats), alone, ctx, ctx_features))

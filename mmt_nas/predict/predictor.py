@@ -305,13 +305,13 @@ class LatencyPredictor:
         device: If given, refuse a table measured on another device: a mapping of device facts
             (e.g. ``{"cpu_model": "..."}``, see :meth:`~mmt_nas.table.table.LatencyTable.check_device`), or
             ``"local"`` for this machine.
-        context: ``"model"`` (default): where the table has an op's cold time (``cold_ms``), its time
-            moves from hot toward cold by :func:`cold_share` of the model's weight bytes (small models keep
-            their weights in the caches, large ones do not), times the share of the op's bytes that are
-            weights (``weight_bytes / footprint_bytes``: only its weights are cold inside a model, its output
-            buffer is not); ``"alone"``: every op as timed alone (hot).
-            Tables without cold times predict the same either way. The factor is in
-            ``OpContribution.ratio`` (with the calibration's).
+        context: ``"model"`` (default): where the table has an op's cold time (``cold_ms``), its time moves
+            from hot toward cold part by part of its bytes (:func:`~mmt_nas.predict.cache.in_model_ms`): its
+            activations (input and output) all the way, as a model's rotating buffers leave them, and its weights
+            by :func:`cold_share` of the model's weight bytes (small models keep their weights in the caches,
+            large ones do not); ``"weights"``: only the weights' part moves (the composition before 2026-12-03);
+            ``"alone"``: every op as timed alone (hot). Tables without cold times predict the same in all three.
+            The factor is in ``OpContribution.ratio`` (with the calibration's).
         cache_bytes: The device's ``(lo, hi)`` weight bytes of :func:`cold_share` (default
             :data:`CACHE_BYTES`, measured on this project's VM).
         intervals: How predictions' intervals are made (:mod:`mmt_nas.predict.intervals`): a fitted
@@ -478,12 +478,13 @@ class LatencyPredictor:
 
     def _context_ratios(self, parts: list[tuple[str, list[ParsedOp], float, Source]], weights: int) -> list[float]:
         """Each op's factor from its time alone to its time in this model's cache state (``context``), for a
-        model of ``weights`` weight bytes."""
+        model of ``weights`` weight bytes (:func:`~mmt_nas.predict.cache.in_model_ms`)."""
         ratios = [1.0] * len(parts)
         if self.context == "alone":
             return ratios
         share = cold_share(weights, self.cache_bytes)
-        if share == 0.0:
+        activations = self.context == "model"
+        if share == 0.0 and not activations:
             return ratios
         cold_ratio = getattr(self.fallback, "cold_ratio_op", None)
         for i, (key, group, ms, source) in enumerate(parts):
@@ -491,12 +492,13 @@ class LatencyPredictor:
                 continue
             entry = self.table.get(key) if source == "table" else None
             if entry is not None:
-                ratios[i] = in_model_ms(entry, ms, share) / ms
+                ratios[i] = in_model_ms(entry, ms, share, activations=activations) / ms
             elif source == "fallback" and cold_ratio is not None:
                 cold = cold_ratio(group[0])
                 if cold is not None:
                     weights_part = record_from_parsed(group[0]).weight_fraction
-                    ratios[i] = 1.0 + share * weights_part * (float(cold) - 1.0)
+                    part = share * weights_part + ((1.0 - weights_part) if activations else 0.0)
+                    ratios[i] = 1.0 + part * (float(cold) - 1.0)
         return ratios
 
     def _calibration_ratios(
