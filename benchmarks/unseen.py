@@ -242,7 +242,8 @@ def main() -> None:
         + "\n\n</details>\n"
     )
     print(body)
-    update_section("unseen" if resolutions == [160] else "unseen-" + "-".join(map(str, resolutions)), body)
+    section = "unseen" if resolutions == [160] else "unseen-" + "-".join(map(str, resolutions))
+    update_section(section + ("" if table.settings.threads == 1 else f"-t{table.settings.threads}"), body)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,65 @@ def test_fusion_patterns_match_mnn_profile(tmp_path: Path) -> None:
     assert types == ["Convolution", "BinaryOp"]
     counted = [op for op in parse_model(Net(), [1, 4, 8, 8]) if op.fused_into is None]
     assert [op.class_name for op in counted] == ["Conv2d", "Functional"]
+
+
+class BatchNormAct2d(torch.nn.BatchNorm2d):
+    """As timm's: a BatchNorm2d subclass that runs ``F.batch_norm`` itself, then a dropout and its activation."""
+
+    def __init__(self, channels: int, act: type[torch.nn.Module] = torch.nn.ReLU6, drop: float = 0.0) -> None:
+        super().__init__(channels)
+        self.drop = torch.nn.Dropout(drop) if drop else torch.nn.Identity()
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, self.training, 0.0, self.eps
+        )
+        return self.act(self.drop(x))
+
+
+@pytest.mark.parametrize(
+    ("make", "mnn_ops"),
+    [
+        # a library's norm layer that runs F.batch_norm and its activation module: folded like torch.nn's
+        (lambda: torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), BatchNormAct2d(8)), ["Convolution"]),
+        (
+            lambda: torch.nn.Sequential(
+                torch.nn.Conv2d(4, 8, 1), BatchNormAct2d(8, torch.nn.ReLU, 0.2), torch.nn.Conv2d(8, 8, 1)
+            ),
+            ["Convolution", "Convolution"],
+        ),
+        # Identity and dropouts run nothing; the norm and activation after them still fold
+        (
+            lambda: torch.nn.Sequential(
+                torch.nn.Conv2d(4, 8, 1),
+                torch.nn.Identity(),
+                torch.nn.BatchNorm2d(8),
+                torch.nn.Dropout(0.1),
+                torch.nn.ReLU(),
+            ),
+            ["Convolution"],
+        ),  # fmt: skip
+        # a sigmoid does not fold: it stays an op of its own
+        (lambda: torch.nn.Sequential(torch.nn.Conv2d(4, 8, 1), BatchNormAct2d(8, torch.nn.Sigmoid)), None),
+    ],
+    ids=["bnact-relu6", "bnact-dropout-relu-conv", "identity-bn-dropout-relu", "bnact-sigmoid"],
+)
+def test_fusion_follows_the_computation_and_matches_mnn(
+    make: Callable[[], torch.nn.Module], mnn_ops: list[str] | None, tmp_path: Path
+) -> None:
+    """What the converter folds, by what a layer computes (not its class): the ops counted are the ops MNN runs."""
+    from mmt_nas.build.export import export_to_mnn
+    from mmt_nas.device.profile import profile_model
+
+    model = make().eval()
+    export_to_mnn(model, [1, 4, 8, 8], tmp_path / "m.mnn")
+    types = [o.type for o in profile_model(tmp_path / "m.mnn", 2) if o.type not in ("Raster", "ConvertTensor")]
+    counted = [op for op in parse_model(model, [1, 4, 8, 8]) if op.fused_into is None]
+    if mnn_ops is not None:
+        assert types == mnn_ops
+    assert len(counted) == len(types), ([op.key for op in counted], types)
+    assert all(op.class_name in ("Conv2d", "Sigmoid") for op in counted)
 
 
 def test_prediction_is_the_exact_sum_of_table_entries() -> None:

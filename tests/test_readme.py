@@ -29,6 +29,8 @@ NOT_OURS = {
     "ReLU",
     "TinyNet",
     "SplitConformalRegressor",
+    "BatchNormAct2d",  # timm's
+    "Identity",  # torch.nn's
 }
 
 

@@ -459,12 +459,35 @@ def _is_fusable_activation(op: ParsedOp) -> tuple[bool, bool]:
     return False, False
 
 
+def _is_norm(op: ParsedOp, norms: tuple[type, ...]) -> bool:
+    """A batch norm in inference: a ``BatchNorm*d`` module (or a subclass of one), or ``F.batch_norm`` called with
+    ``training=False`` (as layers that subclass ``BatchNorm2d`` and run it themselves do, e.g. timm's
+    ``BatchNormAct2d``)."""
+    if op.function is not None:
+        return op.function.fn == "F.batch_norm" and op.function.kwargs.get("training") is False
+    return isinstance(op.module, norms)
+
+
+def _is_pass_through(op: ParsedOp) -> bool:
+    """An op that computes nothing in inference, which the exported graph leaves out: ``Identity``, or a dropout
+    module in eval mode, or ``F.dropout`` with ``training=False``."""
+    from torch import nn
+
+    if op.function is not None:
+        return op.function.fn.startswith("F.dropout") and op.function.kwargs.get("training") is False
+    m = op.module
+    return isinstance(m, nn.Identity) or (isinstance(m, nn.modules.dropout._DropoutNd) and not m.training)
+
+
 def _mark_fusions(ops: list[ParsedOp], refs: list[tuple[Any, Any]]) -> list[ParsedOp]:
-    """Mark the ops MNN's converter folds into the op before them.
+    """Mark the ops MNN's converter folds into the op before them, by what they compute, whatever class or
+    function wrote them.
 
     Measured with MNN 3.6 (see tests): Conv + BatchNorm, Conv/Linear (+ BatchNorm) + ReLU/ReLU6/
-    Hardtanh(0, 6), and an addition or subtraction + ReLU each run as one op. The follower must take
-    the previous op's output directly.
+    Hardtanh(0, 6), and an addition or subtraction + ReLU each run as one op; a batch norm is a ``BatchNorm*d``
+    module or ``F.batch_norm`` in inference (:func:`_is_norm`); ``Identity`` and dropouts in eval mode run no op
+    at all and are marked as folded into the op whose output they pass on (:func:`_is_pass_through`). The follower
+    must take the previous op's output directly.
     """
     convs, linears, norms = _fusion_rules()
     anchor: list[int] = []
@@ -476,6 +499,15 @@ def _mark_fusions(ops: list[ParsedOp], refs: list[tuple[Any, Any]]) -> list[Pars
     for i, (op, (in_ref, out_ref)) in enumerate(zip(ops, refs)):
         fused_to = None
         src = producer.get(id(in_ref)) if in_ref is not None else None
+        if src is not None and _is_pass_through(op):
+            a = anchor[src]
+            anchor.append(a)
+            if last[a] == src:
+                last[a] = i  # the chain goes on through it: a norm or activation after it still folds
+            out.append(dataclasses.replace(op, fused_into=ops[a].name))
+            if out_ref is not None:
+                producer[id(out_ref)] = i
+            continue
         if src is not None:
             a = anchor[src]
             head = ops[a]
@@ -484,7 +516,7 @@ def _mark_fusions(ops: list[ParsedOp], refs: list[tuple[Any, Any]]) -> list[Pars
                 is_conv = head.function is None and isinstance(head.module, convs)
                 is_linear = head.function is None and isinstance(head.module, linears)
                 is_add = head.function is not None and head.function.fn in _BINARY
-                if isinstance(op.module, norms) and op.function is None and is_conv and a not in has_bn:
+                if _is_norm(op, norms) and is_conv and a not in has_bn:
                     fused_to = a
                     has_bn.add(a)
                 elif (after_conv and (is_conv or is_linear)) or (after_add and is_add):
