@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY_SPACE, write_space
 
 from mmt_nas.build.export import export_to_mnn
@@ -71,6 +72,31 @@ def test_identical_repr_for_different_arguments_is_refused(tmp_path: Path) -> No
     msg = str(info.value)
     assert "Override __repr__" in msg and "'factor': 2" in msg and "'factor': 3" in msg
     assert not (tmp_path / "ops").exists()
+
+
+def test_a_library_subclass_that_computes_the_same_is_the_same_op_and_one_that_differs_is_refused(
+    tmp_path: Path,
+) -> None:
+    """As timm's Linear: a subclass of torch.nn.Linear with the same class name and repr. Computing the same, it
+    is the same op (one entry, which either class's models then find); computing otherwise, it is refused."""
+    (tmp_path / "mylib.py").write_text(
+        "import torch\nfrom torch import nn\nimport torch.nn.functional as F\n"
+        "class Linear(nn.Linear):\n    def forward(self, x):\n"
+        "        return F.linear(x, self.weight.to(dtype=x.dtype), self.bias)\n"
+    )
+    (tmp_path / "otherlib.py").write_text(
+        "from torch import nn\nclass Linear(nn.Linear):\n    def forward(self, x):\n"
+        "        return super().forward(x).relu()\n"
+    )
+    block = "  Linear: {in_features: [8], out_features: [4], input_shape: [[1, 8]]}\n"
+    (tmp_path / "ops.yaml").write_text("torch.nn:\n" + block + "mylib:\n" + block)
+    generate_ops_list(tmp_path / "ops.yaml", tmp_path / "ops")
+    ops = load_ops_meta(tmp_path / "ops")
+    assert [(op.module, op.key) for op in ops] == [("torch.nn", op_key("Linear", repr(torch.nn.Linear(8, 4)), (1, 8)))]
+    (tmp_path / "bad.yaml").write_text("torch.nn:\n" + block + "otherlib:\n" + block)
+    with pytest.raises(OpSpaceError, match="two different ops have the same key") as info:
+        generate_ops_list(tmp_path / "bad.yaml", tmp_path / "bad")
+    assert "otherlib.Linear" in str(info.value) and not (tmp_path / "bad").exists()
 
 
 def test_failed_export_is_reported_and_the_rest_proceed(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from mmt_nas.space.opspace import OpSpec, load_space
 from mmt_nas.progress import progress
 from mmt_nas.table.records import OpRecord, load_ops_meta, save_ops_meta
 from mmt_nas.table.table import LatencyStats, Precision, RuntimeSettings
-from mmt_nas.space.trace import eval_mode, shape_of
+from mmt_nas.space.trace import eval_mode, first_tensor, shape_of
 from mmt_nas.vocab import check_shape, op_key
 
 if TYPE_CHECKING:
@@ -86,6 +86,31 @@ def _flops_and_output(module: torch.nn.Module, shape: tuple[int, ...]) -> tuple[
     return int(counter.get_total_flops()), shape_of(out), isinstance(out, torch.Tensor)
 
 
+def _same_computation(a: Any, b: Any, input_shape: Sequence[int]) -> bool:
+    """Whether two modules are the same op: one's class is the other's or a subclass of it (a library's ``Linear``
+    that subclasses ``torch.nn.Linear``, say), they hold the same parameters and buffers (names and shapes), and a
+    copy of the second given the first's weights returns what the first does on a random input."""
+    import copy
+
+    import torch
+
+    if not (isinstance(a, type(b)) or isinstance(b, type(a))):
+        return False
+    weights = a.state_dict()
+    if {k: tuple(v.shape) for k, v in weights.items()} != {k: tuple(v.shape) for k, v in b.state_dict().items()}:
+        return False
+    try:
+        twin = copy.deepcopy(b)
+        twin.load_state_dict(weights)
+        x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            ya, yb = a.eval()(x), twin.eval()(x)
+    except Exception:  # a module that cannot be copied or run so is not known to be the same
+        return False
+    ya, yb = first_tensor(ya), first_tensor(yb)
+    return ya is not None and yb is not None and ya.shape == yb.shape and bool(torch.allclose(ya, yb, 1e-5, 1e-6))
+
+
 def prepare_ops(specs: Sequence[OpSpec], base_dir: Path) -> tuple[list[tuple[OpRecord, Any]], list[SkippedOp]]:
     """Build and dry-run every op of a space, without exporting anything.
 
@@ -132,7 +157,9 @@ def prepare_ops(specs: Sequence[OpSpec], base_dir: Path) -> tuple[list[tuple[OpR
         key = op_key(getattr(module, "op_class_name", spec.class_name), repr(module), spec.input_shape)
         if key in ready:
             other = ready[key][2]
-            if dict(other.args) != dict(spec.args) or other.module != spec.module:
+            if (dict(other.args) != dict(spec.args) or other.module != spec.module) and not _same_computation(
+                ready[key][1], ready_module, spec.input_shape
+            ):
                 raise OpSpaceError(
                     f"{spec.where}: two different ops have the same key, so the table could not tell them apart: "
                     f"{other.module}.{other.class_name}(**{dict(other.args)}) and "

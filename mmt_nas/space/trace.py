@@ -32,6 +32,7 @@ __all__ = [
     "trace_calls",
     "parse_model",
     "eval_mode",
+    "first_tensor",
     "shape_of",
 ]
 
@@ -146,24 +147,25 @@ class ParsedOp:
     function: FunctionSpec | None = field(default=None, compare=False, repr=False)
 
 
-def _first_tensor(obj: Any) -> Any:
+def first_tensor(obj: Any) -> Any:
+    """The first tensor in a module's output (itself, or the first found in its tuples, lists and dicts)."""
     import torch
 
     if isinstance(obj, torch.Tensor):
         return obj
     if isinstance(obj, (list, tuple)):
         for item in obj:
-            t = _first_tensor(item)
+            t = first_tensor(item)
             if t is not None:
                 return t
     if isinstance(obj, dict):
-        return _first_tensor(list(obj.values()))
+        return first_tensor(list(obj.values()))
     return None
 
 
 def shape_of(obj: Any) -> tuple[int, ...] | None:
     """The shape of the first tensor in ``obj`` (a tensor, or nested lists, tuples and dicts), or ``None``."""
-    t = _first_tensor(obj)
+    t = first_tensor(obj)
     return None if t is None else tuple(int(d) for d in t.shape)
 
 
@@ -218,7 +220,7 @@ def trace_calls(
     stack: list[ModuleCall] = []
 
     def pre(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        first = _first_tensor((args, kwargs))
+        first = first_tensor((args, kwargs))
         call = ModuleCall(names.get(id(module), "?"), module, shape_of(first), input_ref=first)
         if stack:
             stack[-1].children.append(call)
@@ -228,7 +230,7 @@ def trace_calls(
     def post(module: torch.nn.Module, args: Any, output: Any) -> None:
         if stack and stack[-1].module is module:
             call = stack.pop()
-            call.output_ref = _first_tensor(output)
+            call.output_ref = first_tensor(output)
             call.output_shape = shape_of(call.output_ref)
 
     class Recorder(TorchFunctionMode):
@@ -239,14 +241,14 @@ def trace_calls(
                 out = func(*args, **kwargs)
             if stack and id(stack[-1].module) in containers:
                 fn = canonical_name(func)
-                x = _first_tensor((args, kwargs)) if fn is not None else None
+                x = first_tensor((args, kwargs)) if fn is not None else None
                 if fn is not None and x is not None and x.is_floating_point():
                     try:
                         enc_args, enc_kwargs = encode_args(args, kwargs, x)
                     except ValueError:
                         return out
                     parent = stack[-1]
-                    ref = _first_tensor(out)
+                    ref = first_tensor(out)
                     parent.children.append(
                         FunctionCall(
                             f"{parent.name}:{fn}", fn, enc_args, enc_kwargs, shape_of(x) or (), shape_of(ref), x, ref
@@ -376,7 +378,7 @@ def _known_stub(
     text: list[str] = []
 
     def stub(*args: Any, **kwargs: Any) -> Any:
-        x = _first_tensor((args, kwargs))
+        x = first_tensor((args, kwargs))
         if x is not None and x.is_meta:
             if not text:
                 text.append(repr(module))
