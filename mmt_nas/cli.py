@@ -112,6 +112,7 @@ def _cmd_meter(a: argparse.Namespace) -> int:
         seed=a.seed,
         sentinel_every=a.sentinel_every,
         cold=a.cold,
+        cache_probe=a.cache_probe,
     )
     part = f" (shard {a.shard})" if a.shard else ""
     print(f"{len(table)} ops in the table{part} ({time.perf_counter() - t0:.1f} s); {table.settings}")
@@ -561,6 +562,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cold", dest="cold", action="store_false",
         help="do not also time each op cold (copies cycled, as in a large model); predictions then count every "
         "op as timed alone",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-cache-probe", dest="cache_probe", action="store_false",
+        help="do not measure the device's cache sizes (one op at growing reuse distances, a few seconds) into "
+        "the table's timing",
     )  # fmt: skip
     p.add_argument(
         "--shard",

@@ -17,6 +17,7 @@ from typing import Any
 from mmt_nas._files import atomic_write_text, exclusive_lock, lock_path, open_journal, remove_stale_temp_files
 from mmt_nas.device import state as device_state
 from mmt_nas.device.facts import device_info
+from mmt_nas.device.probe import cache_probe as probe_caches
 from mmt_nas.device.profile import COLD_MOST_COPIES, COLD_REUSE_BYTES, cold_core_ms, core_ms, profile_model
 from mmt_nas.device.rounds import RoundTiming, entry_of, read_journal, round_order, round_times
 from mmt_nas.device.sentinel import SENTINEL_THRESHOLD, Sentinel, choose_sentinel
@@ -83,6 +84,7 @@ def meter_ops(
     seed: int = 0,
     sentinel_every: int = 16,
     cold: bool = True,
+    cache_probe: bool = True,
 ) -> LatencyTable:
     """Time every op of an ops folder and save the latency table (``meta_latency.json``).
 
@@ -127,6 +129,10 @@ def meter_ops(
             :data:`COLD_REUSE_BYTES` of other data pass between two runs of one, as in a large model) and
             store it as ``cold_ms``; the predictor's ``context="model"`` uses it for models whose weights do
             not stay in the caches.
+        cache_probe: With ``cold``, also measure the device's cache sizes as a model's layers meet them
+            (:func:`mmt_nas.device.probe.cache_probe`: a weight-heavy op of the folder timed at growing reuse
+            distances, a few seconds) and keep them in ``table.timing["cache_probe"]``
+            (``LatencyPredictor(table, cache_bytes="table")`` uses them; the default does not yet).
 
     Returns:
         The complete table.
@@ -165,7 +171,19 @@ def meter_ops(
         lock_path(out), f"metering into {str(out)!r}", "meter into another table (--shard i/n, or --output)"
     ):
         return _meter_locked(
-            ops_dir, ops, out, times, warmup, settings, show_progress, profile, rounds, seed, sentinel_every, cold
+            ops_dir,
+            ops,
+            out,
+            times,
+            warmup,
+            settings,
+            show_progress,
+            profile,
+            rounds,
+            seed,
+            sentinel_every,
+            cold,
+            cache_probe,
         )
 
 
@@ -182,6 +200,7 @@ def _meter_locked(
     seed: int,
     sentinel_every: int,
     cold: bool,
+    cache_probe: bool = True,
 ) -> LatencyTable:
     journal = out.with_name(out.name + JOURNAL_SUFFIX)
     remove_stale_temp_files(out.parent, [out.name, journal.name])  # what a killed run's atomic writes left
@@ -212,6 +231,7 @@ def _meter_locked(
             f"cannot add to {str(out)!r}: {exc} Pass another `output` for this device's table."
         ) from None
     split = round_times(times, rounds)
+    earlier_probe = table.timing.get("cache_probe")
     table.timing = {
         "times": times,
         "warmup": "auto" if warmup is None else warmup,
@@ -337,6 +357,14 @@ def _meter_locked(
         jf.close()
     if guard is not None:
         table.timing["sentinel"] = guard.report(remeasured)
+    if profile and cold and cache_probe:
+        if todo or earlier_probe is None:  # the caches as the layers of a model meet them (with the device state)
+            found = probe_caches(ops_dir, ops, settings, times=min(times, 20))
+            table.timing["cache_probe"] = (
+                found.to_dict() if found is not None else {"cache_bytes": None, "reason": "no op to probe with"}
+            )
+        else:
+            table.timing["cache_probe"] = earlier_probe
     if todo:  # what else ran on the device while this run metered (absent if nothing was metered)
         state = device_state.activity(start_state, device_state.snapshot())
         table.timing["device_state"] = state.to_dict()

@@ -312,8 +312,11 @@ class LatencyPredictor:
             large ones do not); ``"weights"``: only the weights' part moves (the composition before 2026-12-03);
             ``"alone"``: every op as timed alone (hot). Tables without cold times predict the same in all three.
             The factor is in ``OpContribution.ratio`` (with the calibration's).
-        cache_bytes: The device's ``(lo, hi)`` weight bytes of :func:`cold_share` (default
-            :data:`CACHE_BYTES`, measured on this project's VM).
+        cache_bytes: The device's ``(lo, hi)`` weight bytes of :func:`cold_share`. ``None`` (default):
+            :data:`CACHE_BYTES` (from a synthetic chain on this project's VM); ``"table"``: the sizes the table's
+            cache probe measured on its device (:attr:`~mmt_nas.table.table.LatencyTable.cache_bytes`; not the
+            default: on this project's Xeon VM they predicted 30 unseen models worse, -11.0% against -1.8%, see
+            ``benchmarks/RESULTS.md``). Which one is in :attr:`cache_bytes_source`.
         intervals: How predictions' intervals are made (:mod:`mmt_nas.predict.intervals`): a fitted
             :class:`~mmt_nas.predict.intervals.ConformalIntervals` (``mmt-nas report --fit-intervals``), or ``None``
             for the uncalibrated :class:`~mmt_nas.predict.intervals.PriorIntervals`. Fit it with this predictor's
@@ -334,19 +337,31 @@ class LatencyPredictor:
         calibration: InContextCalibration | None = None,
         device: Mapping[str, Any] | str | None = None,
         context: Context = "model",
-        cache_bytes: tuple[int, int] = CACHE_BYTES,
+        cache_bytes: tuple[int, int] | Literal["table"] | None = None,
         intervals: IntervalModel | None = None,
     ) -> None:
         self.intervals: IntervalModel = intervals if intervals is not None else PriorIntervals()
         self.composition: Composition = check_composition(composition)
         self.context: Context = check_choice("context", context, CONTEXTS)
-        self.cache_bytes = check_cache_bytes(cache_bytes)
+        given = None if cache_bytes is None or cache_bytes == "table" else check_cache_bytes(cache_bytes)
         self.latency: Latency = check_latency(latency)
         self.calibration = calibration
         check_on_missing(on_missing)
         if on_missing == "fallback" and fallback is None:
             raise OptionError("on_missing='fallback' needs a fallback estimator; pass fallback=... .")
         self.table = table if isinstance(table, LatencyTable) else load_table_cached(table)
+        measured = self.table.cache_bytes if cache_bytes == "table" else None
+        if cache_bytes == "table" and measured is None:
+            raise OptionError(
+                "cache_bytes='table' needs a table whose metering probed the device's caches, but this one has no "
+                f"cache sizes (timing['cache_probe'] = {self.table.timing.get('cache_probe')!r}). Meter it again "
+                "without --no-cache-probe, or pass cache_bytes=(lo, hi)."
+            )
+        self.cache_bytes: tuple[int, int] = given or measured or CACHE_BYTES
+        #: Where :attr:`cache_bytes` came from: ``"given"``, ``"table"`` (its device's probe) or ``"default"``.
+        self.cache_bytes_source: Literal["given", "table", "default"] = (
+            "given" if given is not None else "table" if measured is not None else "default"
+        )
         timing = self.table.timing
         if timing.get("method") == "runSession" and "input" not in timing and id(self.table) not in _WARNED:
             _WARNED.add(id(self.table))

@@ -493,6 +493,22 @@ class LatencyTable:
                 "device's table."
             )
 
+    @property
+    def cache_bytes(self) -> tuple[int, int] | None:
+        """The device's ``(lo, hi)`` cache sizes as a model's layers meet them, measured when the table was metered
+        (``timing["cache_probe"]``, :func:`mmt_nas.device.probe.cache_probe`), or ``None`` (a table from before
+        the probe, or a probe that found no knee)."""
+        probe = self.timing.get("cache_probe")
+        found = probe.get("cache_bytes") if isinstance(probe, dict) else None
+        if (
+            isinstance(found, list)
+            and len(found) == 2
+            and all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in found)
+            and found[0] <= found[1]
+        ):
+            return (found[0], found[1])
+        return None
+
     def noise_floor(self) -> NoiseFloor | None:
         """The table's run-to-run noise: the spread of each entry's round medians (:attr:`TableEntry.run_to_run`),
         over the entries timed in two rounds or more; ``None`` when none was (tables metered in one round)."""
