@@ -93,10 +93,15 @@ def test_a_library_subclass_that_computes_the_same_is_the_same_op_and_one_that_d
     generate_ops_list(tmp_path / "ops.yaml", tmp_path / "ops")
     ops = load_ops_meta(tmp_path / "ops")
     assert [(op.module, op.key) for op in ops] == [("torch.nn", op_key("Linear", repr(torch.nn.Linear(8, 4)), (1, 8)))]
-    (tmp_path / "bad.yaml").write_text("torch.nn:\n" + block + "otherlib:\n" + block)
-    with pytest.raises(OpSpaceError, match="two different ops have the same key") as info:
-        generate_ops_list(tmp_path / "bad.yaml", tmp_path / "bad")
-    assert "otherlib.Linear" in str(info.value) and not (tmp_path / "bad").exists()
+    (tmp_path / "einsumlib.py").write_text(  # the same numbers, but another graph (MatMul + Add, not Gemm)
+        "import torch\nfrom torch import nn\nclass Linear(nn.Linear):\n    def forward(self, x):\n"
+        "        return torch.einsum('bi,oi->bo', x, self.weight) + self.bias\n"
+    )
+    for lib in ("otherlib", "einsumlib"):
+        (tmp_path / "bad.yaml").write_text("torch.nn:\n" + block + f"{lib}:\n" + block)
+        with pytest.raises(OpSpaceError, match="two different ops have the same key") as info:
+            generate_ops_list(tmp_path / "bad.yaml", tmp_path / "bad")
+        assert f"{lib}.Linear" in str(info.value) and not (tmp_path / "bad").exists()
 
 
 def test_failed_export_is_reported_and_the_rest_proceed(tmp_path: Path) -> None:

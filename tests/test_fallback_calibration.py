@@ -252,3 +252,23 @@ def test_adaptive_sampling_proposes_unmeasured_uncertain_ops(tiny_ops: Path, tmp
     )
     assert out.returncode == 0, out.stderr
     assert len(load_space(tmp_path / "next.yaml")) == 3
+
+
+def test_a_calibration_is_refused_by_a_predictor_of_another_composition(tiny_ops: Path, tmp_path: Path) -> None:
+    """A calibration learned what its samples' composition missed; applied on top of another composition it would
+    count that again. A file saved before the activations' cold part existed loads as context='weights'."""
+    table = LatencyTable.load(tiny_ops)
+    cal = InContextCalibration(model="forest").fit(_samples(["a", "b"]))
+    assert cal.context == "model" and LatencyPredictor(table, calibration=cal).calibration is cal
+    with pytest.raises(OptionError, match="fitted on times composed with context='model'"):
+        LatencyPredictor(table, calibration=cal, context="weights")
+    cal.save(tmp_path / "cal.json")
+    doc = json.loads((tmp_path / "cal.json").read_text())
+    assert doc["params"]["context"] == "model"
+    del doc["params"]["context"]  # as a file saved before it
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    old = InContextCalibration.load(tmp_path / "old.json")
+    assert old.context == "weights"
+    with pytest.raises(OptionError, match="Refit it"):
+        LatencyPredictor(table, calibration=old)
+    assert LatencyPredictor(table, calibration=old, context="weights").calibration is old

@@ -183,10 +183,21 @@ def test_fusion_follows_the_computation_and_matches_mnn(
     export_to_mnn(model, [1, 4, 8, 8], tmp_path / "m.mnn")
     types = [o.type for o in profile_model(tmp_path / "m.mnn", 2) if o.type not in ("Raster", "ConvertTensor")]
     counted = [op for op in parse_model(model, [1, 4, 8, 8]) if op.fused_into is None]
+    # a model left in train mode is counted as it exports (in eval mode): the same ops
+    in_train = [op.key for op in parse_model(make().train(), [1, 4, 8, 8]) if op.fused_into is None]
+    assert in_train == [op.key for op in counted]
     if mnn_ops is not None:
         assert types == mnn_ops
     assert len(counted) == len(types), ([op.key for op in counted], types)
     assert all(op.class_name in ("Conv2d", "Sigmoid") for op in counted)
+
+
+def test_a_norm_layer_with_an_activation_counted_whole_is_not_folded_away() -> None:
+    """Known whole (its key in the table), a BatchNorm subclass that also runs a SiLU is more than a norm: MNN
+    folds the norm but runs the SiLU, so the op keeps its time."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 1), BatchNormAct2d(8, torch.nn.SiLU)).eval()
+    ops = parse_model(model, [1, 4, 8, 8], known=lambda key: key.startswith("BatchNormAct2d"))
+    assert [(op.class_name, op.fused_into) for op in ops] == [("Conv2d", None), ("BatchNormAct2d", None)]
 
 
 def test_prediction_is_the_exact_sum_of_table_entries() -> None:

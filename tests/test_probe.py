@@ -95,3 +95,30 @@ def test_the_predictor_uses_the_tables_cache_sizes_when_asked() -> None:
     assert LatencyPredictor(probed, cache_bytes=CACHE_BYTES).cache_bytes_source == "given"
     probed.timing["cache_probe"] = {"cache_bytes": None, "reason": "no op to probe with"}
     assert probed.cache_bytes is None
+
+
+def test_a_failed_probe_costs_the_table_nothing_and_a_run_without_one_keeps_the_earlier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmt_nas.device.meter as meter
+    from mmt_nas.exceptions import MeteringError
+    from mmt_nas.table.merge import merge_tables
+
+    ops = _conv_space(tmp_path)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise MeteringError("MNN could not load the probe op")
+
+    with monkeypatch.context() as m:
+        m.setattr(meter, "probe_caches", broken)
+        table = meter_ops(ops, times=3, rounds=1, show_progress=False)
+    assert len(table) == len(load_ops_meta(ops)) and table.timing["cache_probe"]["cache_bytes"] is None
+    assert "could not load the probe op" in table.timing["cache_probe"]["reason"]
+    probed = meter_ops(ops, times=3, rounds=1, show_progress=False, output=tmp_path / "a.json")
+    earlier = probed.timing["cache_probe"]
+    assert earlier["op"] == choose_probe_op(load_ops_meta(ops)).key  # type: ignore[union-attr]
+    again = meter_ops(ops, times=3, rounds=1, show_progress=False, output=tmp_path / "a.json", cache_probe=False)
+    assert again.timing["cache_probe"] == earlier  # nothing to meter and no probe asked: the earlier one stays
+    other = meter_ops(ops, times=3, rounds=2, show_progress=False, output=tmp_path / "b.json", cache_probe=False)
+    merged, _ = merge_tables([other, probed])
+    assert merged.timing["cache_probe"] == earlier  # the shards' timings differ; the probe survives the merge

@@ -24,7 +24,7 @@ from mmt_nas.space.opspace import OpSpec, load_space
 from mmt_nas.progress import progress
 from mmt_nas.table.records import OpRecord, load_ops_meta, save_ops_meta
 from mmt_nas.table.table import LatencyStats, Precision, RuntimeSettings
-from mmt_nas.space.trace import eval_mode, first_tensor, shape_of
+from mmt_nas.space.trace import eval_mode, shape_of
 from mmt_nas.vocab import check_shape, op_key
 
 if TYPE_CHECKING:
@@ -86,15 +86,30 @@ def _flops_and_output(module: torch.nn.Module, shape: tuple[int, ...]) -> tuple[
     return int(counter.get_total_flops()), shape_of(out), isinstance(out, torch.Tensor)
 
 
+def _onnx_op_types(module: Any, input_shape: Sequence[int]) -> list[str]:
+    """The op types of the ONNX graph the export writes for ``module`` (the graph MNN converts)."""
+    import onnx
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="mmt_nas_same_") as tmp:
+        path = os.path.join(tmp, "op.onnx")
+        with eval_mode(module), warnings.catch_warnings(), quiet_native_output():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.randn(tuple(input_shape)),), path, dynamo=False, opset_version=17)
+        return [node.op_type for node in onnx.load(path).graph.node]
+
+
 def _same_computation(a: Any, b: Any, input_shape: Sequence[int]) -> bool:
-    """Whether two modules are the same op: one's class is the other's or a subclass of it (a library's ``Linear``
-    that subclasses ``torch.nn.Linear``, say), they hold the same parameters and buffers (names and shapes), and a
-    copy of the second given the first's weights returns what the first does on a random input."""
+    """Whether two modules of different classes with one key are the same op: one's class a subclass of the
+    other's (a library's ``Linear`` that subclasses ``torch.nn.Linear``, say), the same parameters and buffers
+    (names and shapes), the same outputs (every tensor) from a copy of the second given the first's weights, on
+    inputs of three scales, and the same exported graph (its ONNX op types). Two argument sets of one class are
+    never merged here: that is the ``__repr__`` contract's error."""
     import copy
 
     import torch
 
-    if not (isinstance(a, type(b)) or isinstance(b, type(a))):
+    if type(a) is type(b) or not (isinstance(a, type(b)) or isinstance(b, type(a))):
         return False
     weights = a.state_dict()
     if {k: tuple(v.shape) for k, v in weights.items()} != {k: tuple(v.shape) for k, v in b.state_dict().items()}:
@@ -102,13 +117,32 @@ def _same_computation(a: Any, b: Any, input_shape: Sequence[int]) -> bool:
     try:
         twin = copy.deepcopy(b)
         twin.load_state_dict(weights)
-        x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            ya, yb = a.eval()(x), twin.eval()(x)
-    except Exception:  # a module that cannot be copied or run so is not known to be the same
+        generator = torch.Generator().manual_seed(0)
+        for scale in (1.0, 0.01, 100.0):
+            x = scale * torch.randn(tuple(input_shape), generator=generator)
+            with torch.no_grad():
+                ya, yb = _tensors(a.eval()(x)), _tensors(twin.eval()(x))
+            if len(ya) != len(yb) or not ya or not all(
+                p.shape == q.shape and p.dtype == q.dtype and bool(torch.allclose(p, q, 1e-5, 1e-6))
+                for p, q in zip(ya, yb)
+            ):
+                return False
+        return _onnx_op_types(a, input_shape) == _onnx_op_types(b, input_shape)
+    except Exception:  # a module that cannot be copied, run or exported so is not known to be the same
         return False
-    ya, yb = first_tensor(ya), first_tensor(yb)
-    return ya is not None and yb is not None and ya.shape == yb.shape and bool(torch.allclose(ya, yb, 1e-5, 1e-6))
+
+
+def _tensors(obj: Any) -> list[Any]:
+    """Every tensor of a module's output, in order (the output itself, or those in its tuples, lists, dicts)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for item in obj for t in _tensors(item)]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    return []
 
 
 def prepare_ops(specs: Sequence[OpSpec], base_dir: Path) -> tuple[list[tuple[OpRecord, Any]], list[SkippedOp]]:

@@ -357,14 +357,19 @@ def _meter_locked(
         jf.close()
     if guard is not None:
         table.timing["sentinel"] = guard.report(remeasured)
-    if profile and cold and cache_probe:
-        if todo or earlier_probe is None:  # the caches as the layers of a model meet them (with the device state)
-            found = probe_caches(ops_dir, ops, settings, times=min(times, 20))
+    if profile and cold and cache_probe and (todo or earlier_probe is None):
+        # the caches as the layers of a model meet them, probed with an op this run metered (not one that failed)
+        try:
+            found = probe_caches(ops_dir, [op for op in ops if op.key in table], settings, times=min(times, 20))
+        except MeteringError as exc:  # a probe that fails costs the table nothing but the probe
+            _logger.warning("the cache probe failed: %s", exc)
+            table.timing["cache_probe"] = {"cache_bytes": None, "reason": f"failed: {str(exc)[:300]}"}
+        else:
             table.timing["cache_probe"] = (
                 found.to_dict() if found is not None else {"cache_bytes": None, "reason": "no op to probe with"}
             )
-        else:
-            table.timing["cache_probe"] = earlier_probe
+    elif earlier_probe is not None:  # a run that did not probe keeps what an earlier one measured
+        table.timing["cache_probe"] = earlier_probe
     if todo:  # what else ran on the device while this run metered (absent if nothing was metered)
         state = device_state.activity(start_state, device_state.snapshot())
         table.timing["device_state"] = state.to_dict()

@@ -135,8 +135,8 @@ class CalibrationSample:
         key: The op's key.
         features: :func:`mmt_nas.predict.fallback.op_features` of the op.
         alone_ms: Its time before calibration, as the predictor composes it: its table time (core or wall),
-            moved toward its cold time by the model's cold share where the samples were built with
-            ``context="model"`` and the entry has a cold time.
+            moved toward its cold time as the samples' ``context`` moves it (:func:`mmt_nas.predict.cache.
+            in_model_ms`) where the entry has a cold time.
         in_context_ms: Its time inside the model (MNN's per-op profile, fused followers included).
         context: The model's :func:`model_context` (``()``: samples written before it existed).
     """
@@ -244,10 +244,11 @@ def samples_from_profile(
         measured_ms: The model's measured end-to-end time. The profile's per-op times are scaled
             so that they sum to it: the callbacks themselves cost about a microsecond per op, which
             is 5-10% of a small depthwise net.
-        context: ``"model"`` (default): an op's ``alone_ms`` is its table time plus
-            ``cold_share(W) * (cold_ms - core_ms)`` where its entry has both (``W``: the model's weight bytes,
-            :func:`model_weight_bytes`), as the predictor's ``context="model"`` composes it; ``"alone"``: its
-            table time.
+        context: The predictor's composition: ``"model"`` (default), an op's ``alone_ms`` is its table time
+            moved toward its cold time, its activations' part of its bytes all the way and its weights' part by
+            ``cold_share(W)`` (``W``: the model's weight bytes, :func:`model_weight_bytes`), where its entry has
+            both times (:func:`mmt_nas.predict.cache.in_model_ms`); ``"weights"``: its weights' part only;
+            ``"alone"``: its table time.
         cache_bytes: The device's ``(lo, hi)`` of :func:`mmt_nas.predict.cache.cold_share`.
         composed: Each op's composed time by key, as an uncalibrated predictor gives it (``{o.key: o.latency_ms
             for o in prediction.ops}``), for a table that lacks some of the model's ops (a held-out table whose
@@ -312,6 +313,9 @@ class InContextCalibration:
             then scaled by the one of 1, 0.75, 0.5, 0.25 with the lowest mean error among those that make no
             group's error worse by more than :data:`STEP_ASIDE_TOLERANCE` percentage points, or by 0: it steps
             aside (``damping_``). Needs models of at least 3 groups; with fewer it is 1.
+        context: The predictor's ``context`` the samples' composed times were built with
+            (:func:`samples_from_profile`); a predictor of another ``context`` refuses the calibration, which would
+            count again what the composition now does. Files saved before 2026-12-03 load as ``"weights"``.
     """
 
     def __init__(
@@ -322,6 +326,7 @@ class InContextCalibration:
         shrink: bool = True,
         cache_bytes: tuple[int, int] = CACHE_BYTES,
         step_aside: bool = True,
+        context: Context = "model",
     ) -> None:
         self.model = model
         self.max_ratio = max_ratio
@@ -329,6 +334,7 @@ class InContextCalibration:
         self.shrink = shrink
         self.cache_bytes = cache_bytes
         self.step_aside = step_aside
+        self.context = context
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters (scikit-learn convention)."""
@@ -339,6 +345,7 @@ class InContextCalibration:
             "shrink": self.shrink,
             "cache_bytes": self.cache_bytes,
             "step_aside": self.step_aside,
+            "context": self.context,
         }
 
     @staticmethod
@@ -599,6 +606,8 @@ class InContextCalibration:
         groups = doc.get("groups")
         if "step_aside" not in params:  # written before step_aside: it loads as it predicted
             params["step_aside"] = False
+        if "context" not in params:  # written before the activations' cold part: composed with weights only
+            params["context"] = "weights"
         if isinstance(groups, dict):
             return cls(**params).fit(samples, group=lambda m: str(groups.get(m, _architecture(m))))
         return cls(**params).fit(samples)

@@ -345,6 +345,13 @@ class LatencyPredictor:
         self.context: Context = check_choice("context", context, CONTEXTS)
         given = None if cache_bytes is None or cache_bytes == "table" else check_cache_bytes(cache_bytes)
         self.latency: Latency = check_latency(latency)
+        fitted_for = getattr(calibration, "context", self.context)
+        if calibration is not None and fitted_for != self.context:
+            raise OptionError(
+                f"the calibration was fitted on times composed with context={fitted_for!r}, but this predictor "
+                f"composes with context={self.context!r}: it would correct again what the composition already "
+                f"counts. Refit it (mmt-nas report --fit-calibration), or pass context={fitted_for!r}."
+            )
         self.calibration = calibration
         check_on_missing(on_missing)
         if on_missing == "fallback" and fallback is None:

@@ -462,23 +462,25 @@ def _is_fusable_activation(op: ParsedOp) -> tuple[bool, bool]:
 
 
 def _is_norm(op: ParsedOp, norms: tuple[type, ...]) -> bool:
-    """A batch norm in inference: a ``BatchNorm*d`` module (or a subclass of one), or ``F.batch_norm`` called with
-    ``training=False`` (as layers that subclass ``BatchNorm2d`` and run it themselves do, e.g. timm's
-    ``BatchNormAct2d``)."""
+    """A batch norm, as the exported (inference) graph runs it: a ``BatchNorm*d`` module (or a subclass of one
+    with no children: one that also holds an activation, as timm's ``BatchNormAct2d`` does, is not just a norm when
+    counted whole), or a call of ``F.batch_norm`` (as such layers make themselves), whatever the model's train/eval
+    flag was while it was traced: the export always runs in eval mode."""
     if op.function is not None:
-        return op.function.fn == "F.batch_norm" and op.function.kwargs.get("training") is False
-    return isinstance(op.module, norms)
+        return op.function.fn == "F.batch_norm"
+    if not isinstance(op.module, norms):
+        return False
+    children: Any = getattr(op.module, "children", list)
+    return next(iter(children()), None) is None
 
 
 def _is_pass_through(op: ParsedOp) -> bool:
-    """An op that computes nothing in inference, which the exported graph leaves out: ``Identity``, or a dropout
-    module in eval mode, or ``F.dropout`` with ``training=False``."""
+    """An op that computes nothing in inference, which the exported graph leaves out: ``Identity`` or a dropout
+    module (whatever its train/eval flag while traced: the export runs in eval mode)."""
     from torch import nn
 
-    if op.function is not None:
-        return op.function.fn.startswith("F.dropout") and op.function.kwargs.get("training") is False
     m = op.module
-    return isinstance(m, nn.Identity) or (isinstance(m, nn.modules.dropout._DropoutNd) and not m.training)
+    return op.function is None and isinstance(m, (nn.Identity, nn.modules.dropout._DropoutNd))
 
 
 def _mark_fusions(ops: list[ParsedOp], refs: list[tuple[Any, Any]]) -> list[ParsedOp]:

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mmt_nas.exceptions import TableError
 from mmt_nas.table.table import LatencyStats, LatencyTable
@@ -147,4 +148,9 @@ def merge_tables(tables: Iterable[LatencyTable], *, rtol: float = 0.1) -> tuple[
     timings = [t.timing for t in tables]
     if any(t != timings[0] for t in timings):
         merged.timing = {"merged": [dict(t) for t in timings]}
+        # the device's cache sizes, probed by each shard on its own device class: the first shard's that found them
+        probes: list[dict[str, Any]] = [t["cache_probe"] for t in timings if isinstance(t.get("cache_probe"), dict)]
+        found = [pr for pr in probes if pr.get("cache_bytes") is not None]
+        if found or probes:
+            merged.timing["cache_probe"] = (found or probes)[0]
     return merged, report
