@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--times", type=int, default=20, help="profiled runs per model and per op, per round")
     ap.add_argument("--models", type=int, default=2, help="models per family (the first ones)")
+    ap.add_argument("--threads", type=int, default=1, help="MNN threads")
     args = ap.parse_args()
     per_family: dict[str, int] = collections.Counter()
     cases = []
@@ -82,7 +83,8 @@ def main() -> None:
             models[name] = (family, build(**kwargs), shape)
         dump_space(merged_space([space_from_model(m, s) for _, m, s in models.values()]), work / "ops.yaml")
         generate_ops_list(work / "ops.yaml", work / "ops", show_progress=False)
-        table = meter_ops(work / "ops", 40, show_progress=False)
+        table = meter_ops(work / "ops", 40, threads=args.threads, show_progress=False)
+        settings = table.settings
         records = {r.key: r for r in load_ops_meta(work / "ops")}
         rows = []
         for name, (family, model, shape) in models.items():
@@ -96,12 +98,12 @@ def main() -> None:
             keys = sorted({o.key for o in ops})
             sums: dict[str, list[float]] = collections.defaultdict(list)
             for rnd in range(args.rounds):
-                ctx, _ = times_by_scope(profile_model(path, args.times))
+                ctx, _ = times_by_scope(profile_model(path, args.times, settings=settings))
                 hot, cold = {}, {}
                 for key in keys if rnd % 2 == 0 else keys[::-1]:
                     op_file = work / "ops" / records[key].file
-                    hot[key] = core_ms(profile_model(op_file, args.times))
-                    cold[key] = cold_core_ms(op_file, records[key].footprint_bytes, args.times)
+                    hot[key] = core_ms(profile_model(op_file, args.times, settings=settings))
+                    cold[key] = cold_core_ms(op_file, records[key].footprint_bytes, args.times, settings=settings)
                 total: dict[str, float] = collections.defaultdict(float)
                 for o in ops:
                     if o.name in ctx:
@@ -126,7 +128,8 @@ def main() -> None:
     summary = " | ".join(f"{100 * m:+.1f}% / {100 * a:.1f}%" for m, a in means.values())
     body = (
         "## Does the composition match the ops in context? (`benchmarks/in_context.py`)\n\n"
-        f"Machine: {machine_line()}. {len(rows)} models of `examples/zoo/families.py` at {args.resolution} "
+        f"Machine: {machine_line()}. {args.threads} MNN thread(s). {len(rows)} models of "
+        f"`examples/zoo/families.py` at {args.resolution} "
         f"({args.families}), their table from their own op spaces. Per model, in {args.rounds} rounds: its "
         f"whole-model per-op profile and each of its ops alone, hot and cold, {args.times} runs each, in the same "
         "minute (so the host's drift cannot pass for the composition's error). Each cell: a rule's composed sum of "
@@ -137,7 +140,7 @@ def main() -> None:
         f"| **mean / mean abs** | | | | | {summary} |\n"
     )
     print(body)
-    update_section("in-context", body)
+    update_section("in-context" + ("" if args.threads == 1 else f"-t{args.threads}"), body)
 
 
 if __name__ == "__main__":

@@ -462,8 +462,9 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     print(f"\nprediction {float(pred):.2f} ms vs measured {measured.median_ms:.2f} ms: error {err:+.1%}")
     print(
         "The prediction counts what MNN runs (Conv+BN+ReLU fused, tensor functions such as flatten "
-        "included) from each op's own time, moved toward its cold time (weights out of the caches) as far as the "
-        "model's weight bytes take it. One model proves little either way: see benchmarks/RESULTS.md and "
+        "included) from each op's own time, moved toward its cold time: its activations as a model's buffers leave "
+        "them, its weights as far as the model's weight bytes take them out of the caches. One model proves "
+        "little either way: see benchmarks/RESULTS.md and "
         "`mmt-nas report`."
     )
     return 0

@@ -212,3 +212,28 @@ def test_ops_the_fallback_estimates_move_toward_their_estimated_cold_time() -> N
     assert hot_only.cold_ratios([e.op for e in table]) is None
     plain = LatencyPredictor(table, on_missing="fallback", fallback=hot_only).predict(model, [1, 2048])
     assert all(o.ratio == 1.0 for o in plain.ops)
+
+
+def test_a_block_the_table_holds_whole_moves_only_its_weights() -> None:
+    """A block's activations inside it are made and used within it, alone and in a model alike (its cold timing
+    cooled them all): only its weights move with the model's size; a leaf op's activations move too."""
+    from tinymods import TinyBlock
+
+    from mmt_nas.predict.cache import is_block
+
+    block = TinyBlock(8)
+    assert is_block("TinyBlock") and is_block("ResNetBasicBlock") and not is_block("Conv2d")
+    assert not is_block("Hardswish") and not is_block("Functional", "Functional|torch.flatten(x, 1)|1x8")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), block).eval()
+    ops = parse_model(model, [1, 3, 8, 8], known=lambda key: key.startswith(("TinyBlock", "Conv2d|Conv2d(3")))
+    assert [o.class_name for o in ops] == ["Conv2d", "TinyBlock"]
+    entries = []
+    for op in ops:
+        params = sum(p.numel() for p in op.module.parameters())
+        rec = OpRecord(op.key, op.class_name, "m", {}, op.input_shape, op.output_shape, 0, params)
+        entries.append(TableEntry(rec, _stats(1.5), core_ms=1.0, cold_ms=3.0))
+    table = LatencyTable(RuntimeSettings(), {"cpu_model": "test"}, {}, entries)
+    by_class = {o.class_name: o for o in LatencyPredictor(table).predict_ops(ops).ops}
+    leaf = entries[0].op.weight_fraction
+    assert by_class["Conv2d"].ratio == pytest.approx(1 + 2 * (1 - leaf))  # a small model: its weights stay hot
+    assert by_class["TinyBlock"].ratio == 1.0  # its weights hot, its activations inside it as when timed alone

@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from mmt_nas.exceptions import OptionError
+from mmt_nas.vocab import op_family
 
 if TYPE_CHECKING:
     from mmt_nas.table.table import TableEntry
 
-__all__ = ["Context", "CONTEXTS", "CACHE_BYTES", "cold_share", "check_cache_bytes", "in_model_ms"]
+__all__ = ["Context", "CONTEXTS", "CACHE_BYTES", "cold_share", "check_cache_bytes", "in_model_ms", "is_block"]
 
 #: Which cache state an op's time is counted in: as timed alone (``"alone"``: hot, its weights, input and output
 #: kept in the caches run after run); as a model leaves it (``"model"``, the default): its activations (input and
@@ -73,7 +74,8 @@ def in_model_ms(entry: TableEntry, ms: float, share: float, *, activations: bool
     timing (the same buffers run after run). Measured here, interleaved within one minute so that the host's drift
     cannot pass for it: a MobileNetV3-small's ops took 1.16-1.22 times their hot time inside the model, pointwise
     convolutions 1.20, depthwise 1.07. Without ``activations``, only the weights move (mmt_nas's composition before
-    2026-12-03). Entries without a cold (or core) time keep ``ms``.
+    2026-12-03, and still the rule for a block the table holds whole: :func:`is_block`). Entries without a cold (or
+    core) time keep ``ms``.
     """
     if entry.cold_ms is None or entry.core_ms is None or ms <= 0:
         return ms
@@ -82,3 +84,12 @@ def in_model_ms(entry: TableEntry, ms: float, share: float, *, activations: bool
     if part <= 0:
         return ms
     return ms + part * (entry.cold_ms - entry.core_ms)
+
+
+def is_block(class_name: str, key: str = "") -> bool:
+    """Whether an op is a block of other modules (a residual block the table holds whole, say), from its class name
+    alone, as :func:`mmt_nas.vocab.op_family` names families (any class it does not know is a block): so that a
+    prediction from keys (``predict_keys``) and one from the model agree. A block's activations inside it are made
+    and used within it, alone and in a model alike, and its cold timing cooled them all; so only its weights move
+    with the model's size (:func:`in_model_ms` with ``activations=False``)."""
+    return class_name != "Functional" and op_family(class_name, key=key, extended=True) == "block"

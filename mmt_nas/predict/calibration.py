@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mmt_nas._files import atomic_write_text
 from mmt_nas._imports import try_import
 from mmt_nas.exceptions import NotFittedError, OptionError, TableError
-from mmt_nas.predict.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
+from mmt_nas.predict.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms, is_block
 from mmt_nas.predict.fallback import op_features, single_threaded
 from mmt_nas.space.describe import record_from_parsed
 from mmt_nas.space.trace import ParsedOp
@@ -280,7 +280,12 @@ def samples_from_profile(
             alone = (
                 entry.time_ms(latency)
                 if context == "alone"
-                else in_model_ms(entry, entry.time_ms(latency), share, activations=context == "model")
+                else in_model_ms(
+                    entry,
+                    entry.time_ms(latency),
+                    share,
+                    activations=context == "model" and not is_block(op.class_name, op.key),
+                )
             )
         if alone > 0:
             feats = op_features(entry if entry is not None else record_from_parsed(op))

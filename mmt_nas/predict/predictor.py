@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mmt_nas.device.facts import device_info
 from mmt_nas.exceptions import OpSpaceError, OptionError, TableError, UnknownOpError
-from mmt_nas.predict.cache import CACHE_BYTES, CONTEXTS, Context, check_cache_bytes, cold_share, in_model_ms
+from mmt_nas.predict.cache import (
+    CACHE_BYTES,
+    CONTEXTS,
+    Context,
+    check_cache_bytes,
+    cold_share,
+    in_model_ms,
+    is_block,
+)
 from mmt_nas.predict.calibration import model_weight_bytes
 from mmt_nas.predict.intervals import (
     IntervalModel,
@@ -514,7 +522,8 @@ class LatencyPredictor:
                 continue
             entry = self.table.get(key) if source == "table" else None
             if entry is not None:
-                ratios[i] = in_model_ms(entry, ms, share, activations=activations) / ms
+                whole = activations and not is_block(group[0].class_name, key)
+                ratios[i] = in_model_ms(entry, ms, share, activations=whole) / ms
             elif source == "fallback" and cold_ratio is not None:
                 cold = cold_ratio(group[0])
                 if cold is not None:
