@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from mmt_nas.predict.fallback import LatencyRegressor, compare_regressors  # noq
 from mmt_nas.predict.predictor import LatencyPredictor, Prediction  # noqa: E402
 from mmt_nas.report.document import Report  # noqa: E402
 from mmt_nas.report.evaluation import ModelResult, _category_split, evaluate  # noqa: E402
-from mmt_nas.report.metrics import compute_metrics, error_beyond_noise, noise_variance  # noqa: E402
+from mmt_nas.report.metrics import beyond_noise_of, compute_metrics, noise_variance  # noqa: E402
 from mmt_nas.space.describe import space_from_model  # noqa: E402
 from mmt_nas.space.opspace import dump_space  # noqa: E402
 from mmt_nas.table.table import LatencyTable  # noqa: E402
@@ -147,20 +146,18 @@ ROUNDS: dict[str, list[float]] = {}  # each measured model's rounds' medians (se
 def score(preds: dict[str, Prediction], measured: dict[str, float]) -> dict[str, Any]:
     names = [n for n in measured if n in preds]
     m = compute_metrics([float(preds[n]) for n in names], [measured[n] for n in names])
-    errors, variances = [], []
-    for n in names:
-        var = noise_variance(ROUNDS.get(n, []), preds[n].to_dict()["ops"])
-        if var is not None:
-            errors.append(math.log(float(preds[n]) / measured[n]))
-            variances.append(var)
-    beyond = error_beyond_noise(errors, variances)
+    beyond = beyond_noise_of(
+        [float(preds[n]) for n in names],
+        [measured[n] for n in names],
+        [noise_variance(ROUNDS.get(n, []), preds[n].to_dict()["ops"]) for n in names],
+    )
     return m | {"n_failed": len(measured) - len(names), "beyond": beyond}
 
 
 def beyond_cell(m: dict[str, Any]) -> str:
     """The error beyond the noise with its 90% bootstrap interval, e.g. ``3.1% (1.2-4.4)``."""
     b = m.get("beyond")
-    return "–" if b is None else f"{b.beyond_pct:.1f}% ({b.low_pct:.1f}-{b.high_pct:.1f})"
+    return "–" if b is None else str(b)
 
 
 def fmt(v: Any, spec: str = ".1f", unit: str = "%") -> str:

@@ -42,7 +42,7 @@ from mmt_nas.build.export import export_to_mnn  # noqa: E402
 from mmt_nas.build.generate import generate_ops_list  # noqa: E402
 from mmt_nas.device.meter import meter_ops  # noqa: E402
 from mmt_nas.device.profile import cold_core_ms, core_ms, profile_model  # noqa: E402
-from mmt_nas.predict.cache import cold_share  # noqa: E402
+from mmt_nas.predict.cache import cold_part, cold_share  # noqa: E402
 from mmt_nas.predict.calibration import model_weight_bytes, times_by_scope  # noqa: E402
 from mmt_nas.space.describe import space_from_model  # noqa: E402
 from mmt_nas.space.opspace import dump_space  # noqa: E402
@@ -56,8 +56,7 @@ def compose(rule: str, hot: float, cold: float, weights_part: float, share: floa
     """One op's time under ``rule`` from its hot and cold time of the same round."""
     if rule == "alone":
         return hot
-    part = share * weights_part + ((1.0 - weights_part) if rule == "model" else 0.0)
-    return hot + part * (cold - hot)
+    return hot + cold_part(weights_part, share, activations=rule == "model") * (cold - hot)
 
 
 def main() -> None:

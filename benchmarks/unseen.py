@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from mmt_nas.predict.cache import CONTEXTS  # noqa: E402
 from mmt_nas.predict.calibration import leave_one_group_out, samples_from_profile  # noqa: E402
 from mmt_nas.predict.fallback import LatencyRegressor, compare_regressors  # noqa: E402
 from mmt_nas.predict.predictor import LatencyPredictor  # noqa: E402
-from mmt_nas.report.metrics import compute_metrics, error_beyond_noise, noise_variance  # noqa: E402
+from mmt_nas.report.metrics import beyond_noise_of, compute_metrics, noise_variance  # noqa: E402
 from mmt_nas.space.describe import space_from_model  # noqa: E402
 from mmt_nas.space.opspace import dump_space  # noqa: E402
 from mmt_nas.table.table import LatencyTable  # noqa: E402
@@ -185,11 +184,10 @@ def main() -> None:
         for c in kinds:
             m = compute_metrics([predicted[c][n] for n in names], [measured[n] for n in names])
             var = noise["generic" if c in (HELDOUT, HELDOUT_CAL) else "table"]
-            known = [n for n in names if var.get(n) is not None]
-            b = error_beyond_noise(
-                [math.log(predicted[c][n] / measured[n]) for n in known], [var[n] or 0.0 for n in known]
+            b = beyond_noise_of(
+                [predicted[c][n] for n in names], [measured[n] for n in names], [var.get(n) for n in names]
             )
-            beyond = "–" if b is None else f"{b.beyond_pct:.1f}% ({b.low_pct:.1f}-{b.high_pct:.1f})"
+            beyond = "–" if b is None else str(b)
             cells.append(
                 f"{m['within_10_pct']:.0f}% / {m['within_5_pct']:.0f}% / {m['mape_pct']:.1f}% / "
                 f"{m['mean_signed_error_pct']:+.1f}% / {beyond}"

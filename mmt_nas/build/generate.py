@@ -29,7 +29,7 @@ from mmt_nas.vocab import check_shape, op_key
 
 if TYPE_CHECKING:
     import torch
-from mmt_nas.build.export import export_to_mnn
+from mmt_nas.build.export import _OPSET, export_to_mnn
 
 _logger = logging.getLogger(__name__)
 _CHECKPOINT_SECONDS = 5.0
@@ -95,7 +95,7 @@ def _onnx_op_types(module: Any, input_shape: Sequence[int]) -> list[str]:
         path = os.path.join(tmp, "op.onnx")
         with eval_mode(module), warnings.catch_warnings(), quiet_native_output():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (torch.randn(tuple(input_shape)),), path, dynamo=False, opset_version=17)
+            torch.onnx.export(module, (torch.randn(tuple(input_shape)),), path, dynamo=False, opset_version=_OPSET)
         return [node.op_type for node in onnx.load(path).graph.node]
 
 

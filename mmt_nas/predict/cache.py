@@ -18,7 +18,16 @@ from mmt_nas.vocab import op_family
 if TYPE_CHECKING:
     from mmt_nas.table.table import TableEntry
 
-__all__ = ["Context", "CONTEXTS", "CACHE_BYTES", "cold_share", "check_cache_bytes", "in_model_ms", "is_block"]
+__all__ = [
+    "Context",
+    "CONTEXTS",
+    "CACHE_BYTES",
+    "cold_share",
+    "check_cache_bytes",
+    "cold_part",
+    "in_model_ms",
+    "is_block",
+]
 
 #: Which cache state an op's time is counted in: as timed alone (``"alone"``: hot, its weights, input and output
 #: kept in the caches run after run); as a model leaves it (``"model"``, the default): its activations (input and
@@ -62,6 +71,12 @@ def check_cache_bytes(cache_bytes: Any) -> tuple[int, int]:
     return (cache_bytes[0], cache_bytes[1])
 
 
+def cold_part(weight_fraction: float, share: float, *, activations: bool = True) -> float:
+    """How much of the way from an op's hot to its cold time it moves inside a model (:func:`in_model_ms`): its
+    weights' part of its bytes by ``share``, and, with ``activations``, the rest of its bytes all the way."""
+    return max(0.0, share) * weight_fraction + ((1.0 - weight_fraction) if activations else 0.0)
+
+
 def in_model_ms(entry: TableEntry, ms: float, share: float, *, activations: bool = True) -> float:
     """An op's time ``ms`` (as the predictor counts it, e.g. its hot core time) moved toward its cold time, part by
     part of its bytes (its entry's ``weight_fraction`` of them are weights, the rest its input and output).
@@ -79,8 +94,7 @@ def in_model_ms(entry: TableEntry, ms: float, share: float, *, activations: bool
     """
     if entry.cold_ms is None or entry.core_ms is None or ms <= 0:
         return ms
-    weights = entry.op.weight_fraction
-    part = max(0.0, share) * weights + ((1.0 - weights) if activations else 0.0)
+    part = cold_part(entry.op.weight_fraction, share, activations=activations)
     if part <= 0:
         return ms
     return ms + part * (entry.cold_ms - entry.core_ms)

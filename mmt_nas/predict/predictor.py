@@ -17,6 +17,7 @@ from mmt_nas.predict.cache import (
     CONTEXTS,
     Context,
     check_cache_bytes,
+    cold_part,
     cold_share,
     in_model_ms,
     is_block,
@@ -527,8 +528,7 @@ class LatencyPredictor:
             elif source == "fallback" and cold_ratio is not None:
                 cold = cold_ratio(group[0])
                 if cold is not None:
-                    weights_part = record_from_parsed(group[0]).weight_fraction
-                    part = share * weights_part + ((1.0 - weights_part) if activations else 0.0)
+                    part = cold_part(record_from_parsed(group[0]).weight_fraction, share, activations=activations)
                     ratios[i] = 1.0 + part * (float(cold) - 1.0)
         return ratios
 

@@ -33,8 +33,8 @@ from mmt_nas.report.html import render_html
 from mmt_nas.report.html.cells import _fmt, _pct  # the same number formatting in both
 from mmt_nas.report.metrics import (
     BeyondNoise,
+    beyond_noise_of,
     compute_metrics,
-    error_beyond_noise,
     kendall_tau,
     noise_variance,
     spearman_rho,
@@ -102,13 +102,12 @@ class Report:
     def beyond_noise(self) -> BeyondNoise | None:
         """The models' error beyond the measurement noise (:func:`~mmt_nas.report.metrics.error_beyond_noise`),
         over the measured and predicted models whose noise is known (two rounds or more); ``None`` if none is."""
-        errors, variances = [], []
-        for r in self.results:
-            var = self.noise_variance(r) if r.ok else None
-            if var is not None and r.predicted_ms and r.measured_ms and r.predicted_ms > 0:
-                errors.append(math.log(r.predicted_ms / r.measured_ms))
-                variances.append(var)
-        return error_beyond_noise(errors, variances)
+        ok = [r for r in self.results if r.ok and r.predicted_ms is not None and r.measured_ms is not None]
+        return beyond_noise_of(
+            [r.predicted_ms or 0.0 for r in ok],
+            [r.measured_ms or 0.0 for r in ok],
+            [self.noise_variance(r) for r in ok],
+        )
 
     def within_noise(self, result: ModelResult) -> bool | None:
         """Whether the model's error is within twice its :meth:`noise_floor_pct` (``None``: unknown)."""

@@ -20,6 +20,7 @@ __all__ = [
     "compute_metrics",
     "BeyondNoise",
     "error_beyond_noise",
+    "beyond_noise_of",
     "median_variance",
     "noise_variance",
     "log_sd",
@@ -227,6 +228,10 @@ class BeyondNoise:
     high_pct: float
     confidence: float
 
+    def __str__(self) -> str:
+        """``beyond_pct`` and its interval, e.g. ``5.8% (4.3-7.1)``."""
+        return f"{self.beyond_pct:.1f}% ({self.low_pct:.1f}-{self.high_pct:.1f})"
+
     def to_dict(self) -> dict[str, float]:
         """The fields as a JSON-ready dict."""
         return {
@@ -299,3 +304,12 @@ def error_beyond_noise(
     low = boots[min(resamples - 1, int(tail * resamples))]
     high = boots[min(resamples - 1, int((1 - tail) * resamples))]
     return BeyondNoise(n, 100 * rms, 100 * noise, 100 * beyond, 100 * low, 100 * high, confidence)
+
+
+def beyond_noise_of(
+    predicted: Sequence[float], measured: Sequence[float], noise_variances: Sequence[float | None]
+) -> BeyondNoise | None:
+    """:func:`error_beyond_noise` of the models whose noise is known (a variance, not ``None``) and whose times are
+    positive, from their predicted and measured times (ms) and noise variances, in the same order."""
+    known = [(p, m, v) for p, m, v in zip(predicted, measured, noise_variances) if v is not None and p > 0 and m > 0]
+    return error_beyond_noise([math.log(p / m) for p, m, _ in known], [v for _, _, v in known])
